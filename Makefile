@@ -1,0 +1,23 @@
+# The two front-door commands (see README):
+#   make demo   set up .venv and run the whole workflow on the embedded demo set
+#   make test   set up .venv and run the test suite
+VENV ?= .venv
+CORES ?= all
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint
+
+$(STAMP): requirements.lock pyproject.toml scripts/setup-env.sh
+	bash scripts/setup-env.sh $(VENV)
+	touch $@
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/snakemake --lint

@@ -1,0 +1,22 @@
+# ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
+# src/ulip2_pipeline. Targets: all (default), manifest, points. See README.md.
+from pathlib import Path
+
+from ulip2_pipeline.config import validate_config
+
+
+configfile: "config.yaml"
+
+
+validate_config(config, Path(workflow.basedir) / "config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/sources.smk"
+include: "rules/points.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.points.input,

@@ -1,0 +1,27 @@
+# Points: 10k coloured surface samples per object, FPS-ordered, one Parquet file per shard.
+
+
+rule points_shard:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+    output:
+        points="results/{dataset}/points/{shard}.parquet",
+        failures="results/{dataset}/failures/points/{shard}.parquet",
+    params:
+        dataset=dataset_config,
+    log:
+        "logs/{dataset}/points/{shard}.log",
+    benchmark:
+        "logs/{dataset}/points/{shard}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/points.yaml"
+    script:
+        "../workflow_scripts/points.py"
+
+
+rule points:
+    input:
+        per_shard("results/{dataset}/points/{shard}.parquet"),

@@ -1,0 +1,50 @@
+"""Atomic output files: a reader sees either the complete file or none.
+
+Every stage writes through these helpers: data goes to a temporary file in the
+destination's directory, is flushed to disk, and is renamed over the target.
+A killed job therefore never leaves a partial shard behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(table: pa.Table, target: str | Path, metadata: dict[str, str] | None = None,
+                  row_group_size: int | None = None) -> None:
+    """Write ``table`` atomically, adding ``metadata`` (str -> str) to the file's schema."""
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+
+
+def write_bytes(data: bytes, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)

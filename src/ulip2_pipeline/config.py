@@ -1,0 +1,132 @@
+"""Validation of the workflow configuration against ``config.schema.yaml``.
+
+The schema is the single documentation of every key. Validation fills in the
+schema's defaults and turns jsonschema's errors into one message per problem
+that names the key by its dotted path and says what was expected.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+
+class ConfigError(ValueError):
+    """The configuration does not satisfy the schema; the message names every bad key."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema and key not in instance:
+                    instance[key] = json.loads(json.dumps(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _with_defaults(Draft202012Validator)
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _dotted(path: Iterable) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error) -> str:
+    where = _dotted(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = f"{where}." if error.absolute_path else ""
+        return "; ".join(
+            f"unknown key '{prefix}{key}' (allowed here: {', '.join(allowed)})" for key in extra
+        )
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"key '{where}': expected {expected}, got {type(error.instance).__name__} {error.instance!r}"
+    if kind == "required":
+        return f"key '{where}': {error.message}"
+    if kind in ("enum", "const"):
+        options = error.validator_value if kind == "enum" else [error.validator_value]
+        return f"key '{where}': expected one of {options}, got {error.instance!r}"
+    return f"key '{where}': {error.message}"
+
+
+def validate_config(config: dict, schema: dict | str | Path) -> dict:
+    """Validate ``config`` in place, filling defaults; raise ConfigError naming every bad key."""
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    validator = _DefaultFillingValidator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    messages = [_describe(e) for e in errors]
+    if not errors:
+        messages = _cross_checks(config)
+    if messages:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(messages))
+    return config
+
+
+def _cross_checks(config: dict) -> list[str]:
+    """Rules a JSON schema cannot express: references between sections."""
+    problems = []
+    presets = config.get("render_presets", {})
+    for name, dataset in config.get("datasets", {}).items():
+        preset = dataset.get("render_preset")
+        if preset not in presets:
+            problems.append(
+                f"key 'datasets.{name}.render_preset': no render preset named {preset!r} "
+                f"(defined: {', '.join(sorted(presets)) or 'none'})"
+            )
+        points = dataset.get("points", {})
+        total = points.get("count", 0)
+        for size in points.get("prefix_sizes", []):
+            if size > total:
+                problems.append(
+                    f"key 'datasets.{name}.points.prefix_sizes': {size} is larger than "
+                    f"points.count {total}"
+                )
+    for name in selected_dataset_names(config, check=False):
+        if name not in config.get("datasets", {}):
+            problems.append(
+                f"key 'only': no dataset named {name!r} "
+                f"(defined: {', '.join(sorted(config.get('datasets', {})))})"
+            )
+    return problems
+
+
+def selected_dataset_names(config: dict, check: bool = True) -> list[str]:
+    """Datasets a run builds: all configured ones, or those named by ``only``.
+
+    ``only`` accepts a list or a comma-separated string, so that
+    ``snakemake points --config only=demo`` works from the command line.
+    """
+    only = config.get("only") or []
+    if isinstance(only, str):
+        only = [name.strip() for name in only.split(",") if name.strip()]
+    names = list(only) if only else sorted(config.get("datasets", {}))
+    if check:
+        unknown = [n for n in names if n not in config.get("datasets", {})]
+        if unknown:
+            raise ConfigError(f"key 'only': no dataset named {unknown[0]!r}")
+    return names
+
+
+def config_hash(section: Any) -> str:
+    """Stable short hash of a config section, recorded as provenance in outputs."""
+    canonical = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,101 @@
+"""Loading a mesh file as a flat list of world-space triangle parts with their colour source.
+
+Every node transform of the scene graph is applied, so a multi-mesh scene samples
+exactly as it renders. Each part carries the best colour information it has, in
+the order texture > vertex colour > material base colour > none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from .failures import ObjectFailure
+
+TEXTURE, VERTEX, FACE, MATERIAL, NONE = "texture", "vertex", "face", "material", "none"
+
+
+@dataclass
+class Part:
+    vertices: np.ndarray            # (V, 3) float64, world space
+    faces: np.ndarray               # (F, 3) int64
+    colour_source: str              # one of TEXTURE, VERTEX, FACE, MATERIAL, NONE
+    uv: np.ndarray | None = None    # (V, 2) for TEXTURE
+    image: np.ndarray | None = None  # (H, W, 4) uint8 for TEXTURE
+    factor: np.ndarray | None = None  # (4,) float multiplier for TEXTURE (glTF baseColorFactor)
+    colours: np.ndarray | None = None  # (V, 4) or (F, 4) uint8 for VERTEX / FACE; (4,) for MATERIAL
+
+
+def _rgba(value) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size == 3:
+        arr = np.append(arr, 255.0 if arr.max() > 1.0 else 1.0)
+    if arr.max() > 1.0:
+        arr = arr / 255.0
+    return arr[:4]
+
+
+def _material_image_and_colour(material) -> tuple[object, np.ndarray | None]:
+    """(PIL image or None, RGBA base colour in 0..1 or None) of a trimesh material."""
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        return material.baseColorTexture, _rgba(material.baseColorFactor)
+    if isinstance(material, trimesh.visual.material.SimpleMaterial):
+        return material.image, _rgba(material.diffuse)
+    return None, None
+
+
+def _part_from_mesh(mesh: trimesh.Trimesh, transform: np.ndarray) -> Part:
+    vertices = trimesh.transformations.transform_points(np.asarray(mesh.vertices, dtype=np.float64), transform)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    part = Part(vertices=vertices, faces=faces, colour_source=NONE)
+    visual = mesh.visual
+    if isinstance(visual, trimesh.visual.TextureVisuals):
+        image, base = _material_image_and_colour(visual.material)
+        uv = visual.uv
+        if image is not None and uv is not None and len(uv) == len(vertices):
+            part.colour_source = TEXTURE
+            part.uv = np.asarray(uv, dtype=np.float64)
+            part.image = np.asarray(image.convert("RGBA"))
+            part.factor = base if base is not None else np.ones(4)
+            return part
+        vertex_colour = getattr(visual, "vertex_attributes", {}).get("color")
+        if vertex_colour is not None and len(vertex_colour) == len(vertices):
+            part.colour_source, part.colours = VERTEX, np.asarray(vertex_colour, dtype=np.uint8)
+        elif base is not None:
+            part.colour_source, part.colours = MATERIAL, base
+        return part
+    if isinstance(visual, trimesh.visual.ColorVisuals):
+        if visual.kind == "vertex":
+            part.colour_source, part.colours = VERTEX, np.asarray(visual.vertex_colors, dtype=np.uint8)
+        elif visual.kind == "face":
+            part.colour_source, part.colours = FACE, np.asarray(visual.face_colors, dtype=np.uint8)
+    return part
+
+
+def load_parts(path: str | Path, max_faces: int) -> list[Part]:
+    """Load ``path`` as world-space parts, or raise ObjectFailure with a reason."""
+    try:
+        scene = trimesh.load_scene(str(path), process=False)
+    except Exception as exc:  # noqa: BLE001 - loaders raise anything from ValueError to KeyError
+        raise ObjectFailure("unreadable", f"{type(exc).__name__}: {exc}") from exc
+    parts = []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        geometry = scene.geometry.get(name)
+        if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces) > 0:
+            parts.append(_part_from_mesh(geometry, transform))
+    if not parts:
+        kinds = sorted({type(g).__name__ for g in scene.geometry.values()}) or ["nothing"]
+        raise ObjectFailure("empty", f"no triangle geometry in the scene (found: {', '.join(kinds)})")
+    total_faces = sum(len(p.faces) for p in parts)
+    if total_faces > max_faces:
+        raise ObjectFailure("too_many_faces", f"{total_faces} triangles, over the limit of {max_faces}")
+    for part in parts:
+        bad = ~np.isfinite(part.vertices).all(axis=1)
+        if bad.any():
+            raise ObjectFailure("non_finite", f"{int(bad.sum())} vertices with NaN or infinite coordinates")
+    return parts

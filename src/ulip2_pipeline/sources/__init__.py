@@ -1,0 +1,41 @@
+"""Sources of 3D objects. Each yields SourceObjects: a uid, a file and maybe a category."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    uid: str
+    path: Path          # the mesh file
+    root: Path          # the folder the file must stay inside
+    category: str | None = None
+
+
+class SourceError(ValueError):
+    """The source as configured cannot be listed (missing folder, bad uid list, ...)."""
+
+
+def list_objects(source: dict, demo_dir: str | Path | None = None) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
+    """List a configured source.
+
+    Returns the objects and the uids that could not be had, as (uid, reason, detail)
+    tuples (only Objaverse can have those: unknown uids, failed downloads).
+    """
+    kind = source["kind"]
+    if kind == "folder":
+        from .folder import list_folder
+        return list_folder(Path(source["path"]), source["extensions"], source["category"]), []
+    if kind == "demo":
+        from .folder import list_folder
+        if demo_dir is None:
+            raise SourceError("the demo source needs the folder the demo_meshes rule generated")
+        return list_folder(Path(demo_dir), ["glb", "obj", "ply", "stl"], "parent_dir"), []
+    if kind == "shapenet":
+        from .shapenet import list_shapenet
+        return list_shapenet(Path(source["path"]), source["synsets"]), []
+    if kind == "objaverse":
+        from .objaverse_uids import list_objaverse
+        return list_objaverse(source)
+    raise SourceError(f"unknown source kind {kind!r}")

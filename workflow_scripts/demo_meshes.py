@@ -1,0 +1,8 @@
+# Thin adapter: generate the embedded demo set (see ulip2_pipeline.demo_set).
+from ulip2_pipeline.demo_set import generate_demo_set
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+source = snakemake.params.source
+generate_demo_set(snakemake.output[0], source["objects_per_class"], source["broken_objects"],
+                  seed=snakemake.params.seed)

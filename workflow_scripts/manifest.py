@@ -1,0 +1,7 @@
+# Thin adapter: list, check, hash and shard one dataset (see ulip2_pipeline.manifest).
+from ulip2_pipeline.manifest import run_manifest
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+run_manifest(snakemake.params.dataset, snakemake.output.manifest, snakemake.output.failures,
+             demo_dir=snakemake.input.get("demo_dir"))
