@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import fpsample
 import numpy as np
@@ -44,18 +45,30 @@ def _colour_samples(part: Part, faces: np.ndarray, bary: np.ndarray, default_rgb
     return np.broadcast_to(default_rgba, (len(faces), 4))
 
 
+class SurfaceSample(NamedTuple):
+    xyz: np.ndarray          # (N, 3) float64, world space
+    rgb: np.ndarray          # (N, 3) uint8
+    colour_sources: list[str]
+    centroid: np.ndarray     # (3,) exact area-weighted centroid of the whole surface
+
+
+def _area_and_centroid_terms(part: Part) -> tuple[np.ndarray, np.ndarray]:
+    """Per-face areas and the part's sum of area * triangle centroid, from one gather of the corners."""
+    a, b, c = (part.vertices[part.faces[:, k]] for k in range(3))
+    areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    return areas, (areas[:, None] * (a + b + c)).sum(axis=0) / 3.0
+
+
 def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
-                   default_rgb: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``count`` points uniformly by area over all parts: world xyz (float64), rgb (uint8), colour sources used."""
-    face_areas = []
-    for part in parts:
-        a, b, c = (part.vertices[part.faces[:, k]] for k in range(3))
-        face_areas.append(0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1))
-    areas = np.concatenate(face_areas)
+                   default_rgb: tuple[float, float, float]) -> SurfaceSample:
+    """``count`` points uniformly by area over all parts, with their colours."""
+    terms = [_area_and_centroid_terms(part) for part in parts]
+    areas = np.concatenate([t[0] for t in terms])
     cumulative = np.cumsum(areas)
     total = cumulative[-1]
     if not np.isfinite(total) or total <= 0.0:
         raise ObjectFailure("no_area", f"total surface area is {total!r}; every triangle is degenerate")
+    centroid = sum(t[1] for t in terms) / total
 
     picks = np.searchsorted(cumulative, rng.random(count) * total, side="right")
     np.minimum(picks, len(areas) - 1, out=picks)
@@ -83,12 +96,11 @@ def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
         rgba[mine] = _colour_samples(part, local, bary[mine], default_rgba)
         sources.append(part.colour_source)
     rgb = np.clip(np.rint(rgba[:, :3] * 255.0), 0, 255).astype(np.uint8)
-    return xyz, rgb, sorted(set(sources))
+    return SurfaceSample(xyz, rgb, sorted(set(sources)), centroid)
 
 
-def normalise(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Centre on the centroid and scale the farthest point to radius 1."""
-    center = xyz.mean(axis=0)
+def normalise(xyz: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Centre on ``center`` (the surface centroid) and scale the farthest point to radius 1."""
     centred = xyz - center
     scale = float(np.sqrt((centred ** 2).sum(axis=1).max()))
     if not np.isfinite(scale) or scale <= 0.0:
@@ -107,11 +119,12 @@ def farthest_point_order(xyz: np.ndarray) -> np.ndarray:
 
 def sample_object(parts: list[Part], count: int, seed_sequence, default_rgb) -> SampledCloud:
     rng = np.random.default_rng(seed_sequence)
-    world, rgb, sources = sample_surface(parts, count, rng, default_rgb)
-    xyz, center, scale = normalise(world)
+    surface = sample_surface(parts, count, rng, default_rgb)
+    xyz, center, scale = normalise(surface.xyz, surface.centroid)
     order = farthest_point_order(xyz)
-    return SampledCloud(xyz=xyz[order], rgb=rgb[order], center=center, scale=scale, colour_sources=sources)
+    return SampledCloud(xyz=xyz[order], rgb=surface.rgb[order], center=center, scale=scale,
+                        colour_sources=surface.colour_sources)
 
 
-__all__ = ["SampledCloud", "sample_object", "sample_surface", "normalise", "farthest_point_order",
+__all__ = ["SampledCloud", "SurfaceSample", "sample_object", "sample_surface", "normalise", "farthest_point_order",
            "TEXTURE", "VERTEX", "FACE", "MATERIAL", "NONE"]

@@ -1,0 +1,58 @@
+"""Shared builders of small meshes with known geometry and colour."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+# 2x2 texture: top-left red, top-right green, bottom-left blue, bottom-right yellow.
+QUADRANT_TEXTURE = np.array([[[255, 0, 0], [0, 255, 0]],
+                             [[0, 0, 255], [255, 255, 0]]], dtype=np.uint8)
+
+
+def expected_quadrant_colour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Colour of QUADRANT_TEXTURE mapped onto the square [-1, 1]^2 with u=(x+1)/2, v=(y+1)/2."""
+    row = (y < 0).astype(int)   # v up: the image's top row is y > 0
+    col = (x >= 0).astype(int)
+    return QUADRANT_TEXTURE[row, col]
+
+
+def textured_square() -> trimesh.Trimesh:
+    vertices = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=float)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    uv = (vertices[:, :2] + 1.0) / 2.0
+    image = Image.fromarray(np.kron(QUADRANT_TEXTURE, np.ones((8, 8, 1), np.uint8)))
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=image)
+    return trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
+                           process=False)
+
+
+@pytest.fixture
+def textured_square_glb(tmp_path: Path) -> Path:
+    path = tmp_path / "square.glb"
+    path.write_bytes(textured_square().export(file_type="glb"))
+    return path
+
+
+@pytest.fixture
+def textured_square_obj(tmp_path: Path) -> Path:
+    """Hand-written OBJ/MTL/PNG, so the UV convention is checked against the format, not trimesh."""
+    Image.fromarray(np.kron(QUADRANT_TEXTURE, np.ones((8, 8, 1), np.uint8))).save(tmp_path / "quad.png")
+    (tmp_path / "square.mtl").write_text("newmtl quad\nKd 1 1 1\nmap_Kd quad.png\n")
+    (tmp_path / "square.obj").write_text(
+        "mtllib square.mtl\n"
+        "v -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\n"
+        "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
+        "usemtl quad\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n")
+    return tmp_path / "square.obj"
+
+
+def points_cfg(**overrides) -> dict:
+    cfg = {"count": 10000, "prefix_sizes": [8192, 2048], "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10_000_000}
+    cfg.update(overrides)
+    return cfg
