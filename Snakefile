@@ -1,5 +1,5 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
-# src/ulip2_pipeline. Targets: all (default), manifest, points. See README.md.
+# src/ulip2_pipeline. Targets: all (default), manifests, points, render. See README.md.
 from pathlib import Path
 
 from ulip2_pipeline.config import validate_config
@@ -14,9 +14,11 @@ validate_config(config, Path(workflow.basedir) / "config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/sources.smk"
 include: "rules/points.smk"
+include: "rules/render.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.points.input,
+        rules.render.input,

@@ -17,6 +17,12 @@ def dataset_config(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def render_settings(wildcards):
+    """The render preset the dataset names (defaults filled in by the schema)."""
+    dataset = config["datasets"][wildcards.dataset]
+    return config["render_presets"][dataset["render_preset"]]
+
+
 def shards_of(dataset):
     """Shard names of a dataset, known once its manifest checkpoint has run."""
     manifest = checkpoints.manifest.get(dataset=dataset).output.manifest

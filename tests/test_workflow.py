@@ -25,6 +25,8 @@ def snakemake(workdir, *args, check=True):
 def write_config(workdir, **demo_source):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"]["demo"]["source"].update(demo_source)
+    # The real demo preset (12 views at 224 px) takes minutes; the wiring is the same at 64 px.
+    config["render_presets"]["demo"].update(views=3, resolution=64, samples=4)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return config
 
@@ -52,6 +54,12 @@ def test_the_demo_set_runs_through_snakemake(demo_run):
         failed += pq.read_table(results / "failures" / "points" / f"{shard}.parquet").column("uid").to_pylist()
     assert failed == ["broken_000"]
     assert sorted(sampled + failed) == sorted(row["uid"] for row in manifest)
+    rendered, render_failed = set(), []
+    for shard in shards:
+        rendered |= set(pq.read_table(results / "render" / f"{shard}.parquet").column("uid").to_pylist())
+        render_failed += pq.read_table(results / "failures" / "render" / f"{shard}.parquet").column("uid").to_pylist()
+    assert render_failed == ["broken_000"] and rendered == set(sampled)
+    assert (workdir / "logs" / "demo" / "render" / shards[0] / "broken_000.log").exists()
     assert (workdir / "logs" / "demo" / "points" / f"{shards[0]}.log").read_text().count("colour from") > 0
 
 

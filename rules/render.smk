@@ -1,0 +1,32 @@
+# Render: every view of every object of a shard with headless Blender, one Parquet file per shard.
+# Depends on the points shard for each object's normalisation, so both share one frame.
+
+
+rule render_shard:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        points="results/{dataset}/points/{shard}.parquet",
+    output:
+        render="results/{dataset}/render/{shard}.parquet",
+        failures="results/{dataset}/failures/render/{shard}.parquet",
+    params:
+        dataset=dataset_config,
+        settings=render_settings,
+        blender_logs=lambda w: f"logs/{w.dataset}/render/{w.shard}",
+    log:
+        "logs/{dataset}/render/{shard}.log",
+    benchmark:
+        "logs/{dataset}/render/{shard}.benchmark.tsv"
+    threads: lambda w: render_settings(w)["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=lambda w: int(render_settings(w)["device"] == "gpu"),
+    conda:
+        "../envs/render.yaml"
+    script:
+        "../workflow_scripts/render.py"
+
+
+rule render:
+    input:
+        per_shard("results/{dataset}/render/{shard}.parquet"),

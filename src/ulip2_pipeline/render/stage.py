@@ -1,0 +1,138 @@
+"""The render stage: every object of a shard, every view, into one Parquet file."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..atomic import write_parquet
+from ..config import config_hash
+from ..failures import Failure, ObjectFailure, write_failures
+from ..manifest import read_shard
+from .cameras import orbit_cameras
+from .supervisor import RenderWorker
+
+log = logging.getLogger(__name__)
+
+STAGE = "render"
+SCHEMA_VERSION = "1"
+LOG_TAIL_CHARS = 3000
+
+RENDER_SCHEMA = pa.schema([
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("category", pa.string()),
+    pa.field("view", pa.int16(), nullable=False),
+    pa.field("azimuth_deg", pa.float64()),
+    pa.field("elevation_deg", pa.float64()),
+    pa.field("distance", pa.float64()),
+    pa.field("fov_deg", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("intrinsics", pa.list_(pa.float64(), 9)),
+    pa.field("world_to_camera", pa.list_(pa.float64(), 16)),
+    pa.field("png", pa.binary(), nullable=False),
+    pa.field("depth", pa.binary()),
+    pa.field("center", pa.list_(pa.float64(), 3)),
+    pa.field("scale", pa.float64()),
+    pa.field("normalisation_source", pa.string()),
+    pa.field("up_axis", pa.string()),
+    pa.field("missing_textures", pa.int32()),
+])
+
+
+def read_normalisations(points_path: str | Path | None) -> dict[str, tuple[list[float], float]]:
+    """center and scale of every object the points stage sampled, so both stages share one frame."""
+    if points_path is None or not Path(points_path).exists():
+        return {}
+    table = pq.read_table(points_path, columns=["uid", "center", "scale"])
+    return {uid: (center, scale) for uid, center, scale in zip(
+        table.column("uid").to_pylist(), table.column("center").to_pylist(), table.column("scale").to_pylist())}
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except OSError:
+        return ""
+
+
+def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[dict]:
+    cameras = orbit_cameras(settings["views"], settings["elevation_deg"], settings["fov_deg"],
+                            settings["resolution"], up_axis, settings.get("distance"))
+    return [{
+        "uid": row["uid"], "category": row["category"], "view": cam.view, "azimuth_deg": cam.azimuth_deg,
+        "elevation_deg": cam.elevation_deg, "distance": cam.distance, "fov_deg": cam.fov_deg,
+        "width": cam.width, "height": cam.height, "intrinsics": cam.intrinsics.reshape(-1).tolist(),
+        "world_to_camera": cam.world_to_camera.reshape(-1).tolist(), "png": view["png"], "depth": view["depth"],
+        "center": result["center"], "scale": result["scale"],
+        "normalisation_source": result["normalisation_source"], "up_axis": up_axis,
+        "missing_textures": result["missing_textures"],
+    } for cam, view in zip(cameras, result["views"])]
+
+
+def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str, dataset_cfg: dict,
+                     settings: dict, out: str | Path, failures_out: str | Path, log_dir: str | Path,
+                     threads: int = 1) -> dict:
+    """Render every object of ``shard``; bad objects become failure rows, the shard always completes."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    normalisations = read_normalisations(points)
+    up_axis = dataset_cfg["up_axis"]
+    rows, failures, timings = [], [], []
+    worker = RenderWorker(settings, threads, log_dir)
+    started = time.perf_counter()
+    try:
+        for row in read_shard(manifest, shard):
+            object_log = log_dir / f"{row['uid']}.log"
+            center, scale = normalisations.get(row["uid"], (None, None))
+            task = {"uid": row["uid"], "path": row["source"], "up_axis": up_axis, "center": center,
+                    "scale": scale, "log": str(object_log)}
+            t0 = time.perf_counter()
+            try:
+                if not Path(row["source"]).exists():
+                    raise ObjectFailure("missing_source", f"{row['source']} does not exist")
+                result = worker.render(task, settings["timeout_s"])
+            except ObjectFailure as failure:
+                detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"
+                log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail)
+                failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason, detail))
+                continue
+            rows += _view_rows(row, result, settings, up_axis)
+            timings.append({"import_s": result["import_s"], "render_s": result["render_s"],
+                            "total_s": time.perf_counter() - t0})
+            if result["missing_textures"]:
+                # Rendered with the fallback colour, and flagged so a person can fix the asset.
+                failures.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
+                                        f"{result['missing_textures']} texture file(s) not found; rendered with "
+                                        f"the fallback colour {settings['missing_texture_rgb']}\n"
+                                        f"--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"))
+            else:
+                object_log.unlink(missing_ok=True)
+            log.info("%s: %d views, %d triangles, import %.2f s, render %.2f s", row["uid"], len(result["views"]),
+                     result["triangles"], result["import_s"], result["render_s"])
+    finally:
+        worker.stop()
+
+    metadata = {
+        "ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
+        "ulip2.render": json.dumps(settings), "ulip2.config_hash": config_hash([dataset_cfg, settings]),
+        "ulip2.version": __version__, "ulip2.bpy_version": version("bpy"),
+        "ulip2.depth": "float32 little-endian, height x width from the top row, distance along the camera "
+                       "axis in normalised units; 0 where no surface",
+    }
+    write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
+    table = pa.Table.from_pylist(rows, schema=RENDER_SCHEMA)
+    write_parquet(table, out, metadata, row_group_size=max(1, settings["views"]) * 16)
+    summary = {"shard": shard, "rendered": len(timings), "failed": len({f.uid for f in failures if f.reason != "missing_texture"}),
+               "worker_startups_s": [round(s, 2) for s in worker.startups],
+               "mean_object_s": round(float(np.mean([t["total_s"] for t in timings])), 3) if timings else None,
+               "seconds": round(time.perf_counter() - started, 2)}
+    log.info("shard summary: %s", json.dumps(summary))
+    return summary

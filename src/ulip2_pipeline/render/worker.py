@@ -1,0 +1,130 @@
+"""The render worker: a child process that imports bpy once and renders objects on request.
+
+Started by the supervisor as ``python -m ulip2_pipeline.render.worker FD``; FD is its
+end of a socket pair carrying pickled messages. Blender's own output (fd 1 and 2) goes
+to one log file per object, so a failure can be explained from its log.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..failures import ObjectFailure
+from .cameras import orbit_cameras
+
+
+def _redirect_output(path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _compose_png(path: Path, background: str) -> bytes:
+    """Blender writes RGBA; a white background is composited here so lighting never depends on it."""
+    image = Image.open(path)
+    image.load()
+    if background == "white":
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=6)
+    return out.getvalue()
+
+
+def _read_depth(path: Path) -> bytes:
+    """Depth (float32, row-major from the top row) from the EXR; 0 where nothing was hit."""
+    import bpy
+
+    image = bpy.data.images.load(str(path))
+    width, height = image.size
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)
+    bpy.data.images.remove(image)
+    rgba = pixels.reshape(height, width, 4)[::-1]  # Blender stores the bottom row first
+    depth = np.where(rgba[..., 3] > 0.5, rgba[..., 0], 0.0).astype("<f4")
+    return depth.tobytes()
+
+
+def render_object(task: dict, settings: dict, threads: int) -> dict:
+    from . import blender_scene as scene
+
+    started = time.perf_counter()
+    scene.reset_scene()
+    frame = scene.import_file(Path(task["path"]))
+    imported = time.perf_counter()
+    objects = scene.mesh_objects()
+    triangles = scene.triangle_count(objects)
+    if triangles == 0:
+        raise ObjectFailure("empty", "the file imported no mesh with faces")
+    if triangles > settings["max_faces"]:
+        raise ObjectFailure("too_many_faces", f"{triangles} triangles, over the limit of {settings['max_faces']}")
+    missing_textures = scene.replace_missing_textures(settings["missing_texture_rgb"])
+    to_blender = scene.file_to_blender(frame, task["up_axis"])
+    if task.get("center") is not None:
+        center, scale, source = np.asarray(task["center"]), float(task["scale"]), "points"
+    else:
+        center, scale = scene.normalisation_from_geometry(objects, to_blender)
+        source = "render"
+    scene.move_into_normalised_frame(to_blender, center, scale)
+    scene.add_light_rig(task["up_axis"], settings["ambient"])
+    scene.configure_render(settings, threads)
+    cameras = orbit_cameras(settings["views"], settings["elevation_deg"], settings["fov_deg"],
+                            settings["resolution"], task["up_axis"], settings.get("distance"))
+    camera_object = scene.add_camera(cameras[0])
+    views = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for camera in cameras:
+            from mathutils import Matrix
+
+            camera_object.matrix_world = Matrix(camera.blender_matrix_world().tolist())
+            png_path = Path(tmp) / f"{camera.view:03d}.png"
+            scene.render_png(png_path)
+            depth = None
+            if settings["depth"]:
+                exr_path = Path(tmp) / f"{camera.view:03d}.exr"
+                scene.render_depth(exr_path)
+                depth = _read_depth(exr_path)
+            views.append({"png": _compose_png(png_path, settings["background"]), "depth": depth})
+    finished = time.perf_counter()
+    return {"views": views, "missing_textures": missing_textures, "center": center.tolist(), "scale": scale,
+            "normalisation_source": source, "triangles": triangles,
+            "import_s": imported - started, "render_s": finished - imported}
+
+
+def serve(conn: Connection) -> None:
+    startup = time.perf_counter()
+    hello = conn.recv()
+    settings, threads = hello["settings"], hello["threads"]
+    _redirect_output(hello["worker_log"])
+    import bpy  # noqa: F401 - loading Blender is the start-up cost paid once per worker
+
+    conn.send({"ready": True, "startup_s": time.perf_counter() - startup})
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        _redirect_output(task["log"])
+        try:
+            conn.send({"ok": render_object(task, settings, threads)})
+        except ObjectFailure as failure:
+            conn.send({"failure": (failure.reason, failure.detail)})
+        except Exception as exc:  # noqa: BLE001 - reported to the supervisor, which records it
+            conn.send({"failure": ("internal_error", "".join(traceback.format_exception(exc))[-2000:])})
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import yaml
+
+from ulip2_pipeline.config import validate_config
+from ulip2_pipeline.render.cameras import framing_distance, orbit_cameras, project
+
+from conftest import REPO
+
+
+def presets():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    return validate_config(config, REPO / "config.schema.yaml")["render_presets"]
+
+
+@pytest.mark.parametrize("name,views,step,depth", [("objaverse", 12, 30.0, False), ("shapenet", 30, 12.0, True)])
+def test_paper_presets_have_their_view_counts_and_angles(name, views, step, depth):
+    preset = presets()[name]
+    assert preset["views"] == views and preset["depth"] is depth and preset["resolution"] == 512
+    cameras = orbit_cameras(preset["views"], preset["elevation_deg"], preset["fov_deg"], preset["resolution"], "y")
+    assert [c.azimuth_deg for c in cameras] == pytest.approx([step * i for i in range(views)])
+    assert {c.elevation_deg for c in cameras} == {preset["elevation_deg"]}
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z"])
+def test_the_unit_sphere_fills_the_frame_and_the_centre_projects_to_the_middle(up):
+    rng = np.random.default_rng(0)
+    sphere = rng.normal(size=(20000, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    for camera in orbit_cameras(8, 30.0, 40.0, 224, up):
+        centre, depth = project(np.zeros((1, 3)), camera)
+        np.testing.assert_allclose(centre[0], [112.0, 112.0], atol=1e-9)
+        assert depth[0] == pytest.approx(framing_distance(40.0))
+        pixels, _ = project(sphere, camera)
+        assert pixels.min() > -0.5 and pixels.max() < 224.5
+        assert pixels.min() < 2.0 and pixels.max() > 222.0  # touches the edges: fills the frame
+
+
+@pytest.mark.parametrize("up", ["y", "z"])
+def test_elevation_lifts_the_camera_along_the_up_axis_and_image_up_is_world_up(up):
+    axis = "xyz".index(up)
+    camera = orbit_cameras(1, 30.0, 40.0, 100, up)[0]
+    assert camera.position[axis] == pytest.approx(framing_distance(40.0) * 0.5)
+    top = np.zeros((1, 3))
+    top[0, axis] = 0.5
+    pixels, _ = project(top, camera)
+    assert pixels[0, 1] < 50.0  # a point above the centre appears above the image centre
+
+
+def test_blender_camera_matrix_is_the_inverse_view_with_flipped_axes():
+    camera = orbit_cameras(3, 20.0, 40.0, 64, "y")[1]
+    blender = camera.blender_matrix_world()
+    np.testing.assert_allclose(blender[:3, 3], camera.position)
+    looking = -blender[:3, 2]  # Blender cameras look along local -Z
+    np.testing.assert_allclose(looking, -camera.position / np.linalg.norm(camera.position), atol=1e-12)

@@ -1,0 +1,202 @@
+"""The render stage with the real bpy worker, on tiny settings (64 px, 4 views, 4 samples)."""
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import trimesh
+from PIL import Image
+from scipy.ndimage import binary_dilation
+
+from ulip2_pipeline.manifest import write_manifest
+from ulip2_pipeline.points import read_points, run_points_shard
+from ulip2_pipeline.render.stage import run_render_shard
+
+from conftest import points_cfg, textured_square
+
+pytestmark = pytest.mark.render
+
+SETTINGS = {"views": 4, "elevation_deg": 20.0, "resolution": 64, "depth": True, "fov_deg": 40.0,
+            "distance": None, "engine": "cycles", "device": "cpu", "samples": 4, "seed": 0,
+            "background": "transparent", "ambient": 0.6, "max_faces": 1_000_000, "timeout_s": 60.0,
+            "missing_texture_rgb": [0.4, 0.4, 0.4], "threads": 2}
+DATASET = {"points": points_cfg(count=4000, prefix_sizes=[1024]), "seed": 0, "up_axis": "y", "shard_size": 50}
+
+
+def manifest_for(tmp_path, files):
+    """A one-shard manifest over ``files`` (uid -> path) without reading them (one may be a FIFO)."""
+    import pyarrow as pa
+
+    from ulip2_pipeline.manifest import MANIFEST_SCHEMA
+
+    uids = sorted(files)
+    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": ["0" * 64] * len(uids),
+                      "bytes": [0] * len(uids), "category": [None] * len(uids), "shard": ["00000"] * len(uids)},
+                     schema=MANIFEST_SCHEMA)
+    write_manifest(table, tmp_path / "manifest.parquet")
+    return tmp_path / "manifest.parquet"
+
+
+def render(tmp_path, files, name="render", with_points=True, **overrides):
+    manifest = manifest_for(tmp_path, files)
+    points = None
+    if with_points:
+        points = tmp_path / "points.parquet"
+        cfg = dict(DATASET, points=dict(DATASET["points"], max_faces=10**7))
+        run_points_shard(manifest_with_sizes(tmp_path, files), "00000", cfg, points, tmp_path / "pf.parquet")
+    settings = dict(SETTINGS, **overrides)
+    summary = run_render_shard(manifest, points, "00000", DATASET, settings, tmp_path / f"{name}.parquet",
+                               tmp_path / f"{name}_failures.parquet", tmp_path / f"{name}_logs", threads=2)
+    rows = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
+    failures = {f["uid"]: f for f in pq.read_table(tmp_path / f"{name}_failures.parquet").to_pylist()}
+    return rows, failures, summary
+
+
+def manifest_with_sizes(tmp_path, files):
+    import pyarrow as pa
+
+    from ulip2_pipeline.manifest import MANIFEST_SCHEMA
+
+    uids = sorted(u for u in files if files[u].is_file())
+    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": ["0" * 64] * len(uids),
+                      "bytes": [files[u].stat().st_size for u in uids], "category": [None] * len(uids),
+                      "shard": ["00000"] * len(uids)}, schema=MANIFEST_SCHEMA)
+    path = tmp_path / "manifest_sized.parquet"
+    write_manifest(table, path)
+    return path
+
+
+def alpha(row):
+    return np.asarray(Image.open(io.BytesIO(row["png"])).convert("RGBA"))[..., 3]
+
+
+@pytest.fixture
+def meshes(tmp_path):
+    scene = trimesh.Scene()
+    scene.add_geometry(textured_square(), transform=trimesh.transformations.rotation_matrix(0.4, [0, 1, 0]))
+    box = trimesh.creation.box(extents=[0.5, 1.5, 0.3])
+    scene.add_geometry(box, transform=trimesh.transformations.translation_matrix([0.8, 0.2, 0.1]))
+    (tmp_path / "scene.glb").write_bytes(scene.export(file_type="glb"))
+    bunny = trimesh.creation.icosphere(subdivisions=3)
+    bunny.apply_scale([1.0, 0.6, 0.4])
+    bunny.apply_translation([3.0, 1.0, -2.0])
+    bunny.export(tmp_path / "blob.obj")
+    trimesh.creation.capsule(height=1.0, radius=0.3, count=[16, 16]).export(tmp_path / "capsule.ply")
+    return {"scene": tmp_path / "scene.glb", "blob": tmp_path / "blob.obj", "capsule": tmp_path / "capsule.ply"}
+
+
+def test_points_project_onto_the_rendered_silhouette_and_depth(tmp_path, meshes):
+    rows, failures, summary = render(tmp_path, meshes)
+    assert failures == {} and summary["rendered"] == 3
+    points = read_points(tmp_path / "points.parquet")
+    index = {uid: i for i, uid in enumerate(points["uid"])}
+    for row in rows:
+        assert row["normalisation_source"] == "points"
+        xyz = points["xyz"][index[row["uid"]]].astype(np.float64)
+        k = np.array(row["intrinsics"]).reshape(3, 3)
+        w2c = np.array(row["world_to_camera"]).reshape(4, 4)
+        cam = xyz @ w2c[:3, :3].T + w2c[:3, 3]
+        pix = cam @ k.T
+        cols, rws = (np.floor(pix[:, :2] / pix[:, 2:3]).astype(int)).T
+        mask = alpha(row) > 0
+        # Points on the rim may fall in a boundary pixel that 4 samples missed: allow one pixel there.
+        assert binary_dilation(mask)[rws, cols].mean() > 0.999, (row["uid"], row["view"])
+        assert mask[rws, cols].mean() > 0.97, (row["uid"], row["view"])
+        covered = np.zeros_like(mask)
+        covered[rws, cols] = True
+        assert (covered & mask).sum() / mask.sum() > 0.85, (row["uid"], row["view"])
+        depth = np.frombuffer(row["depth"], "<f4").reshape(64, 64)
+        nearest = np.full((64, 64), np.inf)
+        np.minimum.at(nearest, (rws, cols), cam[:, 2])
+        both = np.isfinite(nearest) & (depth > 0)
+        # Within about a pixel footprint (0.03 units here) of the nearest sample in that pixel.
+        assert np.median(np.abs(nearest[both] - depth[both])) < 0.06
+
+
+def test_views_and_angles_follow_the_preset(tmp_path, meshes):
+    rows, _, _ = render(tmp_path, {"capsule": meshes["capsule"]}, views=6, depth=False, background="white")
+    assert [r["view"] for r in rows] == list(range(6))
+    assert [r["azimuth_deg"] for r in rows] == pytest.approx([0, 60, 120, 180, 240, 300])
+    assert all(r["depth"] is None for r in rows)
+    image = Image.open(io.BytesIO(rows[0]["png"]))
+    assert image.mode == "RGB" and image.size == (64, 64)
+    assert np.asarray(image)[0, 0].tolist() == [255, 255, 255]
+
+
+def test_same_input_and_config_give_identical_png_bytes(tmp_path, meshes):
+    first, _, _ = render(tmp_path, meshes, name="a")
+    second, _, _ = render(tmp_path, meshes, name="b")
+    assert [r["png"] for r in first] == [r["png"] for r in second]
+    assert [r["depth"] for r in first] == [r["depth"] for r in second]
+
+
+def test_a_hanging_object_is_cut_off_and_the_rest_of_the_shard_renders(tmp_path, meshes):
+    hang = tmp_path / "hang.obj"
+    os.mkfifo(hang)  # opening it for reading blocks forever, like a stalled network file system
+    files = {"a_first": meshes["capsule"], "b_hang": hang, "c_last": meshes["blob"]}
+    rows, failures, summary = render(tmp_path, files, with_points=False, timeout_s=8.0, depth=False)
+    assert failures["b_hang"]["reason"] == "timeout"
+    assert {r["uid"] for r in rows} == {"a_first", "c_last"}
+    assert len(summary["worker_startups_s"]) == 2  # killed once, restarted for the rest
+
+
+def test_broken_empty_and_oversized_files_land_in_the_ledger_with_their_blender_log(tmp_path, meshes):
+    broken = tmp_path / "broken.glb"
+    broken.write_bytes(b"glTF\x02\x00\x00\x00" + bytes(40))
+    empty = tmp_path / "empty.obj"
+    empty.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    files = {"broken": broken, "empty": empty, "good": meshes["capsule"], "big": meshes["blob"]}
+    rows, failures, _ = render(tmp_path, files, with_points=False, max_faces=1000, depth=False)
+    assert failures["broken"]["reason"] == "importer_error"
+    assert "Blender log" in failures["broken"]["detail"]
+    assert (tmp_path / "render_logs" / "broken.log").exists()
+    assert failures["empty"]["reason"] == "empty"
+    assert failures["big"]["reason"] == "too_many_faces"
+    assert {r["uid"] for r in rows} == {"good"}
+    assert not (tmp_path / "render_logs" / "good.log").exists()  # logs of clean renders are not kept
+
+
+def test_missing_textures_are_counted_rendered_with_the_fallback_and_flagged(tmp_path):
+    (tmp_path / "m.mtl").write_text("newmtl skin\nKd 1 1 1\nmap_Kd does_not_exist.png\n")
+    (tmp_path / "m.obj").write_text("mtllib m.mtl\nv -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\n"
+                                    "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nusemtl skin\nf 1/1 2/2 3/3 4/4\n")
+    rows, failures, _ = render(tmp_path, {"m": tmp_path / "m.obj"}, with_points=False, depth=False,
+                               missing_texture_rgb=[0.0, 0.0, 1.0])
+    assert failures["m"]["reason"] == "missing_texture"
+    assert rows and all(r["missing_textures"] == 1 for r in rows)
+    pixels = np.asarray(Image.open(io.BytesIO(rows[0]["png"])).convert("RGBA"))
+    lit = pixels[pixels[..., 3] == 255][:, :3].astype(int)
+    assert (lit[:, 2] > lit[:, 0] + 40).mean() > 0.9  # blue fallback, not Blender's magenta
+
+
+BLEND_WITH_SCRIPTS = textwrap.dedent("""
+    import bpy, sys
+    marker = sys.argv[-1]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    mesh = bpy.data.meshes.new("m")
+    mesh.from_pydata([(-1, -1, 0), (1, -1, 0), (1, 1, 0), (-1, 1, 0)], [], [(0, 1, 2, 3)])
+    obj = bpy.data.objects.new("plate", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    text = bpy.data.texts.new("autorun.py")
+    text.write(f"open({marker!r} + '.text', 'w').write('ran')\\n")
+    text.use_module = True  # 'Register': runs when the file is opened with auto-run on
+    driver = obj.driver_add("location", 2).driver
+    driver.type = "SCRIPTED"
+    driver.expression = f"__import__('pathlib').Path({marker!r} + '.driver').touch() or 0.0"
+    bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-2])
+""")
+
+
+def test_a_blend_file_renders_without_running_its_embedded_python(tmp_path):
+    marker = tmp_path / "marker"
+    subprocess.run([sys.executable, "-c", BLEND_WITH_SCRIPTS, str(tmp_path / "s.blend"), str(marker)],
+                   check=True, capture_output=True, timeout=120)
+    rows, failures, _ = render(tmp_path, {"s": tmp_path / "s.blend"}, with_points=False, depth=False)
+    assert failures == {}
+    assert rows[0]["normalisation_source"] == "render"
+    assert (alpha(rows[0]) > 0).any()
+    assert not (tmp_path / "marker.text").exists() and not (tmp_path / "marker.driver").exists()
