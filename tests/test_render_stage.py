@@ -200,3 +200,50 @@ def test_a_blend_file_renders_without_running_its_embedded_python(tmp_path):
     assert rows[0]["normalisation_source"] == "render"
     assert (alpha(rows[0]) > 0).any()
     assert not (tmp_path / "marker.text").exists() and not (tmp_path / "marker.driver").exists()
+
+
+DRACO_EXPORT = textwrap.dedent("""
+    import bpy, sys
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_uv_sphere_add(segments=16, ring_count=8)
+    bpy.ops.export_scene.gltf(filepath=sys.argv[-1], export_draco_mesh_compression_enable=True)
+""")
+
+
+def test_draco_compressed_gltf_renders(tmp_path):
+    path = tmp_path / "draco.glb"
+    subprocess.run([sys.executable, "-c", DRACO_EXPORT, str(path)], check=True, capture_output=True, timeout=120)
+    assert b"KHR_draco_mesh_compression" in path.read_bytes()
+    rows, failures, _ = render(tmp_path, {"draco": path}, with_points=False, depth=False)
+    assert failures == {} and len(rows) == 4
+    assert (alpha(rows[0]) > 0).mean() > 0.2
+
+
+KILLABLE_RUN = textwrap.dedent("""
+    import sys, json
+    from ulip2_pipeline.render.stage import run_render_shard
+    args = json.loads(sys.argv[-1])
+    run_render_shard(args["manifest"], None, "00000", args["dataset"], args["settings"], args["out"],
+                     args["failures"], args["logs"], threads=1)
+""")
+
+
+def test_a_killed_job_leaves_no_partial_shard_and_a_rerun_completes(tmp_path, meshes):
+    import json
+    import signal
+    import time
+
+    files = {f"obj{i}": meshes["blob"] for i in range(6)}
+    args = {"manifest": str(manifest_for(tmp_path, files)), "dataset": DATASET, "out": str(tmp_path / "r.parquet"),
+            "failures": str(tmp_path / "f.parquet"), "logs": str(tmp_path / "logs"),
+            "settings": dict(SETTINGS, views=8, resolution=96, depth=False)}
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, json.dumps(args)], start_new_session=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "logs" / "obj1.log").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole job, worker included, as a scheduler would
+    process.wait()
+    assert not (tmp_path / "r.parquet").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    subprocess.run([sys.executable, "-c", KILLABLE_RUN, json.dumps(args)], check=True, timeout=300)
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 6 * 8

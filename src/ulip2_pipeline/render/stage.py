@@ -105,8 +105,8 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
                 failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason, detail))
                 continue
             rows += _view_rows(row, result, settings, up_axis)
-            timings.append({"import_s": result["import_s"], "render_s": result["render_s"],
-                            "total_s": time.perf_counter() - t0})
+            timings.append({"import_s": result["import_s"], "setup_s": result["setup_s"],
+                            "render_s": result["render_s"], "total_s": time.perf_counter() - t0})
             if result["missing_textures"]:
                 # Rendered with the fallback colour, and flagged so a person can fix the asset.
                 failures.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
@@ -115,8 +115,9 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
                                         f"--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"))
             else:
                 object_log.unlink(missing_ok=True)
-            log.info("%s: %d views, %d triangles, import %.2f s, render %.2f s", row["uid"], len(result["views"]),
-                     result["triangles"], result["import_s"], result["render_s"])
+            log.info("%s: %d views, %d triangles, import %.2f s, setup %.2f s, render %.2f s", row["uid"],
+                     len(result["views"]), result["triangles"], result["import_s"], result["setup_s"],
+                     result["render_s"])
     finally:
         worker.stop()
 

@@ -83,6 +83,7 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
     cameras = orbit_cameras(settings["views"], settings["elevation_deg"], settings["fov_deg"],
                             settings["resolution"], task["up_axis"], settings.get("distance"))
     camera_object = scene.add_camera(cameras[0])
+    prepared = time.perf_counter()
     views = []
     with tempfile.TemporaryDirectory() as tmp:
         for camera in cameras:
@@ -100,7 +101,7 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
     finished = time.perf_counter()
     return {"views": views, "missing_textures": missing_textures, "center": center.tolist(), "scale": scale,
             "normalisation_source": source, "triangles": triangles,
-            "import_s": imported - started, "render_s": finished - imported}
+            "import_s": imported - started, "setup_s": prepared - imported, "render_s": finished - prepared}
 
 
 def serve(conn: Connection) -> None:
@@ -112,7 +113,10 @@ def serve(conn: Connection) -> None:
 
     conn.send({"ready": True, "startup_s": time.perf_counter() - startup})
     while True:
-        task = conn.recv()
+        try:
+            task = conn.recv()
+        except EOFError:  # the supervisor is gone (killed job): nothing left to do
+            return
         if task is None:
             return
         _redirect_output(task["log"])
