@@ -247,3 +247,23 @@ def test_a_killed_job_leaves_no_partial_shard_and_a_rerun_completes(tmp_path, me
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
     subprocess.run([sys.executable, "-c", KILLABLE_RUN, json.dumps(args)], check=True, timeout=300)
     assert pq.read_table(tmp_path / "r.parquet").num_rows == 6 * 8
+
+
+FBX_AND_USD_EXPORT = textwrap.dedent("""
+    import bpy, sys
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_monkey_add()
+    bpy.ops.export_scene.fbx(filepath=sys.argv[-2])
+    bpy.ops.wm.usd_export(filepath=sys.argv[-1])
+""")
+
+
+def test_fbx_and_usd_render_through_blenders_importers(tmp_path):
+    fbx, usd = tmp_path / "monkey.fbx", tmp_path / "monkey.usdc"
+    subprocess.run([sys.executable, "-c", FBX_AND_USD_EXPORT, str(fbx), str(usd)], check=True,
+                   capture_output=True, timeout=120)
+    rows, failures, _ = render(tmp_path, {"fbx": fbx, "usd": usd}, with_points=False, depth=False)
+    assert failures == {}
+    assert {r["uid"] for r in rows} == {"fbx", "usd"}
+    assert all((alpha(r) > 0).mean() > 0.1 for r in rows)
+    assert {r["normalisation_source"] for r in rows} == {"render"}
