@@ -1,5 +1,5 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
-# src/ulip2_pipeline. Targets: all (default), manifests, points, render. See README.md.
+# src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank. See README.md.
 from pathlib import Path
 
 from ulip2_pipeline.config import validate_config
@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/sources.smk"
 include: "rules/points.smk"
 include: "rules/render.smk"
+include: "rules/caption.smk"
 
 
 rule all:
@@ -22,3 +23,5 @@ rule all:
     input:
         rules.points.input,
         rules.render.input,
+        rules.caption.input,
+        rules.rank.input,

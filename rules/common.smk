@@ -1,5 +1,5 @@
 # Helpers shared by the rules: dataset selection, shard lists, paths.
-import json
+from pathlib import Path
 
 from ulip2_pipeline.config import selected_dataset_names
 from ulip2_pipeline.manifest import manifest_shards
@@ -34,6 +34,23 @@ def source_inputs(wildcards):
     if config["datasets"][wildcards.dataset]["source"]["kind"] == "demo":
         return {"demo_dir": f"results/{wildcards.dataset}/demo_meshes"}
     return {}
+
+
+TINY_MODELS = "results/models/"
+
+
+def _built_model_dirs(paths):
+    """Folders the tiny_models rule builds that ``paths`` point into; hub ids and other paths need no rule."""
+    dirs = {str(Path(*Path(p).parts[:3])) for p in paths if p and p.startswith(TINY_MODELS)}
+    return {"models": sorted(dirs)}
+
+
+def caption_model_inputs(wildcards):
+    return _built_model_dirs([config["caption"]["model"]])
+
+
+def rank_model_inputs(wildcards):
+    return _built_model_dirs([config["rank"]["pretrained"], config["rank"]["arch_config"]])
 
 
 def per_shard(pattern):

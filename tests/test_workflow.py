@@ -60,6 +60,12 @@ def test_the_demo_set_runs_through_snakemake(demo_run):
         render_failed += pq.read_table(results / "failures" / "render" / f"{shard}.parquet").column("uid").to_pylist()
     assert render_failed == ["broken_000"] and rendered == set(sampled)
     assert (workdir / "logs" / "demo" / "render" / shards[0] / "broken_000.log").exists()
+    views = 3 * len(rendered)
+    captions = [pq.read_table(results / "captions" / f"{s}.parquet") for s in shards]
+    ranked = [pq.read_table(results / "ranked" / f"{s}.parquet") for s in shards]
+    assert sum(t.num_rows for t in captions) == sum(t.num_rows for t in ranked) == views
+    assert all(len(c) == 10 for t in captions for c in t.column("captions").to_pylist())
+    assert all(len(k) == 1 for t in ranked for k in t.column("kept").to_pylist())
     assert (workdir / "logs" / "demo" / "points" / f"{shards[0]}.log").read_text().count("colour from") > 0
 
 

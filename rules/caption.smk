@@ -1,0 +1,70 @@
+# Caption and rank: BLIP-2 writes captions for every view, CLIP keeps the best per view.
+
+
+rule tiny_models:
+    output:
+        blip2=directory("results/models/tiny-blip2"),
+        clip=directory("results/models/tiny-clip"),
+    log:
+        "logs/models/tiny_models.log",
+    conda:
+        "../envs/caption.yaml"
+    script:
+        "../workflow_scripts/tiny_models.py"
+
+
+rule caption_shard:
+    input:
+        unpack(caption_model_inputs),
+        render="results/{dataset}/render/{shard}.parquet",
+    output:
+        captions="results/{dataset}/captions/{shard}.parquet",
+        failures="results/{dataset}/failures/caption/{shard}.parquet",
+    params:
+        caption=config["caption"],
+    log:
+        "logs/{dataset}/caption/{shard}.log",
+    benchmark:
+        "logs/{dataset}/caption/{shard}.benchmark.tsv"
+    threads: config["caption"]["threads"]
+    resources:
+        mem_mb=24000,
+        gpu=1,
+    conda:
+        "../envs/caption.yaml"
+    script:
+        "../workflow_scripts/caption.py"
+
+
+rule rank_shard:
+    input:
+        unpack(rank_model_inputs),
+        render="results/{dataset}/render/{shard}.parquet",
+        captions="results/{dataset}/captions/{shard}.parquet",
+    output:
+        ranked="results/{dataset}/ranked/{shard}.parquet",
+        failures="results/{dataset}/failures/rank/{shard}.parquet",
+    params:
+        rank=config["rank"],
+    log:
+        "logs/{dataset}/rank/{shard}.log",
+    benchmark:
+        "logs/{dataset}/rank/{shard}.benchmark.tsv"
+    threads: config["rank"]["threads"]
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        "../envs/caption.yaml"
+    script:
+        "../workflow_scripts/rank.py"
+
+
+rule caption:
+    input:
+        per_shard("results/{dataset}/captions/{shard}.parquet"),
+
+
+rule rank:
+    input:
+        per_shard("results/{dataset}/ranked/{shard}.parquet"),

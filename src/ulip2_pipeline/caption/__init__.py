@@ -1,0 +1,1 @@
+"""Caption stage: BLIP-2 writes several captions per rendered view."""

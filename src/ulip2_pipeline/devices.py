@@ -1,0 +1,99 @@
+"""Which device a model job uses, and batches that shrink when the device runs out of memory.
+
+Several GPU jobs may run at once on one host (``snakemake --resources gpu=N``), and
+Snakemake does not tell a job which GPU is its own. Each job therefore claims one:
+it takes an exclusive lock file per visible device (``/tmp/ulip2-gpu-locks`` by
+default, ``ULIP2_GPU_LOCK_DIR`` to change it) and keeps it for its lifetime. With
+``gpu=N`` no more than N jobs run, so a free device is always found; under SLURM
+each job sees only its own GPU and takes it. Without a GPU, jobs use the CPU.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+
+import torch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+_held_locks: list = []  # kept open for the life of the process: closing would release the claim
+
+
+def visible_gpus() -> list[str]:
+    """Names of the GPUs this process may use: CUDA_VISIBLE_DEVICES entries, else indices."""
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        return [d.strip() for d in env.split(",") if d.strip()][:torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def claim_device(gpus: Sequence[str], lock_dir: str | Path | None = None, wait_s: float = 600.0) -> int | None:
+    """Index (into ``gpus``) of a device no other job holds, claimed until this process exits."""
+    if not gpus:
+        return None
+    lock_dir = Path(lock_dir or os.environ.get("ULIP2_GPU_LOCK_DIR", "/tmp/ulip2-gpu-locks"))
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for index, name in enumerate(gpus):
+            handle = open(lock_dir / f"gpu-{name}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            _held_locks.append(handle)
+            return index
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no free GPU among {list(gpus)} after {wait_s:.0f} s (lock files in {lock_dir})")
+        time.sleep(1.0)
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto``: a claimed GPU when there is one, else the CPU; ``cpu`` / ``cuda`` force it."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    gpus = visible_gpus()
+    if not gpus:
+        if preference == "cuda":
+            raise RuntimeError("device 'cuda' asked for, but torch sees no GPU")
+        return torch.device("cpu")
+    index = claim_device(gpus)
+    log.info("using GPU %s (cuda:%d)", gpus[index], index)
+    return torch.device(f"cuda:{index}")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], batch_size: int) -> list[R]:
+    """``work`` over consecutive batches; a batch that runs out of memory is halved and retried."""
+    results: list[R] = []
+    start = 0
+    while start < len(items):
+        batch = items[start:start + batch_size]
+        try:
+            results.extend(work(batch))
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc) or batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            log.warning("out of memory on a batch of %d; going on with batches of %d", len(batch), batch_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start += len(batch)
+    return results

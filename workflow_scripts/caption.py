@@ -1,0 +1,10 @@
+# Thin adapter: caption one shard's rendered views (see ulip2_pipeline.caption.stage).
+import torch
+
+from ulip2_pipeline.caption.stage import run_caption_shard
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+run_caption_shard(snakemake.input.render, snakemake.wildcards.shard, snakemake.params.caption,
+                  snakemake.output.captions, snakemake.output.failures)

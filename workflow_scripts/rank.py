@@ -1,0 +1,10 @@
+# Thin adapter: rank one shard's captions with CLIP (see ulip2_pipeline.rank.stage).
+import torch
+
+from ulip2_pipeline.rank.stage import run_rank_shard
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+run_rank_shard(snakemake.input.render, snakemake.input.captions, snakemake.wildcards.shard,
+               snakemake.params.rank, snakemake.output.ranked, snakemake.output.failures)
