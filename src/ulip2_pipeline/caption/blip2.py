@@ -55,16 +55,17 @@ def _nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, te
 
 
 @torch.inference_mode()
-def caption_batch(model, processor, images: list, seeds: list[int], settings: GenerationSettings) -> list[list[str]]:
-    """``settings.num_captions`` captions for each PIL image; ``seeds[i]`` seeds image i's sampling."""
-    device = model.device
+def sample_caption_tokens(model, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, seeds: list[int],
+                          settings: GenerationSettings, eos_id: int, pad_id: int) -> torch.Tensor:
+    """(images * n, max_new_tokens) sampled token ids; rows i*n .. i*n+n-1 belong to image i."""
+    device = pixel_values.device
     n, steps = settings.num_captions, settings.max_new_tokens
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device, model.dtype)
-    queries = model.get_image_features(pixel_values=pixels).pooler_output  # (B, Q, D): once per image
+    queries = model.get_image_features(pixel_values=pixel_values).pooler_output  # (B, Q, D): once per image
     language_model = model.language_model
-    prompt = language_model.get_input_embeddings()(_prompt_ids(processor, settings.prompt, device))
-    prefix = torch.cat([queries.to(prompt.dtype), prompt.unsqueeze(0).expand(len(images), -1, -1)], dim=1)
-    batch, prefix_len = prefix.shape[:2]
+    prompt = language_model.get_input_embeddings()(prompt_ids)
+    batch = len(pixel_values)
+    prefix = torch.cat([queries.to(prompt.dtype), prompt.unsqueeze(0).expand(batch, -1, -1)], dim=1)
+    prefix_len = prefix.shape[1]
 
     positions = torch.arange(prefix_len, device=device).unsqueeze(0).expand(batch, -1)
     out = language_model(inputs_embeds=prefix, attention_mask=torch.ones(batch, prefix_len, device=device),
@@ -75,25 +76,34 @@ def caption_batch(model, processor, images: list, seeds: list[int], settings: Ge
 
     uniforms = torch.stack([torch.rand(steps, n, generator=torch.Generator().manual_seed(s)) for s in seeds])
     uniforms = uniforms.permute(0, 2, 1).reshape(batch * n, steps).to(device)
-    eos = processor.tokenizer.eos_token_id
-    tokens = torch.full((batch * n, steps), processor.tokenizer.pad_token_id, dtype=torch.long, device=device)
+    tokens = torch.full((batch * n, steps), pad_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch * n, dtype=torch.bool, device=device)
     for step in range(steps):
         if step < settings.min_new_tokens:
-            logits[:, eos] = float("-inf")
+            logits[:, eos_id] = float("-inf")
         picked = _nucleus_pick(logits, uniforms[:, step], settings.top_p, settings.temperature)
-        picked = torch.where(finished, torch.full_like(picked, processor.tokenizer.pad_token_id), picked)
+        picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
         tokens[:, step] = picked
-        finished |= picked == eos
-        if bool(finished.all()) or step == steps - 1:
+        finished |= picked == eos_id
+        if step == steps - 1 or bool(finished.all()):
             break
         position = torch.full((batch * n, 1), prefix_len + step, device=device)
         out = language_model(input_ids=picked.unsqueeze(1), past_key_values=cache, position_ids=position,
                              attention_mask=torch.ones(batch * n, prefix_len + step + 1, device=device),
                              use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
-    texts = processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-    return [texts[i * n:(i + 1) * n] for i in range(batch)]
+    return tokens
+
+
+def caption_batch(model, processor, images: list, seeds: list[int], settings: GenerationSettings) -> list[list[str]]:
+    """``settings.num_captions`` captions for each PIL image; ``seeds[i]`` seeds image i's sampling."""
+    tokenizer = processor.tokenizer
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+    tokens = sample_caption_tokens(model, pixels, _prompt_ids(processor, settings.prompt, model.device), seeds,
+                                   settings, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    n = settings.num_captions
+    return [texts[i * n:(i + 1) * n] for i in range(len(images))]
 
 
 def clean_caption(text: str) -> str:
