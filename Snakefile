@@ -1,5 +1,6 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
-# src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank. See README.md.
+# src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, triplets,
+# embed, export_ulip, export_openshape. See README.md.
 from pathlib import Path
 
 from ulip2_pipeline.config import validate_config
@@ -16,6 +17,7 @@ include: "rules/sources.smk"
 include: "rules/points.smk"
 include: "rules/render.smk"
 include: "rules/caption.smk"
+include: "rules/triplets.smk"
 
 
 rule all:
@@ -25,3 +27,7 @@ rule all:
         rules.render.input,
         rules.caption.input,
         rules.rank.input,
+        rules.triplets.input,
+        rules.embed.input,
+        rules.export_ulip.input,
+        rules.export_openshape.input,

@@ -1,7 +1,7 @@
 # Helpers shared by the rules: dataset selection, shard lists, paths.
 from pathlib import Path
 
-from ulip2_pipeline.config import selected_dataset_names
+from ulip2_pipeline.config import config_hash, selected_dataset_names
 from ulip2_pipeline.manifest import manifest_shards
 
 
@@ -51,6 +51,41 @@ def caption_model_inputs(wildcards):
 
 def rank_model_inputs(wildcards):
     return _built_model_dirs([config["rank"]["pretrained"], config["rank"]["arch_config"]])
+
+
+def embed_model_inputs(wildcards):
+    return _built_model_dirs([config["embed"]["pretrained"], config["embed"]["arch_config"]])
+
+
+def triplet_provenance(wildcards):
+    """What produced a triplet shard, recorded in its metadata."""
+    dataset = config["datasets"][wildcards.dataset]
+    return {
+        "dataset": wildcards.dataset,
+        "config_hash": config_hash([dataset, config["caption"], config["rank"]]),
+        "render_preset": {"name": dataset["render_preset"], **render_settings(wildcards)},
+        "seed": dataset["seed"],
+        "caption_model": config["caption"]["model"],
+        "rank_model": f"{config['rank']['arch']}/{config['rank']['pretrained']}",
+    }
+
+
+def shards_of_dataset(pattern):
+    """Input function: ``pattern`` over every shard of the rule's own dataset wildcard."""
+
+    def expand_one(wildcards):
+        return [pattern.format(dataset=wildcards.dataset, shard=s) for s in shards_of(wildcards.dataset)]
+
+    return expand_one
+
+
+def failure_files(wildcards):
+    stages = ("points", "render", "caption", "rank")
+    return [f"results/{wildcards.dataset}/failures/manifest.parquet"] + [
+        f"results/{wildcards.dataset}/failures/{stage}/{s}.parquet"
+        for stage in stages
+        for s in shards_of(wildcards.dataset)
+    ]
 
 
 def per_shard(pattern):

@@ -1,11 +1,14 @@
 """Shared builders of small meshes with known geometry and colour."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import trimesh
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +59,32 @@ def points_cfg(**overrides) -> dict:
     cfg = {"count": 10000, "prefix_sizes": [8192, 2048], "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10_000_000}
     cfg.update(overrides)
     return cfg
+
+
+# --- Snakemake end to end: one run of the demo set shared by every test that reads its outputs ---
+
+def snakemake(workdir, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_config(workdir, **demo_source):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"]["demo"]["source"].update(demo_source)
+    # The real demo preset (12 views at 224 px) takes minutes; the wiring is the same at 64 px.
+    config["render_presets"]["demo"].update(views=3, resolution=64, samples=4)
+    config["triplets"]["row_group_rows"] = 4
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    config = write_config(workdir)
+    first = snakemake(workdir)
+    return workdir, config, first

@@ -8,35 +8,9 @@ import yaml
 
 from ulip2_pipeline.points import read_points
 
-from conftest import REPO
+from conftest import REPO, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
-
-
-def snakemake(workdir, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def write_config(workdir, **demo_source):
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["datasets"]["demo"]["source"].update(demo_source)
-    # The real demo preset (12 views at 224 px) takes minutes; the wiring is the same at 64 px.
-    config["render_presets"]["demo"].update(views=3, resolution=64, samples=4)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return config
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    config = write_config(workdir)
-    first = snakemake(workdir)
-    return workdir, config, first
 
 
 def test_the_demo_set_runs_through_snakemake(demo_run):

@@ -1,0 +1,74 @@
+"""The embed stage: frozen OpenCLIP embeddings of every view and every kept caption, computed once."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from . import __version__
+from .atomic import write_parquet
+from .devices import pick_device, run_in_batches
+from .rank.clip import load_clip
+
+log = logging.getLogger(__name__)
+
+EMBED_SCHEMA = pa.schema([
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("views", pa.list_(pa.int16())),
+    pa.field("image_embeddings", pa.list_(pa.list_(pa.float32()))),
+    pa.field("caption_views", pa.list_(pa.int16())),
+    pa.field("captions", pa.list_(pa.string())),
+    pa.field("caption_embeddings", pa.list_(pa.list_(pa.float32()))),
+])
+
+
+@torch.inference_mode()
+def _encode_images(clip, pngs: list[bytes]) -> np.ndarray:
+    pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in pngs]).to(clip.device)
+    return torch.nn.functional.normalize(clip.model.encode_image(pixels).float(), dim=-1).cpu().numpy()
+
+
+@torch.inference_mode()
+def _encode_texts(clip, texts: list[str]) -> np.ndarray:
+    tokens = clip.tokenizer(texts).to(clip.device)
+    return torch.nn.functional.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
+
+
+def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
+    """L2-normalised image embeddings of every view and text embeddings of every kept caption."""
+    started = time.perf_counter()
+    rows = pq.read_table(triplets_path, columns=["uid", "views", "images", "kept"]).to_pylist()
+    clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]))
+    images = [image["bytes"] for row in rows for image in row["images"]]
+    texts, text_views, text_ranges = [], [], []
+    for row in rows:
+        start = len(texts)
+        for view, kept in zip(row["views"], row["kept"]):
+            texts += kept
+            text_views += [view] * len(kept)
+        text_ranges.append((start, len(texts)))
+    image_vectors = run_in_batches(images, lambda b: list(_encode_images(clip, b)), cfg["batch_size"])
+    text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), cfg["batch_size"])
+    out_rows, cursor = [], 0
+    for row, (start, end) in zip(rows, text_ranges):
+        count = len(row["images"])
+        out_rows.append({"uid": row["uid"], "views": row["views"],
+                         "image_embeddings": [v.tolist() for v in image_vectors[cursor:cursor + count]],
+                         "caption_views": text_views[start:end], "captions": texts[start:end],
+                         "caption_embeddings": [v.tolist() for v in text_vectors[start:end]]})
+        cursor += count
+    dim = len(image_vectors[0]) if image_vectors else 0
+    metadata = {"ulip2.stage": "embed", "ulip2.shard": shard, "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
+                "ulip2.embedding_dim": str(dim), "ulip2.normalised": "L2", "ulip2.version": __version__}
+    write_parquet(pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA), out, metadata)
+    summary = {"shard": shard, "objects": len(out_rows), "images": len(images), "captions": len(texts),
+               "dim": dim, "seconds": round(time.perf_counter() - started, 2)}
+    log.info("shard summary: %s", json.dumps(summary))
+    return summary

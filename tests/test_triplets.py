@@ -1,0 +1,147 @@
+"""Triplets, summary, exports, embeddings and the loader, on the demo run's real outputs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from ulip2_pipeline.loader import ShardError, TripletDataset
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def results(demo_run):
+    workdir, config, _ = demo_run
+    return workdir / "results" / "demo", config
+
+
+def shards(results_dir, stage):
+    return sorted((results_dir / stage).glob("*.parquet"))
+
+
+def test_triplets_read_with_pyarrow_pandas_and_hf_datasets(results):
+    import datasets
+
+    results_dir, _ = results
+    paths = shards(results_dir, "triplets")
+    table = pq.read_table(paths[0])
+    assert table.num_rows > 0
+    frame = pd.read_parquet(paths[0])
+    assert list(frame.columns) == table.schema.names
+    ds = datasets.load_dataset("parquet", data_files=[str(p) for p in paths], split="train")
+    assert len(ds) == 36  # 37 demo objects, one broken
+    row = ds[0]
+    assert isinstance(row["images"][0], Image.Image) and len(row["images"]) == 3
+    arrays = ds.with_format("numpy")[0]
+    assert arrays["xyz"].shape == (10000, 3) and arrays["xyz"].dtype == np.float32
+    assert arrays["rgb"].shape == (10000, 3) and 0 <= arrays["rgb"].min() and arrays["rgb"].max() <= 255
+    assert len(row["captions"]) == 3 and all(len(c) == 10 for c in row["captions"])
+    assert all(len(k) == 1 for k in row["kept"])
+
+
+def test_triplet_metadata_records_schema_and_provenance(results):
+    results_dir, config = results
+    shard = pq.ParquetFile(shards(results_dir, "triplets")[0])
+    metadata = shard.schema_arrow.metadata
+    assert metadata[b"ulip2.schema_version"] == b"1"
+    provenance = json.loads(metadata[b"ulip2.provenance"])
+    assert provenance["caption_model"] == config["caption"]["model"]
+    assert provenance["rank_model"].startswith(config["rank"]["arch"])
+    assert provenance["render_preset"]["views"] == 3 and provenance["seed"] == 0
+    assert {"bpy", "torch", "transformers", "open_clip_torch", "ulip2_pipeline"} <= set(provenance["packages"])
+    assert len(provenance["config_hash"]) == 16
+    assert shard.metadata.num_row_groups == -(-shard.metadata.num_rows // 4)  # row_group_rows: 4
+
+
+def test_summary_counts_objects_triplets_and_failures(results):
+    results_dir, _ = results
+    summary = json.loads((results_dir / "summary.json").read_text())
+    assert summary["objects_in"] == 37 and summary["triplets_out"] == 36
+    assert summary["failures"]["points"] == {"unreadable": 1}
+    assert summary["failures"]["render"] == {"importer_error": 1}
+    assert summary["shards"] == ["00000", "00001", "00002"]
+
+
+def test_ulip_export_reads_like_ulips_loader(results):
+    results_dir, _ = results
+    root = results_dir / "export" / "ulip"
+    captions = json.loads((root / "captions.json").read_text())
+    uids = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "shards")
+    assert len(uids) == 36
+    for uid in uids[:5]:
+        points = np.load(root / uid / f"{uid}_8192.npz")["arr_0"]
+        assert points.shape == (8192, 3) and points.dtype == np.float32
+        assert np.abs(points).max() <= 1.0 + 1e-6
+        for view in range(3):
+            image = f"{uid}/{view:03d}.png"
+            assert Image.open(root / image).size == (64, 64)
+            assert isinstance(captions[image], list) and all(isinstance(c, str) and c for c in captions[image])
+
+
+def test_openshape_export_reads_like_openshapes_loader(results):
+    results_dir, _ = results
+    files = sorted((results_dir / "export" / "openshape").glob("*.npy"))
+    assert len(files) == 36
+    data = np.load(files[0], allow_pickle=True).item()
+    assert data["xyz"].shape == (10000, 3) and data["xyz"].dtype == np.float32
+    assert data["rgb"].shape == (10000, 3) and 0.0 <= data["rgb"].min() and data["rgb"].max() <= 1.0
+
+
+def test_embeddings_cover_every_view_and_kept_caption(results):
+    results_dir, config = results
+    embed_dir = results_dir / "embed" / config["embed"]["name"]
+    for triplet_path in shards(results_dir, "triplets"):
+        triplets = pq.read_table(triplet_path, columns=["uid", "views", "kept"]).to_pylist()
+        embeddings = pq.read_table(embed_dir / triplet_path.name).to_pylist()
+        assert [t["uid"] for t in triplets] == [e["uid"] for e in embeddings]
+        for t, e in zip(triplets, embeddings):
+            assert len(e["image_embeddings"]) == len(t["views"])
+            assert e["captions"] == [c for kept in t["kept"] for c in kept]
+            vectors = np.asarray(e["image_embeddings"] + e["caption_embeddings"])
+            np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_streams_every_object_once_per_epoch(results, workers):
+    results_dir, config = results
+    triplets = shards(results_dir, "triplets")
+    embeds = [results_dir / "embed" / config["embed"]["name"] / p.name for p in triplets]
+    dataset = TripletDataset(triplets, embeds, num_points=2048, shuffle_buffer=8, seed=1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=workers)
+    epochs = []
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        uids = []
+        for batch in loader:
+            assert batch["xyz"].shape[1:] == (2048, 3) and batch["rgb"].max() <= 1.0
+            assert batch["image_embedding"].shape[1] == batch["text_embedding"].shape[1]
+            uids += batch["uid"]
+        epochs.append(uids)
+    assert sorted(epochs[0]) == sorted(epochs[1]) and len(set(epochs[0])) == 36 == len(epochs[0])
+    assert epochs[0] != epochs[1]  # reshuffled across shards
+
+
+def test_points_at_10k_8k_2k_are_prefixes(results):
+    results_dir, _ = results
+    path = shards(results_dir, "triplets")[0]
+    full = next(iter(TripletDataset([path], num_points=10000, shuffle_buffer=1)))
+    small = next(iter(TripletDataset([path], num_points=8192, shuffle_buffer=1)))
+    assert full["uid"] == small["uid"]
+    assert torch.equal(full["xyz"][:8192], small["xyz"])
+
+
+def test_truncated_or_foreign_parquet_is_a_clear_error_naming_the_file(results, tmp_path):
+    results_dir, _ = results
+    good = shards(results_dir, "triplets")[0]
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ShardError, match="truncated.parquet"):
+        TripletDataset([truncated])
+    foreign = tmp_path / "foreign.parquet"
+    pd.DataFrame({"a": [1, 2]}).to_parquet(foreign)
+    with pytest.raises(ShardError, match="foreign.parquet.*missing columns"):
+        TripletDataset([foreign])

@@ -1,0 +1,9 @@
+# Thin adapter: frozen CLIP embeddings of one triplet shard (see ulip2_pipeline.embed).
+import torch
+
+from ulip2_pipeline.embed import run_embed_shard
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+run_embed_shard(snakemake.input.triplets, snakemake.wildcards.shard, snakemake.params.embed, snakemake.output[0])

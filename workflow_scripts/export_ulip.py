@@ -1,0 +1,6 @@
+# Thin adapter: one shard to the ULIP-2 layout (see ulip2_pipeline.exports).
+from ulip2_pipeline.exports import export_ulip_shard
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+export_ulip_shard(snakemake.input[0], snakemake.params.root, snakemake.output[0])
