@@ -19,6 +19,11 @@ def results(demo_run):
     return workdir / "results" / "demo", config
 
 
+def expected_triplets(results):
+    _, config = results
+    return 6 * config["datasets"]["demo"]["source"]["objects_per_class"]
+
+
 def shards(results_dir, stage):
     return sorted((results_dir / stage).glob("*.parquet"))
 
@@ -33,7 +38,7 @@ def test_triplets_read_with_pyarrow_pandas_and_hf_datasets(results):
     frame = pd.read_parquet(paths[0])
     assert list(frame.columns) == table.schema.names
     ds = datasets.load_dataset("parquet", data_files=[str(p) for p in paths], split="train")
-    assert len(ds) == 36  # 37 demo objects, one broken
+    assert len(ds) == expected_triplets(results)  # every demo object but the broken one
     row = ds[0]
     assert isinstance(row["images"][0], Image.Image) and len(row["images"]) == 3
     arrays = ds.with_format("numpy")[0]
@@ -60,10 +65,11 @@ def test_triplet_metadata_records_schema_and_provenance(results):
 def test_summary_counts_objects_triplets_and_failures(results):
     results_dir, _ = results
     summary = json.loads((results_dir / "summary.json").read_text())
-    assert summary["objects_in"] == 37 and summary["triplets_out"] == 36
+    assert summary["objects_in"] == expected_triplets(results) + 1
+    assert summary["triplets_out"] == expected_triplets(results)
     assert summary["failures"]["points"] == {"unreadable": 1}
     assert summary["failures"]["render"] == {"importer_error": 1}
-    assert summary["shards"] == ["00000", "00001", "00002"]
+    assert summary["shards"] == sorted(p.stem for p in (results_dir / "triplets").glob("*.parquet"))
 
 
 def test_ulip_export_reads_like_ulips_loader(results):
@@ -71,7 +77,7 @@ def test_ulip_export_reads_like_ulips_loader(results):
     root = results_dir / "export" / "ulip"
     captions = json.loads((root / "captions.json").read_text())
     uids = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "shards")
-    assert len(uids) == 36
+    assert len(uids) == expected_triplets(results)
     for uid in uids[:5]:
         points = np.load(root / uid / f"{uid}_8192.npz")["arr_0"]
         assert points.shape == (8192, 3) and points.dtype == np.float32
@@ -85,7 +91,7 @@ def test_ulip_export_reads_like_ulips_loader(results):
 def test_openshape_export_reads_like_openshapes_loader(results):
     results_dir, _ = results
     files = sorted((results_dir / "export" / "openshape").glob("*.npy"))
-    assert len(files) == 36
+    assert len(files) == expected_triplets(results)
     data = np.load(files[0], allow_pickle=True).item()
     assert data["xyz"].shape == (10000, 3) and data["xyz"].dtype == np.float32
     assert data["rgb"].shape == (10000, 3) and 0.0 <= data["rgb"].min() and data["rgb"].max() <= 1.0
@@ -121,7 +127,8 @@ def test_loader_streams_every_object_once_per_epoch(results, workers):
             assert batch["image_embedding"].shape[1] == batch["text_embedding"].shape[1]
             uids += batch["uid"]
         epochs.append(uids)
-    assert sorted(epochs[0]) == sorted(epochs[1]) and len(set(epochs[0])) == 36 == len(epochs[0])
+    assert sorted(epochs[0]) == sorted(epochs[1])
+    assert len(set(epochs[0])) == expected_triplets(results) == len(epochs[0])
     assert epochs[0] != epochs[1]  # reshuffled across shards
 
 

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .splits import holdout
+
 TRIPLET_COLUMNS = ("uid", "category", "xyz", "rgb", "kept", "views")
 EMBED_COLUMNS = ("uid", "image_embeddings", "caption_embeddings")
 
@@ -66,7 +68,10 @@ class TripletDataset(IterableDataset):
     random view, and with embedding shards the view's image embedding and the caption's text embedding."""
 
     def __init__(self, triplet_paths, embed_paths=None, num_points: int = 10000, shuffle_buffer: int = 256,
-                 seed: int = 0):
+                 seed: int = 0, holdout_fraction: float = 0.0, split: str | None = None,
+                 with_image_bytes: bool = False):
+        """``split``: None for every object, "train" or "heldout" for one side of the stable uid
+        split (``holdout_fraction``). ``with_image_bytes`` adds the chosen view's PNG."""
         self.triplet_paths = [str(p) for p in triplet_paths]
         self.embed_paths = [str(p) for p in embed_paths] if embed_paths else None
         if self.embed_paths and len(self.embed_paths) != len(self.triplet_paths):
@@ -76,6 +81,8 @@ class TripletDataset(IterableDataset):
         for path in self.embed_paths or []:
             open_shard(path, EMBED_COLUMNS)
         self.num_points, self.shuffle_buffer, self.seed = num_points, shuffle_buffer, seed
+        self.holdout_fraction, self.split, self.with_image_bytes = holdout_fraction, split, with_image_bytes
+        self.columns = TRIPLET_COLUMNS + (("images",) if with_image_bytes else ())
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -84,12 +91,19 @@ class TripletDataset(IterableDataset):
     def _shards_for_this_worker(self) -> list[int]:
         order = list(range(len(self.triplet_paths)))
         random.Random(self.seed + self.epoch).shuffle(order)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            order = order[torch.distributed.get_rank()::torch.distributed.get_world_size()]
         info = get_worker_info()
         return order if info is None else order[info.id::info.num_workers]
 
+    def _wanted(self, uid: str) -> bool:
+        if self.split is None:
+            return True
+        return holdout(uid, self.holdout_fraction) == (self.split == "heldout")
+
     def _samples(self, index: int, rng: random.Random) -> Iterator[dict]:
         path = self.triplet_paths[index]
-        rows = _iter_rows(open_shard(path, TRIPLET_COLUMNS), path, TRIPLET_COLUMNS)
+        rows = _iter_rows(open_shard(path, self.columns), path, self.columns)
         embeddings = None
         if self.embed_paths:
             embed_path = self.embed_paths[index]
@@ -99,7 +113,8 @@ class TripletDataset(IterableDataset):
             if extra is not None and extra["uid"] != row["uid"]:
                 raise ShardError(f"{self.embed_paths[index]}: row {extra['uid']!r} does not match {row['uid']!r} "
                                  f"of {path}; rebuild the embeddings")
-            yield self._sample(row, extra, rng)
+            if self._wanted(row["uid"]):
+                yield self._sample(row, extra, rng)
 
     def _sample(self, row: dict, extra: dict | None, rng: random.Random) -> dict:
         xyz = np.array(row["xyz"][:self.num_points], dtype=np.float32)  # a writable copy for torch
@@ -108,6 +123,8 @@ class TripletDataset(IterableDataset):
         kept = row["kept"][view]
         sample = {"uid": row["uid"], "category": row["category"] or "", "xyz": torch.from_numpy(xyz),
                   "rgb": torch.from_numpy(rgb), "caption": kept[0] if kept else ""}
+        if self.with_image_bytes:
+            sample["image_png"] = row["images"][view]["bytes"]
         if extra is not None:
             sample["image_embedding"] = torch.tensor(extra["image_embeddings"][view], dtype=torch.float32)
             first_caption = sum(len(k) for k in row["kept"][:view])

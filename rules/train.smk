@@ -1,0 +1,58 @@
+# Training a Point-BERT against the frozen CLIP, and its zero-shot evaluation: the end of the DAG.
+
+
+rule train_run:
+    input:
+        unpack(embed_model_inputs),
+        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
+        embed=shards_of_dataset(f"results/{{dataset}}/embed/{config['embed']['name']}/{{shard}}.parquet"),
+    output:
+        model="results/{dataset}/train/{run}/model.pt",
+        metrics="results/{dataset}/train/{run}/metrics.json",
+    params:
+        train=config["train"],
+        embed=config["embed"],
+        up_axis=lambda w: config["datasets"][w.dataset]["up_axis"],
+        out_dir=lambda w: f"results/{w.dataset}/train/{w.run}",
+    log:
+        "logs/{dataset}/train/{run}.log",
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=32000,
+        gpu=1,
+    conda:
+        "../envs/caption.yaml"
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule eval_run:
+    input:
+        unpack(embed_model_inputs),
+        model="results/{dataset}/train/{run}/model.pt",
+        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
+    output:
+        "results/{dataset}/eval/{run}/zero_shot.json",
+    params:
+        eval=config["eval"],
+        embed=config["embed"],
+        train=config["train"],
+    log:
+        "logs/{dataset}/eval/{run}.log",
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1,
+    conda:
+        "../envs/caption.yaml"
+    script:
+        "../workflow_scripts/eval.py"
+
+
+rule train:
+    input:
+        expand("results/{dataset}/train/{run}/model.pt", dataset=DATASETS, run=config["train"]["run"]),
+
+
+rule eval:
+    input:
+        expand("results/{dataset}/eval/{run}/zero_shot.json", dataset=DATASETS, run=config["train"]["run"]),

@@ -1,0 +1,1 @@
+"""Training a 3D encoder against frozen CLIP features, and zero-shot evaluation."""

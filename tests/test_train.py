@@ -1,0 +1,187 @@
+"""Point-BERT, the ULIP loss, the trainer (frozen towers, resume) and zero-shot evaluation."""
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ulip2_pipeline.train.augment import augment
+from ulip2_pipeline.train.benchmarks import read_benchmark
+from ulip2_pipeline.train.loss import LOGIT_SCALE_MAX, UlipLoss
+from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig, farthest_point_sample
+from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, tower_fingerprint
+from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings
+from ulip2_pipeline.sampling import farthest_point_order
+
+
+def test_pointbert_sizes_and_output_width():
+    tiny = PointBert(PointBertConfig.named("tiny", embed_dim=32))
+    xyz, rgb = torch.randn(3, 512, 3), torch.rand(3, 512, 3)
+    assert tiny(xyz, rgb).shape == (3, 32)
+    ulip2 = PointBertConfig.named("ulip2", embed_dim=1280)
+    assert (ulip2.width, ulip2.depth, ulip2.heads, ulip2.groups, ulip2.group_size) == (384, 18, 6, 512, 32)
+    assert PointBertConfig.named("ulip1", 512).depth == 12
+    assert PointBert(ulip2).projection.in_features == 768  # [CLS || max-pool] of width 384
+
+
+def test_torch_fps_agrees_with_the_stored_fps_order():
+    xyz = np.random.default_rng(0).normal(size=(600, 3)).astype(np.float32)
+    ordered = xyz[farthest_point_order(xyz)]
+    # On FPS-ordered input, FPS from point 0 picks the prefix: why "prefix" centres are free.
+    picked = farthest_point_sample(torch.from_numpy(ordered)[None], 64)[0]
+    assert picked.tolist() == list(range(64))
+
+
+def test_loss_matches_the_formula_and_clamps_the_scale():
+    torch.manual_seed(0)
+    p, i, t = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)
+    loss = UlipLoss()
+    out = loss(p, i, t)
+    scale = math.exp(math.log(1 / 0.07))
+    pn, inn, tn = (F.normalize(x, dim=-1) for x in (p, i, t))
+    labels = torch.arange(4)
+    expected = (F.cross_entropy(scale * pn @ tn.T, labels) + F.cross_entropy(scale * tn @ pn.T, labels)) / 2 + \
+               (F.cross_entropy(scale * pn @ inn.T, labels) + F.cross_entropy(scale * inn @ pn.T, labels)) / 2
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with torch.no_grad():
+        loss.logit_scale.fill_(10.0)
+    assert loss(p, i, t)["logit_scale"].item() == pytest.approx(100.0, rel=1e-5)
+    assert loss.logit_scale.item() == pytest.approx(LOGIT_SCALE_MAX)
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    model = PointBert(PointBertConfig.named("tiny", embed_dim=16))
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert any("norm" in names[id(p)] for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim <= 1 for p in no_decay["params"])
+
+
+def test_warmup_then_cosine_to_the_minimum():
+    factor = lr_lambda(warmup_steps=10, total_steps=110, lr=3e-3, min_lr=1e-5)
+    lrs = [3e-3 * factor(s) for s in range(110)]
+    assert lrs[0] == pytest.approx(3e-4) and lrs[9] == pytest.approx(3e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert 3e-3 * factor(110) == pytest.approx(1e-5)
+
+
+def test_augmentation_keeps_the_centres_and_can_grey_the_colour():
+    xyz, rgb = torch.randn(4, 256, 3), torch.rand(4, 256, 3)
+    gen = torch.Generator().manual_seed(0)
+    out_xyz, out_rgb = augment(xyz, rgb, "y", gen, grey_rgb_prob=1.0, keep_prefix=32)
+    assert out_xyz.shape == xyz.shape and torch.all(out_rgb == 0.4)
+    moved = augment(xyz, rgb, "y", torch.Generator().manual_seed(1), grey_rgb_prob=0.0, dropout_max=0.9,
+                    keep_prefix=32)[0]
+    # The 32 centres survive dropout: no two of them collapse onto point 0.
+    assert (torch.cdist(moved[:, 1:32], moved[:, :1]).squeeze(-1) > 1e-6).all()
+
+
+def test_accuracy_top1_top5_and_class_mean():
+    logits = torch.tensor([[9.0, 1, 0, 0, 0, 0], [0, 9, 1, 0, 0, 0], [1, 1, -5, 1, 1, 9], [0, 8, 9, 0, 0, 0]])
+    labels = torch.tensor([0, 1, 2, 1])
+    result = accuracy(logits, labels, 6)
+    assert result["top1"] == 50.0 and result["top5"] == 75.0
+    assert result["class_mean"] == pytest.approx(100 * (1 + 0.5 + 0) / 3, abs=0.01)
+
+
+def test_class_embeddings_average_the_normalised_templates():
+    def encode(texts):
+        return torch.stack([torch.tensor([len(t), 1.0, 0.0]) for t in texts])
+
+    features = class_embeddings(encode, ["a", "bb"], templates=["{}", "x {}"])
+    expected = F.normalize((F.normalize(torch.tensor([1.0, 1, 0]), dim=0) +
+                            F.normalize(torch.tensor([3.0, 1, 0]), dim=0)) / 2, dim=0)
+    assert torch.allclose(features[0], expected)
+    assert len(TEMPLATES) == 64 and all("{}" in t for t in TEMPLATES)
+
+
+def test_benchmark_readers(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "mn").mkdir()
+    (tmp_path / "mn" / "modelnet40_shape_names.txt").write_text("airplane\nbathtub\n")
+    with open(tmp_path / "mn" / "modelnet40_test_8192pts_fps.dat", "wb") as f:
+        pickle.dump([[rng.normal(size=(8192, 6)).astype(np.float32) for _ in range(3)],
+                     [np.array([1]), np.array([0]), np.array([1])]], f)
+    clouds, labels, classes = read_benchmark({"format": "modelnet40_ulip", "path": str(tmp_path / "mn")}, 2048)
+    assert classes == ["airplane", "bathtub"] and labels == [1, 0, 1]
+    assert clouds[0][0].shape == (2048, 3) and np.allclose(clouds[0][1], 0.4)
+    assert np.linalg.norm(clouds[0][0], axis=1).max() == pytest.approx(1.0, abs=1e-5)
+
+    (tmp_path / "os").mkdir()
+    entries = []
+    for i, cat in enumerate(["chair", "mug", "chair"]):
+        np.save(tmp_path / "os" / f"{i}.npy", {"xyz": rng.normal(size=(10000, 3)).astype(np.float32),
+                                              "rgb": rng.random((10000, 3)).astype(np.float32)}, allow_pickle=True)
+        entries.append({"category": cat, "data_path": f"{i}.npy"})
+    (tmp_path / "os" / "split.json").write_text(json.dumps(entries))
+    clouds, labels, classes = read_benchmark({"format": "openshape", "path": str(tmp_path / "os"),
+                                              "split": "split.json"}, 8192)
+    assert classes == ["chair", "mug"] and labels == [0, 1, 0] and clouds[1][0].shape == (8192, 3)
+
+    import h5py
+
+    (tmp_path / "sonn" / "main_split").mkdir(parents=True)
+    with h5py.File(tmp_path / "sonn" / "main_split" / "test_objectdataset.h5", "w") as f:
+        f["data"] = rng.normal(size=(4, 2048, 3)).astype(np.float32)
+        f["label"] = np.array([0, 4, 14, 4])
+    clouds, labels, classes = read_benchmark({"format": "scanobjectnn", "path": str(tmp_path / "sonn")}, 2048)
+    assert labels == [0, 4, 14, 4] and classes[4] == "chair" and len(classes) == 15
+
+
+def small_train_cfg(**overrides):
+    cfg = {"run": "t", "model": "tiny", "num_points": 1024, "text_source": "mix", "mix_category_prob": 0.5,
+           "epochs": 3, "batch_size": 4, "accumulate": 2, "lr": 3e-3, "min_lr": 1e-5, "weight_decay": 0.1,
+           "warmup_epochs": 1, "holdout_fraction": 0.34, "towers": "precomputed", "device": "cpu", "seed": 0,
+           "amp": True, "augment": True, "shuffle_buffer": 16, "workers": 0, "threads": 1}
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(demo_run):
+    workdir, config, _ = demo_run
+    results = workdir / "results" / "demo"
+    triplets = sorted((results / "triplets").glob("*.parquet"))
+    embeds = [results / "embed" / config["embed"]["name"] / p.name for p in triplets]
+    embed_cfg = dict(config["embed"])
+    for key in ("pretrained", "arch_config"):
+        embed_cfg[key] = str(workdir / embed_cfg[key])
+    return triplets, embeds, embed_cfg
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("towers", ["precomputed", "online"])
+def test_only_the_encoder_trains_and_the_towers_never_change(tmp_path, demo_inputs, towers):
+    triplets, embeds, embed_cfg = demo_inputs
+    trainer = Trainer(triplets, embeds, small_train_cfg(epochs=1, towers=towers), embed_cfg, "y", tmp_path)
+    before = {k: v.clone() for k, v in trainer.clip.model.state_dict().items()}
+    encoder_before = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimised for p in trainer.clip.model.parameters())
+    assert all(not p.requires_grad for p in trainer.clip.model.parameters())
+    summary = trainer.train()
+    assert summary["towers_unchanged"] and summary["steps"] >= 1
+    after = trainer.clip.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(encoder_before[k], v) for k, v in trainer.encoder.state_dict().items())
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "curve.svg").exists()
+
+
+@pytest.mark.e2e
+def test_a_killed_run_resumes_with_the_same_optimiser_and_scheduler_state(tmp_path, demo_inputs):
+    triplets, embeds, embed_cfg = demo_inputs
+    straight = Trainer(triplets, embeds, small_train_cfg(), embed_cfg, "y", tmp_path / "straight")
+    straight.train()
+    first = Trainer(triplets, embeds, small_train_cfg(), embed_cfg, "y", tmp_path / "resumed")
+    first.train(stop_after_epochs=1)  # then "killed": only the checkpoint survives
+    resumed = Trainer(triplets, embeds, small_train_cfg(), embed_cfg, "y", tmp_path / "resumed")
+    assert resumed.epoch == 1 and resumed.step == first.step
+    assert resumed.scheduler.state_dict() == first.scheduler.state_dict()
+    resumed.train()
+    for key, value in straight.encoder.state_dict().items():
+        assert torch.allclose(value, resumed.encoder.state_dict()[key], atol=1e-6), key
+    assert tower_fingerprint(resumed.clip) == resumed.tower_hash

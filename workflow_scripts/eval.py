@@ -1,0 +1,10 @@
+# Thin adapter: zero-shot evaluation of a trained encoder (see ulip2_pipeline.train.run).
+import torch
+
+from ulip2_pipeline.train.run import run_evaluation
+from ulip2_pipeline.workflow import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+run_evaluation(snakemake.input.model, snakemake.params.eval, snakemake.params.embed, snakemake.params.train,
+               snakemake.input.triplets, snakemake.output[0])
