@@ -55,7 +55,7 @@ rule rank_shard:
         mem_mb=8000,
         gpu=1,
     conda:
-        "../envs/caption.yaml"
+        "../envs/rank.yaml"
     script:
         "../workflow_scripts/rank.py"
 

@@ -21,7 +21,7 @@ rule train_run:
         mem_mb=32000,
         gpu=1,
     conda:
-        "../envs/caption.yaml"
+        "../envs/train.yaml"
     script:
         "../workflow_scripts/train.py"
 
@@ -43,7 +43,7 @@ rule eval_run:
     resources:
         gpu=1,
     conda:
-        "../envs/caption.yaml"
+        "../envs/train.yaml"
     script:
         "../workflow_scripts/eval.py"
 

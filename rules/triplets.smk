@@ -95,7 +95,7 @@ rule embed_shard:
         mem_mb=16000,
         gpu=1,
     conda:
-        "../envs/caption.yaml"
+        "../envs/rank.yaml"
     script:
         "../workflow_scripts/embed.py"
 

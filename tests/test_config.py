@@ -53,3 +53,11 @@ def test_only_accepts_a_list_or_a_comma_separated_string():
     assert selected_dataset_names(config) == ["other"]
     config["only"] = ["demo", "other"]
     assert selected_dataset_names(config) == ["demo", "other"]
+
+
+def test_folder_source_defaults_survive_yaml():
+    """'off' is a YAML 1.1 boolean; the default extension list must still hold the string."""
+    config = default_config()
+    config["datasets"]["meshes"] = {"source": {"kind": "folder", "path": "data/meshes"}, "render_preset": "demo"}
+    validate_config(config, SCHEMA)
+    assert "off" in config["datasets"]["meshes"]["source"]["extensions"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,3 +17,7 @@ def log_to(path: str | Path | None) -> None:
         handlers.append(logging.FileHandler(path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
+    # Where the job ran: a scheduler's job id and the devices it was given.
+    placement = {k: os.environ[k] for k in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS") if k in os.environ}
+    logging.getLogger(__name__).info("job environment: %s",
+                                     " ".join(f"{k}={v}" for k, v in placement.items()) or "local")
