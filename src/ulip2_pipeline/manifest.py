@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .atomic import write_parquet
-from .sources import SourceObject
+from .config import config_hash
+from .failures import Failure, write_failures
+from .sources import SourceObject, list_objects
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 UID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -107,13 +112,6 @@ def read_shard(path: str | Path, shard: str) -> list[dict]:
 def run_manifest(dataset_cfg: dict, out: str | Path, failures_out: str | Path,
                  demo_dir: str | Path | None = None) -> dict:
     """List the dataset's source, check it, hash it, shard it; unobtainable objects go to the ledger."""
-    import logging
-
-    from .config import config_hash
-    from .failures import Failure, write_failures
-    from .sources import list_objects
-
-    log = logging.getLogger(__name__)
     objects, missing = list_objects(dataset_cfg["source"], demo_dir)
     table = build_manifest(objects, dataset_cfg["shard_size"])
     failures = [Failure(uid, "manifest", "", reason, detail) for uid, reason, detail in missing]

@@ -18,11 +18,9 @@ from mathutils import Matrix
 from ..failures import ObjectFailure
 from .cameras import UP_AXIS, Camera
 
-# Formats Blender 5.0 imports itself, and how. The value names the operator and the
-# axis arguments that keep the file's own axes (so Blender world == file frame,
-# up to the rotation returned by file_to_blender()).
+# Import arguments that keep an obj/ply/stl file's own axes, so Blender's world is the
+# file frame (file_to_blender() gives the rotation for the other importers).
 AXIS_KEEPING = {"forward_axis": "Y", "up_axis": "Z"}
-BLENDER_ONLY = {"fbx", "blend", "usd", "usda", "usdc", "usdz", "abc"}
 
 
 def disable_auto_run() -> None:
