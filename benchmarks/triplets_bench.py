@@ -21,7 +21,8 @@ from PIL import Image
 
 from ulip2_pipeline.atomic import write_parquet
 from ulip2_pipeline.loader import TripletDataset
-from ulip2_pipeline.triplets import _fixed, hf_features, triplet_schema
+from ulip2_pipeline.point_columns import to_arrow
+from ulip2_pipeline.triplets import hf_features, triplet_schema
 
 
 def synthetic_table(objects: int, views: int, size: int = 224) -> pa.Table:
@@ -46,7 +47,7 @@ def synthetic_table(objects: int, views: int, size: int = 224) -> pa.Table:
     }
     return pa.table({
         "uid": [f"obj{i}" for i in range(objects)], "category": ["thing"] * objects,
-        "xyz": _fixed(xyz, pa.float32()), "rgb": _fixed(rgb, pa.uint8()),
+        "xyz": to_arrow(xyz, pa.float32(), True), "rgb": to_arrow(rgb, pa.uint8(), True),
         "center": [[0.0, 0.0, 0.0]] * objects, "scale": [1.0] * objects, "up_axis": ["y"] * objects,
         **{name: pa.array(values, type=schema.field(name).type) for name, values in per_object.items()},
     }, schema=schema)

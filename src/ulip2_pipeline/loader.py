@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from . import point_columns
 from .splits import holdout
 
 TRIPLET_COLUMNS = ("uid", "category", "xyz", "rgb", "kept", "views")
@@ -43,18 +44,12 @@ def open_shard(path: str | Path, required: tuple[str, ...]) -> pq.ParquetFile:
 POINT_COLUMNS = ("xyz", "rgb")
 
 
-def _points_array(table: pa.Table, column: str) -> np.ndarray:
-    """A fixed-size (rows, N, 3) column as one NumPy array, without building Python lists."""
-    flat = table.column(column).combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(table.num_rows, -1, 3)
-
-
 def _iter_rows(shard: pq.ParquetFile, path, columns) -> Iterator[dict]:
     """Rows as dicts, one row group at a time; point columns come as NumPy arrays."""
     try:
         for group in range(shard.num_row_groups):
             table = shard.read_row_group(group, columns=list(columns))
-            arrays = {c: _points_array(table, c) for c in POINT_COLUMNS if c in table.column_names}
+            arrays = {c: point_columns.to_numpy(table, c) for c in POINT_COLUMNS if c in table.column_names}
             rest = table.drop_columns(list(arrays)).to_pylist()
             for index, row in enumerate(rest):
                 row.update({c: values[index] for c, values in arrays.items()})

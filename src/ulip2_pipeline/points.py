@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, point_columns
 from .atomic import write_parquet
 from .config import config_hash
 from .failures import Failure, ObjectFailure, write_failures
@@ -60,22 +60,14 @@ def points_for_object(source: str | Path, uid: str, expected_bytes: int | None, 
     return cloud, sum(len(p.faces) for p in parts)
 
 
-def _nested(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """(rows, N, 3) array -> list<fixed_size_list<3>> Arrow column without Python loops."""
-    rows, n, width = values.shape
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=value_type), width)
-    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * n)
-    return pa.ListArray.from_arrays(offsets, inner)
-
-
 def points_table(rows: list[dict], clouds: list[SampledCloud], faces: list[int], up_axis: str, count: int) -> pa.Table:
     xyz = np.stack([c.xyz for c in clouds]) if clouds else np.zeros((0, count, 3), np.float32)
     rgb = np.stack([c.rgb for c in clouds]) if clouds else np.zeros((0, count, 3), np.uint8)
     return pa.table({
         "uid": [r["uid"] for r in rows],
         "category": [r["category"] for r in rows],
-        "xyz": _nested(xyz, pa.float32()),
-        "rgb": _nested(rgb, pa.uint8()),
+        "xyz": point_columns.to_arrow(xyz, pa.float32()),
+        "rgb": point_columns.to_arrow(rgb, pa.uint8()),
         "colour_sources": [c.colour_sources for c in clouds],
         "center": [c.center.tolist() for c in clouds],
         "scale": [c.scale for c in clouds],
@@ -131,11 +123,6 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
 def read_points(path: str | Path) -> dict[str, np.ndarray]:
     """A points shard as arrays: uid (M,), xyz (M, N, 3) float32, rgb (M, N, 3) uint8."""
     table = pq.read_table(path, columns=["uid", "xyz", "rgb"])
-    rows = table.num_rows
-
-    def unnest(column: str, dtype) -> np.ndarray:
-        flat = table.column(column).combine_chunks().flatten().flatten()
-        return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(rows, -1, 3)
-
     return {"uid": np.array(table.column("uid").to_pylist(), dtype=object),
-            "xyz": unnest("xyz", np.float32), "rgb": unnest("rgb", np.uint8)}
+            "xyz": point_columns.to_numpy(table, "xyz", np.float32),
+            "rgb": point_columns.to_numpy(table, "rgb", np.uint8)}

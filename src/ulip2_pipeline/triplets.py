@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, point_columns
 from .atomic import write_parquet
 
 log = logging.getLogger(__name__)
@@ -75,18 +75,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _fixed(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """(rows, N, 3) -> fixed_size_list<fixed_size_list<3>, N> without Python loops."""
-    rows, n, width = values.shape
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=value_type), width)
-    return pa.FixedSizeListArray.from_arrays(inner, n)
-
-
-def _unnest(table: pa.Table, column: str, dtype, n_points: int) -> np.ndarray:
-    flat = table.column(column).combine_chunks().flatten().flatten()
-    return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(table.num_rows, n_points, 3)
-
-
 def _per_object_views(render_path, ranked_path) -> dict[str, list[tuple[dict, dict]]]:
     """(render row, ranked row) pairs per uid, in view order; views without ranked captions are dropped."""
     ranked = {(r["uid"], r["view"]): r for r in pq.read_table(ranked_path).to_pylist()}
@@ -123,8 +111,8 @@ def build_triplets(points_path, render_path, ranked_path, n_points: int) -> pa.T
                             "depth", "captions", "caption_scores", "kept")}
     return pa.table({
         "uid": points.column("uid"), "category": points.column("category"),
-        "xyz": _fixed(_unnest(points, "xyz", np.float32, n_points), pa.float32()),
-        "rgb": _fixed(_unnest(points, "rgb", np.uint8, n_points), pa.uint8()),
+        "xyz": point_columns.to_arrow(point_columns.to_numpy(points, "xyz", np.float32), pa.float32(), True),
+        "rgb": point_columns.to_arrow(point_columns.to_numpy(points, "rgb", np.uint8), pa.uint8(), True),
         "center": points.column("center").cast(schema.field("center").type), "scale": points.column("scale"),
         "up_axis": points.column("up_axis"), **columns,
     }, schema=schema)
