@@ -21,7 +21,7 @@ rule caption_shard:
         captions="results/{dataset}/captions/{shard}.parquet",
         failures="results/{dataset}/failures/caption/{shard}.parquet",
     params:
-        caption=config["caption"],
+        caption=output_settings(config["caption"]),
     log:
         "logs/{dataset}/caption/{shard}.log",
     benchmark:
@@ -45,7 +45,7 @@ rule rank_shard:
         ranked="results/{dataset}/ranked/{shard}.parquet",
         failures="results/{dataset}/failures/rank/{shard}.parquet",
     params:
-        rank=config["rank"],
+        rank=output_settings(config["rank"]),
     log:
         "logs/{dataset}/rank/{shard}.log",
     benchmark:

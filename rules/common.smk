@@ -3,6 +3,7 @@ from pathlib import Path
 
 from ulip2_pipeline.config import config_hash, selected_dataset_names
 from ulip2_pipeline.manifest import manifest_shards
+from ulip2_pipeline.workflow import output_settings
 
 
 wildcard_constraints:
@@ -21,6 +22,11 @@ def render_settings(wildcards):
     """The render preset the dataset names (defaults filled in by the schema)."""
     dataset = config["datasets"][wildcards.dataset]
     return config["render_presets"][dataset["render_preset"]]
+
+
+def render_output_settings(wildcards):
+    """The preset without its throughput knobs (threads, device): changing those reruns nothing."""
+    return output_settings(render_settings(wildcards))
 
 
 def shards_of(dataset):
@@ -62,8 +68,8 @@ def triplet_provenance(wildcards):
     dataset = config["datasets"][wildcards.dataset]
     return {
         "dataset": wildcards.dataset,
-        "config_hash": config_hash([dataset, config["caption"], config["rank"]]),
-        "render_preset": {"name": dataset["render_preset"], **render_settings(wildcards)},
+        "config_hash": config_hash([dataset, output_settings(config["caption"]), output_settings(config["rank"])]),
+        "render_preset": {"name": dataset["render_preset"], **render_output_settings(wildcards)},
         "seed": dataset["seed"],
         "caption_model": config["caption"]["model"],
         "rank_model": f"{config['rank']['arch']}/{config['rank']['pretrained']}",

@@ -11,7 +11,7 @@ rule render_shard:
         failures="results/{dataset}/failures/render/{shard}.parquet",
     params:
         dataset=dataset_config,
-        settings=render_settings,
+        settings=render_output_settings,
         blender_logs=lambda w: f"logs/{w.dataset}/render/{w.shard}",
     log:
         "logs/{dataset}/render/{shard}.log",

@@ -87,7 +87,7 @@ rule embed_shard:
     output:
         "results/{dataset}/embed/{model}/{shard}.parquet",
     params:
-        embed=config["embed"],
+        embed=output_settings(config["embed"]),
     log:
         "logs/{dataset}/embed/{model}/{shard}.log",
     threads: config["embed"]["threads"]

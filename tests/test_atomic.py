@@ -21,3 +21,17 @@ def test_an_existing_target_is_replaced_whole(tmp_path):
     assert table.column("a").to_pylist() == [2, 3]
     assert table.schema.metadata[b"k"] == b"v"
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_outputs_honour_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        write_parquet(pa.table({"a": [1]}), tmp_path / "group.parquet")
+        os.umask(0o022)
+        write_parquet(pa.table({"a": [1]}), tmp_path / "world.parquet")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "group.parquet").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "world.parquet").stat().st_mode & 0o777 == 0o644

@@ -2,9 +2,9 @@
 import torch
 
 from ulip2_pipeline.caption.stage import run_caption_shard
-from ulip2_pipeline.workflow import log_to
+from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-run_caption_shard(snakemake.input.render, snakemake.wildcards.shard, snakemake.params.caption,
+run_caption_shard(snakemake.input.render, snakemake.wildcards.shard, job_settings(snakemake.params.caption, snakemake.config["caption"]),
                   snakemake.output.captions, snakemake.output.failures)

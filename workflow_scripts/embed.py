@@ -2,8 +2,9 @@
 import torch
 
 from ulip2_pipeline.embed import run_embed_shard
-from ulip2_pipeline.workflow import log_to
+from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-run_embed_shard(snakemake.input.triplets, snakemake.wildcards.shard, snakemake.params.embed, snakemake.output[0])
+settings = job_settings(snakemake.params.embed, snakemake.config["embed"])
+run_embed_shard(snakemake.input.triplets, snakemake.wildcards.shard, settings, snakemake.output[0])

@@ -2,9 +2,10 @@
 import torch
 
 from ulip2_pipeline.rank.stage import run_rank_shard
-from ulip2_pipeline.workflow import log_to
+from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 run_rank_shard(snakemake.input.render, snakemake.input.captions, snakemake.wildcards.shard,
-               snakemake.params.rank, snakemake.output.ranked, snakemake.output.failures)
+               job_settings(snakemake.params.rank, snakemake.config["rank"]), snakemake.output.ranked,
+               snakemake.output.failures)

@@ -2,7 +2,9 @@
 
 Every stage writes through these helpers: data goes to a temporary file in the
 destination's directory, is flushed to disk, and is renamed over the target.
-A killed job therefore never leaves a partial shard behind.
+A killed job therefore never leaves a partial shard behind. The file gets the
+permissions a plain ``open()`` would give it (0666 less the umask), so results are
+as readable by a group as any other file the user writes.
 """
 from __future__ import annotations
 
@@ -16,12 +18,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600
     os.close(fd)
     tmp_path = Path(tmp)
     try:

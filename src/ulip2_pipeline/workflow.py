@@ -1,23 +1,64 @@
-"""Glue for the thin scripts under workflow_scripts/: logging into the rule's log file."""
+"""Glue for the thin scripts under workflow_scripts/: the job's log file and its settings.
+
+Two kinds of settings reach a job. Output settings (a model, a seed, a resolution)
+change what a job writes, so rules pass them as ``params:`` and Snakemake reruns the
+job when they change. Throughput knobs (batch sizes, threads, devices, loader
+workers) change only how fast it runs; rules leave them out of ``params:`` and the
+scripts read them from the configuration, so changing one reruns nothing. Where an
+output does depend on one (the numeric precision a device implies), the output
+records it in its metadata.
+"""
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
+
+THROUGHPUT_KEYS = ("batch_size", "threads", "device", "workers")
+
+
+def output_settings(section: dict, keep: tuple[str, ...] = ()) -> dict:
+    """``section`` without its throughput knobs (those in ``keep`` do change outputs and stay)."""
+    return {k: v for k, v in section.items() if k not in THROUGHPUT_KEYS or k in keep}
+
+
+def throughput_settings(section: dict, keep: tuple[str, ...] = ()) -> dict:
+    return {k: v for k, v in section.items() if k in THROUGHPUT_KEYS and k not in keep}
+
+
+def job_settings(params_section: dict, config_section: dict, keep: tuple[str, ...] = ()) -> dict:
+    """The full settings of a job: its output settings (params) plus the throughput knobs (config)."""
+    return {**params_section, **throughput_settings(config_section, keep)}
 
 
 def log_to(path: str | Path | None) -> None:
-    """Send the package's log records to ``path`` (the rule's log:), warnings also to stderr."""
+    """Send the package's log records to ``path`` (the rule's log:), warnings also to stderr.
+
+    The file is appended to, under a header per attempt, so a retried job (SLURM
+    retries, a resumed run) keeps the earlier attempts' records. An exception that
+    ends the job is written there with its traceback, not only to Snakemake's stderr.
+    """
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
+        handlers.append(logging.FileHandler(path, mode="a"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
+    log = logging.getLogger(__name__)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    log.info("===== attempt started %s (pid %d) =====", started, os.getpid())
     # Where the job ran: a scheduler's job id and the devices it was given.
-    placement = {k: os.environ[k] for k in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS") if k in os.environ}
-    logging.getLogger(__name__).info("job environment: %s",
-                                     " ".join(f"{k}={v}" for k, v in placement.items()) or "local")
+    placement = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES",
+                                            "SLURM_JOB_GPUS") if k in os.environ}
+    log.info("job environment: %s", " ".join(f"{k}={v}" for k, v in placement.items()) or "local")
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind, value, tb) -> None:
+    logging.getLogger(__name__).error("the job failed:\n%s", "".join(traceback.format_exception(kind, value, tb)))
+    sys.__excepthook__(kind, value, tb)
