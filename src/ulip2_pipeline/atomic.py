@@ -9,6 +9,7 @@ as readable by a group as any other file the user writes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -43,13 +44,55 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+DIGEST_KEY = "ulip2.content_sha256"
+
+
+def table_digest(table: pa.Table) -> str:
+    """sha256 of the table's rows and schema (not its metadata): equal data, equal digest."""
+    digest = hashlib.sha256()
+    stripped = table.replace_schema_metadata(None).combine_chunks()  # chunking is not content
+    with pa.ipc.new_stream(_HashSink(digest), stripped.schema) as writer:
+        for batch in stripped.to_batches():
+            writer.write_batch(batch)
+    return digest.hexdigest()
+
+
+class _HashSink:
+    """A write-only file object that feeds what is written into a hash."""
+
+    def __init__(self, digest):
+        self.digest, self.closed = digest, False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def content_digest(path: str | Path) -> str:
+    """The digest recorded in a Parquet file's metadata by write_parquet; the file's sha256 otherwise."""
+    metadata = pq.read_schema(path).metadata or {}
+    if DIGEST_KEY.encode() in metadata:
+        return metadata[DIGEST_KEY.encode()].decode()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_parquet(table: pa.Table, target: str | Path, metadata: dict[str, str] | None = None,
                   row_group_size: int | None = None) -> None:
-    """Write ``table`` atomically, adding ``metadata`` (str -> str) to the file's schema."""
-    if metadata:
-        merged = dict(table.schema.metadata or {})
-        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(merged)
+    """Write ``table`` atomically, adding ``metadata`` (str -> str) and the content digest to its schema."""
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
+    merged[DIGEST_KEY.encode()] = table_digest(table).encode()
+    table = table.replace_schema_metadata(merged)
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
 
