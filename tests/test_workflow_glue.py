@@ -22,6 +22,7 @@ def test_a_failed_job_leaves_its_traceback_in_its_own_log_and_retries_append(tmp
     first = _job(log, "import logging; logging.getLogger('x').warning('obj-17: unreadable')\n"
                       "raise ValueError('boom in obj-17')")
     assert first.returncode != 0
+    log.unlink()  # Snakemake deletes a job's log before every attempt
     second = _job(log, "pass")
     assert second.returncode == 0
     text = log.read_text()

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 THROUGHPUT_KEYS = ("batch_size", "threads", "device", "workers")
+HISTORY_BYTES = 2_000_000
 
 
 def output_settings(section: dict, keep: tuple[str, ...] = ()) -> dict:
@@ -37,16 +38,21 @@ def job_settings(params_section: dict, config_section: dict, keep: tuple[str, ..
 def log_to(path: str | Path | None) -> None:
     """Send the package's log records to ``path`` (the rule's log:), warnings also to stderr.
 
-    The file is appended to, under a header per attempt, so a retried job (SLURM
-    retries, a resumed run) keeps the earlier attempts' records. An exception that
-    ends the job is written there with its traceback, not only to Snakemake's stderr.
+    Each attempt starts under a header and follows the earlier attempts' records, so a
+    retried job (SLURM or ``--retries``) keeps them. Snakemake deletes a job's log before
+    every attempt, so the records are also kept in a hidden sidecar next to it (the
+    newest ``HISTORY_BYTES``) and restored from there. An exception that ends the job is
+    written to the log with its traceback, not only to Snakemake's stderr.
     """
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="a"))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        history = path.with_name(f".{path.name}.attempts")
+        _restore_earlier_attempts(path, history)
+        handlers += [logging.FileHandler(path, mode="a"), logging.FileHandler(history, mode="a")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     log = logging.getLogger(__name__)
@@ -57,6 +63,15 @@ def log_to(path: str | Path | None) -> None:
                                             "SLURM_JOB_GPUS") if k in os.environ}
     log.info("job environment: %s", " ".join(f"{k}={v}" for k, v in placement.items()) or "local")
     sys.excepthook = _log_uncaught
+
+
+def _restore_earlier_attempts(path: Path, history: Path) -> None:
+    if not history.exists():
+        return
+    earlier = history.read_bytes()[-HISTORY_BYTES:]
+    history.write_bytes(earlier)
+    if not path.exists() or path.stat().st_size == 0:
+        path.write_bytes(earlier)
 
 
 def _log_uncaught(kind, value, tb) -> None:
