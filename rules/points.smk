@@ -3,7 +3,7 @@
 
 rule points_shard:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_slice,
     output:
         points="results/{dataset}/points/{shard}.parquet",
         failures="results/{dataset}/failures/points/{shard}.parquet",

@@ -4,7 +4,7 @@
 
 rule render_shard:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_slice,
         points="results/{dataset}/points/{shard}.parquet",
     output:
         render="results/{dataset}/render/{shard}.parquet",

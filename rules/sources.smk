@@ -15,14 +15,20 @@ rule demo_meshes:
         "../workflow_scripts/demo_meshes.py"
 
 
+# Rescan a source with `snakemake <target> --forcerun manifest` (a folder has no input that
+# could tell Snakemake it changed; a uids_file is an input, so editing it rescans by itself).
+# The previous manifest is kept (update) so that objects keep their shards and unchanged files
+# are not hashed again; the rule also writes results/{dataset}/manifest/{shard}.parquet, the
+# slices the shard jobs read, rewriting only the slices whose objects changed.
 checkpoint manifest:
     input:
         unpack(source_inputs),
     output:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=update("results/{dataset}/manifest.parquet"),
         failures="results/{dataset}/failures/manifest.parquet",
     params:
-        dataset=dataset_config,
+        source=lambda w: config["datasets"][w.dataset]["source"],
+        shard_size=lambda w: config["datasets"][w.dataset]["shard_size"],
     log:
         "logs/{dataset}/manifest.log",
     conda:

@@ -3,11 +3,18 @@
 
 rule triplets_shard:
     input:
+        manifest=manifest_slice,
         points="results/{dataset}/points/{shard}.parquet",
         render="results/{dataset}/render/{shard}.parquet",
+        captions="results/{dataset}/captions/{shard}.parquet",
         ranked="results/{dataset}/ranked/{shard}.parquet",
+        points_failures="results/{dataset}/failures/points/{shard}.parquet",
+        render_failures="results/{dataset}/failures/render/{shard}.parquet",
+        caption_failures="results/{dataset}/failures/caption/{shard}.parquet",
+        rank_failures="results/{dataset}/failures/rank/{shard}.parquet",
     output:
-        "results/{dataset}/triplets/{shard}.parquet",
+        triplets="results/{dataset}/triplets/{shard}.parquet",
+        failures="results/{dataset}/failures/triplets/{shard}.parquet",
     params:
         provenance=triplet_provenance,
         points=lambda w: config["datasets"][w.dataset]["points"]["count"],
@@ -23,8 +30,8 @@ rule triplets_shard:
 rule summary:
     input:
         manifest="results/{dataset}/manifest.parquet",
+        manifest_failures="results/{dataset}/failures/manifest.parquet",
         triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
-        failures=failure_files,
     output:
         "results/{dataset}/summary.json",
     log:

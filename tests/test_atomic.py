@@ -56,3 +56,5 @@ def test_the_digest_ignores_how_the_rows_are_chunked():
     pieces = pa.concat_tables([pa.table({"a": [1, 2]}), pa.table({"a": [3, 4]})])
     assert pieces.column("a").num_chunks == 2
     assert table_digest(whole) == table_digest(pieces)
+    names = pa.table({"s": ["a", "bb", "ccc", "dddd"]})
+    assert table_digest(names.slice(2, 2)) == table_digest(pa.table({"s": ["ccc", "dddd"]}))

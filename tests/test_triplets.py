@@ -67,8 +67,10 @@ def test_summary_counts_objects_triplets_and_failures(results):
     summary = json.loads((results_dir / "summary.json").read_text())
     assert summary["objects_in"] == expected_triplets(results) + 1
     assert summary["triplets_out"] == expected_triplets(results)
-    assert summary["failures"]["points"] == {"unreadable": 1}
-    assert summary["failures"]["render"] == {"importer_error": 1}
+    assert summary["failures"] == {"points": {"unreadable": 1}}  # it left there; render is not charged again
+    assert summary["adds_up"] and summary["objects_failed"] == 1
+    left = pq.read_table(results_dir / "failures" / "triplets" / f"{summary['shards'][-1]}.parquet").to_pylist()
+    assert [(r["uid"], r["reason"]) for r in left] == [("broken_000.glb", "no_points")]
     assert summary["shards"] == sorted(p.stem for p in (results_dir / "triplets").glob("*.parquet"))
 
 

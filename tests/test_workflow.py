@@ -27,15 +27,15 @@ def test_the_demo_set_runs_through_snakemake(demo_run):
         assert points["xyz"].shape[1:] == (10000, 3)
         sampled += list(points["uid"])
         failed += pq.read_table(results / "failures" / "points" / f"{shard}.parquet").column("uid").to_pylist()
-    assert failed == ["broken_000"]
+    assert failed == ["broken_000.glb"]
     assert sorted(sampled + failed) == sorted(row["uid"] for row in manifest)
     rendered, render_failed = set(), []
     for shard in shards:
         rendered |= set(pq.read_table(results / "render" / f"{shard}.parquet").column("uid").to_pylist())
         render_failed += pq.read_table(results / "failures" / "render" / f"{shard}.parquet").column("uid").to_pylist()
-    assert render_failed == ["broken_000"] and rendered == set(sampled)
-    broken_shard = next(row["shard"] for row in manifest if row["uid"] == "broken_000")
-    assert (workdir / "logs" / "demo" / "render" / broken_shard / "broken_000.log").exists()
+    assert render_failed == ["broken_000.glb"] and rendered == set(sampled)
+    broken_shard = next(row["shard"] for row in manifest if row["uid"] == "broken_000.glb")
+    assert (workdir / "logs" / "demo" / "render" / broken_shard / "broken_000.glb.log").exists()
     views = 3 * len(rendered)
     captions = [pq.read_table(results / "captions" / f"{s}.parquet") for s in shards]
     ranked = [pq.read_table(results / "ranked" / f"{s}.parquet") for s in shards]

@@ -50,7 +50,8 @@ DIGEST_KEY = "ulip2.content_sha256"
 def table_digest(table: pa.Table) -> str:
     """sha256 of the table's rows and schema (not its metadata): equal data, equal digest."""
     digest = hashlib.sha256()
-    stripped = table.replace_schema_metadata(None).combine_chunks()  # chunking is not content
+    # Neither chunking nor being a slice of a bigger table is content: take() gives fresh buffers.
+    stripped = table.replace_schema_metadata(None).take(pa.array(range(table.num_rows), pa.int64()))
     with pa.ipc.new_stream(_HashSink(digest), stripped.schema) as writer:
         for batch in stripped.to_batches():
             writer.write_batch(batch)

@@ -1,46 +1,65 @@
 """The manifest: every object of a dataset, its checksum, and the shard it belongs to.
 
-Shards are the unit of work of every later stage (one job per shard), so the shard
-list is stored in the file's metadata where Snakemake can read it cheaply.
+Shards are the unit of work of every later stage (one job per shard). Membership is
+stable: a rescan keeps every known object in its shard and puts new objects in new
+shards, so growing a dataset costs only the new shards. Each shard's rows are also
+written to a slice, ``manifest/{shard}.parquet`` beside the manifest, which is what a
+shard's jobs read; a slice is rewritten only when its rows change, so Snakemake reruns
+exactly the shards whose objects were added, removed or changed. A rescan hashes only
+files whose path, size or modification time differ from the previous manifest.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import write_parquet
+from .atomic import content_digest, table_digest, write_parquet
 from .config import config_hash
 from .failures import Failure, write_failures
 from .sources import SourceObject, list_objects
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 UID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+SHARD_FILE = re.compile(r"^\d{5,}\.parquet$")
 
 MANIFEST_SCHEMA = pa.schema([
     pa.field("uid", pa.string(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
     pa.field("sha256", pa.string(), nullable=False),
     pa.field("bytes", pa.int64(), nullable=False),
+    pa.field("mtime_ns", pa.int64()),
     pa.field("category", pa.string()),
     pa.field("shard", pa.string(), nullable=False),
 ])
 
 
 class ManifestError(ValueError):
-    """The object list breaks the data contract (unsafe uid or path, duplicate uid)."""
+    """A file that is not a ulip2 manifest."""
 
 
 def shard_name(index: int) -> str:
     return f"{index:05d}"
+
+
+def slices_dir(manifest: str | Path) -> Path:
+    """The folder of the shard slices of ``results/{dataset}/manifest.parquet``: ``results/{dataset}/manifest/``."""
+    manifest = Path(manifest)
+    return manifest.parent / manifest.stem
+
+
+def slice_path(manifest: str | Path, shard: str) -> Path:
+    return slices_dir(manifest) / f"{shard}.parquet"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -51,40 +70,168 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def check_objects(objects: list[SourceObject]) -> None:
-    """Reject uids that are unsafe as file names, files outside their root, and duplicate uids."""
-    problems, seen = [], {}
-    for obj in objects:
-        if not UID_PATTERN.match(obj.uid) or ".." in obj.uid:
-            problems.append(f"uid {obj.uid!r} ({obj.path}): not a safe name; uids may hold only "
-                            "letters, digits, '.', '_' and '-', must not contain '..' and are used in file paths")
-        if not obj.path.resolve().is_relative_to(obj.root.resolve()):
-            problems.append(f"uid {obj.uid!r}: {obj.path} resolves to {obj.path.resolve()}, "
-                            f"outside the dataset root {obj.root}")
-        if obj.uid in seen:
-            problems.append(f"duplicate uid {obj.uid!r}: {seen[obj.uid]} and {obj.path}")
-        else:
-            seen[obj.uid] = obj.path
-    if problems:
-        shown = problems[:20]
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise ManifestError("rejected objects:\n  - " + "\n  - ".join(shown) + more)
+def admit(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Failure]]:
+    """Objects whose uid is safe and unique and whose file is inside its root; the others as failures."""
+    admitted, failures, seen = [], [], {}
+    for obj in sorted(objects, key=lambda o: (o.uid, str(o.path))):
+        problem = None
+        if not obj.checked and (not UID_PATTERN.match(obj.uid) or ".." in obj.uid):
+            problem = ("unsafe_uid", f"uid {obj.uid!r} is not a safe file name: uids may hold only letters, "
+                       "digits, '.', '_' and '-', start with a letter or digit, must not contain '..', and "
+                       "have at most 200 characters")
+        elif not obj.checked and not obj.path.resolve().is_relative_to(obj.root.resolve()):
+            problem = ("outside_root", f"{obj.path} resolves to {obj.path.resolve()}, outside the dataset root "
+                       f"{obj.root}")
+        elif obj.uid in seen:
+            problem = ("duplicate_uid", f"{obj.path} has the uid of {seen[obj.uid]}, which was admitted")
+        if problem:
+            failures.append(Failure(obj.uid, "manifest", str(obj.path), *problem))
+            continue
+        seen[obj.uid] = obj.path
+        admitted.append(obj)
+    return admitted, failures
 
 
-def build_manifest(objects: list[SourceObject], shard_size: int, workers: int = 4) -> pa.Table:
-    """Check the objects, hash their files and assign shards in uid order."""
-    check_objects(objects)
-    objects = sorted(objects, key=lambda o: o.uid)
+def _stat(obj: SourceObject) -> tuple[int, int]:
+    if obj.bytes is not None and obj.mtime_ns is not None:
+        return obj.bytes, obj.mtime_ns
+    stat = obj.path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def hash_objects(objects: list[SourceObject], previous: dict[str, dict], workers: int = 4
+                 ) -> tuple[list[dict], list[Failure], int]:
+    """Manifest rows (without shard) of the objects, reusing the previous sha256 of unchanged files.
+
+    A file is unchanged when its path, size and modification time equal the previous
+    manifest's. Returns the rows, the objects whose file cannot be read, and how many files were hashed.
+    """
+    def row(obj: SourceObject) -> dict | Failure:
+        try:
+            size, mtime = _stat(obj)
+            known = previous.get(obj.uid)
+            if known and known["source"] == str(obj.path) and known["bytes"] == size and known["mtime_ns"] == mtime:
+                digest, hashed = known["sha256"], False
+            else:
+                digest, hashed = sha256_file(obj.path), True
+        except OSError as exc:
+            return Failure(obj.uid, "manifest", str(obj.path), "unreadable_file", f"{type(exc).__name__}: {exc}")
+        return {"uid": obj.uid, "source": str(obj.path), "sha256": digest, "bytes": size, "mtime_ns": mtime,
+                "category": obj.category, "hashed": hashed}
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = list(pool.map(lambda o: sha256_file(o.path), objects))
-    return pa.table({
-        "uid": [o.uid for o in objects],
-        "source": [str(o.path) for o in objects],
-        "sha256": digests,
-        "bytes": [o.path.stat().st_size for o in objects],
-        "category": [o.category for o in objects],
-        "shard": [shard_name(i // shard_size) for i in range(len(objects))],
-    }, schema=MANIFEST_SCHEMA)
+        results = list(pool.map(row, objects, chunksize=256))
+    rows = [r for r in results if isinstance(r, dict)]
+    failures = [r for r in results if isinstance(r, Failure)]
+    hashed = sum(r.pop("hashed") for r in rows)
+    return rows, failures, hashed
+
+
+def assign_shards(uids: list[str], previous: dict[str, str], shard_size: int, next_index: int
+                  ) -> tuple[dict[str, str], int]:
+    """Known uids keep their shard; new uids, in uid order, fill new shards from ``next_index``."""
+    assignment = {uid: previous[uid] for uid in uids if uid in previous}
+    new = sorted(uid for uid in uids if uid not in previous)
+    for start in range(0, len(new), shard_size):
+        for uid in new[start:start + shard_size]:
+            assignment[uid] = shard_name(next_index)
+        next_index += 1
+    return assignment, next_index
+
+
+def read_previous(manifest: str | Path) -> tuple[dict[str, dict], dict]:
+    """Rows by uid and the metadata of an earlier manifest at ``manifest``, if there is a readable one."""
+    try:
+        table = pq.read_table(manifest)
+    except (FileNotFoundError, pa.ArrowInvalid, OSError):
+        return {}, {}
+    metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    if "ulip2.shards" not in metadata:
+        return {}, {}
+    if "mtime_ns" not in table.column_names:  # schema 1: no modification times, so every file is hashed again
+        table = table.append_column("mtime_ns", pa.nulls(table.num_rows, pa.int64()))
+    return {row["uid"]: row for row in table.to_pylist()}, metadata
+
+
+def build_manifest(objects: list[SourceObject], shard_size: int, previous: dict[str, dict] | None = None,
+                   next_index: int = 0, workers: int = 4) -> tuple[pa.Table, list[Failure], dict]:
+    """Admit, hash and shard ``objects``; returns the table (sorted by shard, uid), failures and figures."""
+    previous = previous or {}
+    admitted, failures = admit(objects)
+    rows, unreadable, hashed = hash_objects(admitted, previous, workers)
+    failures += unreadable
+    assignment, next_index = assign_shards([r["uid"] for r in rows], {u: r["shard"] for u, r in previous.items()},
+                                           shard_size, next_index)
+    for row in rows:
+        row["shard"] = assignment[row["uid"]]
+    rows.sort(key=lambda r: (r["shard"], r["uid"]))
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    figures = {"objects": len(rows), "hashed": hashed, "hash_reused": len(rows) - hashed, "next_shard": next_index,
+               "new_objects": sum(1 for r in rows if r["uid"] not in previous),
+               "removed_objects": len(set(previous) - {r["uid"] for r in rows})}
+    return table, failures, figures
+
+
+def shard_slices(table: pa.Table) -> dict[str, pa.Table]:
+    """The rows of each shard, in uid order (the table is sorted by shard, uid)."""
+    shards = table.column("shard").to_pylist()
+    slices, start = {}, 0
+    for end in range(1, len(shards) + 1):
+        if end == len(shards) or shards[end] != shards[start]:
+            slices[shards[start]] = table.slice(start, end - start)
+            start = end
+    return slices
+
+
+SLICE_COLUMNS = ["uid", "source", "sha256", "bytes", "category", "shard"]
+OBJECT_COLUMNS = ["uid", "sha256", "bytes", "category", "shard"]  # what a shard's outputs depend on
+OBJECTS_KEY = "ulip2.objects_sha256"
+
+
+def write_slices(slices: dict[str, pa.Table], manifest: str | Path) -> dict[str, list[str]]:
+    """Write each shard's slice unless an identical one is there; remove slices of shards that are gone.
+
+    An untouched slice keeps its modification time, so the shard's jobs do not rerun.
+    A slice whose objects are unchanged but whose file paths moved (a relocated cache)
+    is rewritten with its old modification time: moving files reruns nothing.
+    """
+    folder = slices_dir(manifest)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, moved, unchanged = [], [], []
+    for shard, rows in slices.items():
+        target = slice_path(manifest, shard)
+        rows = rows.select(SLICE_COLUMNS)
+        objects = table_digest(rows.select(OBJECT_COLUMNS))
+        old = _slice_digests(target)
+        if old == (table_digest(rows), objects):
+            unchanged.append(shard)
+            continue
+        times = target.stat().st_mtime_ns if old and old[1] == objects else None
+        write_parquet(rows, target, {"ulip2.schema_version": SCHEMA_VERSION, "ulip2.shard": shard,
+                                     OBJECTS_KEY: objects})
+        if times is not None:
+            os.utime(target, ns=(times, times))
+            moved.append(shard)
+        else:
+            written.append(shard)
+    removed = []
+    for path in folder.iterdir():
+        if SHARD_FILE.match(path.name) and path.stem not in slices:
+            path.unlink()
+            removed.append(path.stem)
+    return {"written": sorted(written), "moved": sorted(moved), "unchanged": sorted(unchanged),
+            "removed": sorted(removed)}
+
+
+def _slice_digests(path: Path) -> tuple[str, str] | None:
+    """(content digest, objects digest) recorded in an existing slice, or None."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (FileNotFoundError, pa.ArrowInvalid, OSError):
+        return None
+    if OBJECTS_KEY.encode() not in metadata:
+        return None
+    return content_digest(path), metadata[OBJECTS_KEY.encode()].decode()
 
 
 def write_manifest(table: pa.Table, target: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
@@ -104,19 +251,40 @@ def manifest_shards(path: str | Path) -> list[str]:
 
 
 def read_shard(path: str | Path, shard: str) -> list[dict]:
-    """The manifest rows of one shard."""
+    """The manifest rows of one shard, from the whole manifest or from the shard's slice."""
     table = pq.read_table(path, filters=[("shard", "=", shard)])
     return table.to_pylist()
 
 
-def run_manifest(dataset_cfg: dict, out: str | Path, failures_out: str | Path,
+def run_manifest(source: dict, shard_size: int, out: str | Path, failures_out: str | Path,
                  demo_dir: str | Path | None = None) -> dict:
-    """List the dataset's source, check it, hash it, shard it; unobtainable objects go to the ledger."""
-    objects, missing = list_objects(dataset_cfg["source"], demo_dir)
-    table = build_manifest(objects, dataset_cfg["shard_size"])
-    failures = [Failure(uid, "manifest", "", reason, detail) for uid, reason, detail in missing]
+    """List the source, admit, hash (reusing unchanged files' hashes) and shard it; write manifest and slices.
+
+    ``out`` may hold the previous manifest (the rule marks it ``update``): its shard
+    assignments and hashes are kept. Objects that cannot be admitted go to the ledger.
+    """
+    started = time.perf_counter()
+    objects, unavailable = list_objects(source, demo_dir)
+    listed = time.perf_counter()
+    previous, previous_metadata = read_previous(out)
+    next_index = int(previous_metadata.get("ulip2.next_shard", 0))
+    if previous and not next_index:
+        next_index = 1 + max(int(row["shard"]) for row in previous.values())
+    table, failures, figures = build_manifest(objects, shard_size, previous, next_index)
+    failures = [Failure(uid, "manifest", "", reason, detail) for uid, reason, detail in unavailable] + failures
+    for failure in failures:
+        log.warning("%s: %s: %s", failure.uid, failure.reason, failure.detail)
+    slices = shard_slices(table)
+    changes = write_slices(slices, out)
     write_failures(failures, failures_out, {"ulip2.stage": "manifest"})
-    write_manifest(table, out, {"ulip2.config_hash": config_hash(dataset_cfg)})
-    summary = {"objects": table.num_rows, "shards": len(manifest_shards(out)), "unavailable": len(failures)}
-    log.info("manifest: %s", summary)
+    write_manifest(table, out, {"ulip2.config_hash": config_hash([source, shard_size]),
+                                "ulip2.next_shard": str(figures["next_shard"]), "ulip2.shard_size": str(shard_size)})
+    summary = {**figures, "shards": len(slices), "slices_written": len(changes["written"]),
+               "slices_moved": len(changes["moved"]), "slices_unchanged": len(changes["unchanged"]), "slices_removed": len(changes["removed"]),
+               "unavailable": len(failures), "list_s": round(listed - started, 2),
+               "seconds": round(time.perf_counter() - started, 2)}
+    log.info("manifest: %s", json.dumps(summary))
+    if changes["written"]:
+        log.info("shards whose objects changed (their jobs rerun): %s", ", ".join(changes["written"][:50]) +
+                 (" ..." if len(changes["written"]) > 50 else ""))
     return summary

@@ -12,11 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, point_columns
+from .accounting import JOIN_REASONS, account_shard, merge_accounts
 from .atomic import write_parquet
+from .failures import Failure, write_failures
+from .manifest import read_shard
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
+STAGE = "triplets"
 PROVENANCE_PACKAGES = ("bpy", "trimesh", "torch", "transformers", "open_clip_torch", "pyarrow", "numpy")
 
 
@@ -109,42 +113,68 @@ def build_triplets(points_path, render_path, ranked_path, n_points: int) -> pa.T
     columns = {name: pa.array(per_view[name], type=schema.field(name).type)
                for name in ("images", "views", "azimuth_deg", "elevation_deg", "intrinsics", "world_to_camera",
                             "depth", "captions", "caption_scores", "kept")}
+    shape = (points.num_rows, n_points, 3)
+    xyz = point_columns.to_numpy(points, "xyz", np.float32) if points.num_rows else np.zeros(shape, np.float32)
+    rgb = point_columns.to_numpy(points, "rgb", np.uint8) if points.num_rows else np.zeros(shape, np.uint8)
     return pa.table({
         "uid": points.column("uid"), "category": points.column("category"),
-        "xyz": point_columns.to_arrow(point_columns.to_numpy(points, "xyz", np.float32), pa.float32(), True),
-        "rgb": point_columns.to_arrow(point_columns.to_numpy(points, "rgb", np.uint8), pa.uint8(), True),
+        "xyz": point_columns.to_arrow(xyz, pa.float32(), True), "rgb": point_columns.to_arrow(rgb, pa.uint8(), True),
         "center": points.column("center").cast(schema.field("center").type), "scale": points.column("scale"),
         "up_axis": points.column("up_axis"), **columns,
     }, schema=schema)
 
 
-def run_triplets_shard(points_path, render_path, ranked_path, shard: str, provenance: dict, n_points: int,
-                       row_group_rows: int, out) -> dict:
+def _uids(path) -> set[str]:
+    return set(pq.read_table(path, columns=["uid"]).column("uid").to_pylist())
+
+
+def _ledger(path) -> list[dict]:
+    return pq.read_table(path, columns=["uid", "reason", "detail"]).to_pylist()
+
+
+def join_failures(account: dict, sources: dict[str, str]) -> list[Failure]:
+    """A triplets ledger row for every object of the shard that is not in its triplets, saying where it left."""
+    rows = []
+    for uid, fate in sorted(account["left"].items()):
+        first_line = fate["detail"].strip().splitlines()[0] if fate["detail"].strip() else ""
+        reason = JOIN_REASONS.get(fate["stage"], "not_joined")
+        rows.append(Failure(uid, STAGE, sources.get(uid, ""), reason,
+                            f"left at the {fate['stage']} stage: {fate['reason']}: {first_line}"))
+    return rows
+
+
+def run_triplets_shard(manifest_slice, points_path, render_path, captions_path, ranked_path, ledgers: dict,
+                       shard: str, provenance: dict, n_points: int, row_group_rows: int, out, failures_out) -> dict:
+    """Join one shard; every object of the shard that did not make it gets a row in failures/triplets."""
     table = build_triplets(points_path, render_path, ranked_path, n_points)
+    manifest_rows = read_shard(manifest_slice, shard)
+    present = {"points": _uids(points_path), "render": _uids(render_path), "caption": _uids(captions_path),
+               "rank": _uids(ranked_path), "triplets": set(table.column("uid").to_pylist())}
+    account = account_shard([r["uid"] for r in manifest_rows], present,
+                            {stage: _ledger(path) for stage, path in ledgers.items()})
+    failures = join_failures(account, {r["uid"]: r["source"] for r in manifest_rows})
+    for failure in failures:
+        log.warning("%s: %s: %s", failure.uid, failure.reason, failure.detail)
+    accounting = {k: v for k, v in account.items() if k != "left"}
     metadata = {
-        "ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": "triplets", "ulip2.shard": shard,
+        "ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
         "ulip2.provenance": json.dumps({**provenance, "packages": package_versions()}, sort_keys=True),
+        "ulip2.accounting": json.dumps(accounting, sort_keys=True),
         "huggingface": json.dumps(hf_features(n_points)),
     }
+    write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(table, out, metadata, row_group_size=row_group_rows)
-    summary = {"shard": shard, "triplets": table.num_rows}
+    summary = {"shard": shard, "objects": len(manifest_rows), "triplets": table.num_rows, "left": len(failures)}
     log.info("shard summary: %s", json.dumps(summary))
     return summary
 
 
-def dataset_summary(manifest_path, triplet_paths: list, failure_paths: list) -> dict:
-    """Objects in, triplets out, failures by stage and reason, and the shard list."""
-    manifest = pq.read_table(manifest_path, columns=["uid", "shard"])
-    failures: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    failed_uids: dict[str, set] = defaultdict(set)
-    for path in failure_paths:
-        for row in pq.read_table(path, columns=["uid", "stage", "reason"]).to_pylist():
-            failures[row["stage"]][row["reason"]] += 1
-            failed_uids[row["stage"]].add(row["uid"])
-    shards = sorted({Path(p).stem for p in triplet_paths})
-    triplets = sum(pq.ParquetFile(p).metadata.num_rows for p in triplet_paths)
-    return {
-        "objects_in": manifest.num_rows, "triplets_out": triplets, "shards": shards,
-        "failures": {stage: dict(sorted(reasons.items())) for stage, reasons in sorted(failures.items())},
-        "objects_failed_by_stage": {stage: len(uids) for stage, uids in sorted(failed_uids.items())},
-    }
+def dataset_summary(manifest_path, manifest_failures_path, triplet_paths: list) -> dict:
+    """Objects in, triplets out and failures, per stage; adds up (see ulip2_pipeline.accounting)."""
+    accounts = [json.loads(pq.read_schema(p).metadata[b"ulip2.accounting"]) for p in triplet_paths]
+    summary = merge_accounts(accounts, pq.read_table(manifest_failures_path, columns=["reason"]).to_pylist(),
+                             pq.ParquetFile(manifest_path).metadata.num_rows)
+    summary["shards"] = sorted(Path(p).stem for p in triplet_paths)
+    if not summary["adds_up"]:
+        log.error("the per-stage counts do not add up: %s", json.dumps(summary["stages"]))
+    return summary

@@ -11,6 +11,9 @@ class SourceObject:
     path: Path          # the mesh file
     root: Path          # the folder the file must stay inside
     category: str | None = None
+    bytes: int | None = None      # size and modification time, when the listing already has them
+    mtime_ns: int | None = None
+    checked: bool = False         # the source already made sure the uid is safe and the file inside root
 
 
 class SourceError(ValueError):
@@ -21,17 +24,17 @@ def list_objects(source: dict, demo_dir: str | Path | None = None) -> tuple[list
     """List a configured source.
 
     Returns the objects and the uids that could not be had, as (uid, reason, detail)
-    tuples (only Objaverse can have those: unknown uids, failed downloads).
+    tuples (files linking outside a folder, unknown Objaverse uids, failed downloads).
     """
     kind = source["kind"]
     if kind == "folder":
         from .folder import list_folder
-        return list_folder(Path(source["path"]), source["extensions"], source["category"]), []
+        return list_folder(Path(source["path"]), source["extensions"], source["category"])
     if kind == "demo":
         from .folder import list_folder
         if demo_dir is None:
             raise SourceError("the demo source needs the folder the demo_meshes rule generated")
-        return list_folder(Path(demo_dir), ["glb", "obj", "ply", "stl"], "parent_dir"), []
+        return list_folder(Path(demo_dir), ["glb", "obj", "ply", "stl"], "parent_dir")
     if kind == "shapenet":
         from .shapenet import list_shapenet
         return list_shapenet(Path(source["path"]), source["synsets"]), []
