@@ -63,8 +63,9 @@ def test_folder_uids_tell_same_stem_files_apart_and_map_unsafe_names(tmp_path):
     assert len(set(uids)) == len(uids)
     assert all(manifest_module.UID_PATTERN.match(u) and ".." not in u for u in uids)
     assert folder_uid(("racecar", "meshes", "cone.dae")) == "racecar__meshes__cone.dae"
-    # '__' in a name would make a/b.obj and a__b.obj collide: such names are hashed
+    # '__' in a name, or a '_' next to a separator, would make different paths collide: such names are hashed
     assert folder_uid(("a", "b.obj")) != folder_uid(("a__b.obj",))
+    assert folder_uid(("a_", "b.obj")) != folder_uid(("a", "_b.obj"))
     assert folder_uid(("my duck.obj",)) == uids[2]  # stable
 
 
@@ -183,3 +184,17 @@ def test_changing_the_shard_size_keeps_existing_shards(tmp_path):
     scan.run()
     after = scan.shards()
     assert {u: after[u] for u in before} == before and after["late.obj"] == "00003"
+
+
+def test_distinct_paths_never_share_a_folder_uid():
+    import itertools
+
+    # every path of up to two names over an alphabet that exercises separators, dots and unsafe characters
+    names = ["".join(c) for n in (1, 2, 3) for c in itertools.product("a_. ", repeat=n)]
+    names = [n + ".obj" for n in names] + names
+    paths = [(n,) for n in names if n.endswith(".obj")] + [(d, n) for d in names for n in names if n.endswith(".obj")]
+    uids = {}
+    for parts in paths:
+        uid = folder_uid(parts)
+        assert manifest_module.UID_PATTERN.match(uid) and ".." not in uid, (parts, uid)
+        assert uids.setdefault(uid, parts) == parts, (parts, uids[uid], uid)

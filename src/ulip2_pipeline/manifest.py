@@ -73,15 +73,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def admit(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Failure]]:
     """Objects whose uid is safe and unique and whose file is inside its root; the others as failures."""
     admitted, failures, seen = [], [], {}
-    for obj in sorted(objects, key=lambda o: (o.uid, str(o.path))):
+    for obj in sorted(objects, key=_uid):  # stable: sources list in a deterministic order
         problem = None
         if not obj.checked and (not UID_PATTERN.match(obj.uid) or ".." in obj.uid):
             problem = ("unsafe_uid", f"uid {obj.uid!r} is not a safe file name: uids may hold only letters, "
                        "digits, '.', '_' and '-', start with a letter or digit, must not contain '..', and "
                        "have at most 200 characters")
-        elif not obj.checked and not obj.path.resolve().is_relative_to(obj.root.resolve()):
-            problem = ("outside_root", f"{obj.path} resolves to {obj.path.resolve()}, outside the dataset root "
-                       f"{obj.root}")
+        elif not obj.checked and not Path(obj.path).resolve().is_relative_to(Path(obj.root).resolve()):
+            problem = ("outside_root", f"{obj.path} resolves to {Path(obj.path).resolve()}, outside the dataset "
+                       f"root {obj.root}")
         elif obj.uid in seen:
             problem = ("duplicate_uid", f"{obj.path} has the uid of {seen[obj.uid]}, which was admitted")
         if problem:
@@ -92,39 +92,53 @@ def admit(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Failure
     return admitted, failures
 
 
-def _stat(obj: SourceObject) -> tuple[int, int]:
-    if obj.bytes is not None and obj.mtime_ns is not None:
-        return obj.bytes, obj.mtime_ns
-    stat = obj.path.stat()
-    return stat.st_size, stat.st_mtime_ns
+def _uid(obj: SourceObject) -> str:
+    return obj.uid
 
 
-def hash_objects(objects: list[SourceObject], previous: dict[str, dict], workers: int = 4
+def hash_objects(objects: list[SourceObject], previous: dict[str, tuple], workers: int = 4
                  ) -> tuple[list[dict], list[Failure], int]:
     """Manifest rows (without shard) of the objects, reusing the previous sha256 of unchanged files.
 
     A file is unchanged when its path, size and modification time equal the previous
-    manifest's. Returns the rows, the objects whose file cannot be read, and how many files were hashed.
+    manifest's (``previous``: uid -> (source, bytes, mtime_ns, sha256, shard)). Returns
+    the rows, the objects whose file cannot be read, and how many files were hashed.
     """
-    def row(obj: SourceObject) -> dict | Failure:
+    rows, to_hash, failures = [], [], []
+    for obj in objects:
+        source = str(obj.path)
         try:
-            size, mtime = _stat(obj)
-            known = previous.get(obj.uid)
-            if known and known["source"] == str(obj.path) and known["bytes"] == size and known["mtime_ns"] == mtime:
-                digest, hashed = known["sha256"], False
-            else:
-                digest, hashed = sha256_file(obj.path), True
+            size, mtime = (obj.bytes, obj.mtime_ns) if obj.mtime_ns is not None else _stat(source)
         except OSError as exc:
-            return Failure(obj.uid, "manifest", str(obj.path), "unreadable_file", f"{type(exc).__name__}: {exc}")
-        return {"uid": obj.uid, "source": str(obj.path), "sha256": digest, "bytes": size, "mtime_ns": mtime,
-                "category": obj.category, "hashed": hashed}
+            failures.append(Failure(obj.uid, "manifest", source, "unreadable_file", f"{type(exc).__name__}: {exc}"))
+            continue
+        row = {"uid": obj.uid, "source": source, "sha256": None, "bytes": size, "mtime_ns": mtime,
+               "category": obj.category}
+        known = previous.get(obj.uid)
+        if known and known[0] == source and known[1] == size and known[2] == mtime:
+            row["sha256"] = known[3]
+        else:
+            to_hash.append(row)
+        rows.append(row)
+
+    def digest(row: dict) -> str | Failure:
+        try:
+            return sha256_file(row["source"])
+        except OSError as exc:
+            return Failure(row["uid"], "manifest", row["source"], "unreadable_file", f"{type(exc).__name__}: {exc}")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(row, objects, chunksize=256))
-    rows = [r for r in results if isinstance(r, dict)]
-    failures = [r for r in results if isinstance(r, Failure)]
-    hashed = sum(r.pop("hashed") for r in rows)
-    return rows, failures, hashed
+        for row, result in zip(to_hash, pool.map(digest, to_hash)):
+            if isinstance(result, Failure):
+                failures.append(result)
+            row["sha256"] = result
+    rows = [r for r in rows if isinstance(r["sha256"], str)]
+    return rows, failures, len(to_hash)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
 
 
 def assign_shards(uids: list[str], previous: dict[str, str], shard_size: int, next_index: int
@@ -139,8 +153,8 @@ def assign_shards(uids: list[str], previous: dict[str, str], shard_size: int, ne
     return assignment, next_index
 
 
-def read_previous(manifest: str | Path) -> tuple[dict[str, dict], dict]:
-    """Rows by uid and the metadata of an earlier manifest at ``manifest``, if there is a readable one."""
+def read_previous(manifest: str | Path) -> tuple[dict[str, tuple], dict]:
+    """uid -> (source, bytes, mtime_ns, sha256, shard) and the metadata of an earlier manifest, if readable."""
     try:
         table = pq.read_table(manifest)
     except (FileNotFoundError, pa.ArrowInvalid, OSError):
@@ -150,17 +164,18 @@ def read_previous(manifest: str | Path) -> tuple[dict[str, dict], dict]:
         return {}, {}
     if "mtime_ns" not in table.column_names:  # schema 1: no modification times, so every file is hashed again
         table = table.append_column("mtime_ns", pa.nulls(table.num_rows, pa.int64()))
-    return {row["uid"]: row for row in table.to_pylist()}, metadata
+    columns = [table.column(c).to_pylist() for c in ("uid", "source", "bytes", "mtime_ns", "sha256", "shard")]
+    return {uid: rest for uid, *rest in zip(*columns)}, metadata
 
 
-def build_manifest(objects: list[SourceObject], shard_size: int, previous: dict[str, dict] | None = None,
+def build_manifest(objects: list[SourceObject], shard_size: int, previous: dict[str, tuple] | None = None,
                    next_index: int = 0, workers: int = 4) -> tuple[pa.Table, list[Failure], dict]:
     """Admit, hash and shard ``objects``; returns the table (sorted by shard, uid), failures and figures."""
     previous = previous or {}
     admitted, failures = admit(objects)
     rows, unreadable, hashed = hash_objects(admitted, previous, workers)
     failures += unreadable
-    assignment, next_index = assign_shards([r["uid"] for r in rows], {u: r["shard"] for u, r in previous.items()},
+    assignment, next_index = assign_shards([r["uid"] for r in rows], {u: r[4] for u, r in previous.items()},
                                            shard_size, next_index)
     for row in rows:
         row["shard"] = assignment[row["uid"]]
@@ -269,7 +284,7 @@ def run_manifest(source: dict, shard_size: int, out: str | Path, failures_out: s
     previous, previous_metadata = read_previous(out)
     next_index = int(previous_metadata.get("ulip2.next_shard", 0))
     if previous and not next_index:
-        next_index = 1 + max(int(row["shard"]) for row in previous.values())
+        next_index = 1 + max(int(row[4]) for row in previous.values())
     table, failures, figures = build_manifest(objects, shard_size, previous, next_index)
     failures = [Failure(uid, "manifest", "", reason, detail) for uid, reason, detail in unavailable] + failures
     for failure in failures:

@@ -8,7 +8,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class SourceObject:
     uid: str
-    path: Path          # the mesh file
+    path: Path | str    # the mesh file (a string from the folder source, which lists millions)
     root: Path          # the folder the file must stay inside
     category: str | None = None
     bytes: int | None = None      # size and modification time, when the listing already has them
