@@ -44,6 +44,8 @@ rule export_shapenet_ulip_shard:
         root=lambda w: f"results/{w.dataset}/export/shapenet_ulip",
     log:
         "logs/{dataset}/export_shapenet_ulip/{shard}.log",
+    benchmark:
+        "logs/{dataset}/export_shapenet_ulip/{shard}.benchmark.tsv",
     conda:
         "../envs/points.yaml"
     script:
@@ -79,6 +81,8 @@ rule openshape_text_features_shard:
         embed=output_settings(config["embed"]),
     log:
         "logs/{dataset}/text_features/{model}/{shard}.log",
+    benchmark:
+        "logs/{dataset}/text_features/{model}/{shard}.benchmark.tsv",
     threads: config["embed"]["threads"]
     resources:
         mem_mb=16000,
@@ -100,6 +104,8 @@ rule export_openshape_shard:
         root=lambda w: f"results/{w.dataset}/export/openshape",
     log:
         "logs/{dataset}/export_openshape/{shard}.log",
+    benchmark:
+        "logs/{dataset}/export_openshape/{shard}.benchmark.tsv",
     conda:
         "../envs/points.yaml"
     script:
