@@ -328,14 +328,15 @@ def card_folder(tmp_path, shards):
     return folder, paths
 
 
-def load_offline(path, cache):
-    """datasets.load_dataset on a local folder, with the hub unreachable (a subprocess: offline flags are read at import)."""
+def load_offline(workdir, folder, cache):
+    """``datasets.load_dataset(folder)`` run in ``workdir`` with the hub unreachable (a subprocess: the offline
+    flags are read at import)."""
     code = ("import sys, json, datasets; ds = datasets.load_dataset(sys.argv[1], split='train'); "
             "print(json.dumps({'rows': len(ds), 'columns': ds.column_names, "
             "'image': type(ds[0]['images'][0]).__name__ if len(ds) else None}))")
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(cache)}
-    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
-                            timeout=300, cwd=path.parent)
+    result = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, env=env,
+                            timeout=300, cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -359,7 +360,7 @@ def test_the_card_documents_every_column_sizes_provenance_failures_and_loads_wit
     assert "`test/captioner`" in body and "`0123456789abcdef`" in body and "| seed | 7 |" in body
     assert "| render | timeout | 1 |" in body and "triplets out: **2**" in body
     assert dataset_card("mine", paths, folder / "summary.json") == text  # deterministic
-    loaded = load_offline(folder, tmp_path / "hf")
+    loaded = load_offline(tmp_path, "results/mine", tmp_path / "hf")
     assert loaded == {"rows": 2, "columns": triplet_schema(N_POINTS).names, "image": "PngImageFile"}
 
 
@@ -476,7 +477,7 @@ def test_the_demo_card_loads_the_triplets_with_datasets(demo, tmp_path):
     text = (results / "README.md").read_text()
     assert text.startswith("---\n") and "## Failures" in text and "| points | unreadable | 1 |" in text
     assert "| 60 | " in text  # objects
-    loaded = load_offline(results, tmp_path / "hf")
+    loaded = load_offline(workdir, "results/demo", tmp_path / "hf")
     assert loaded["rows"] == 60 and loaded["image"] == "PngImageFile"
 
 
