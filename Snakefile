@@ -1,6 +1,6 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
 # src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, triplets,
-# embed, export_ulip, export_openshape, train, eval. See README.md.
+# embed, export_ulip, export_openshape, export_shapenet_ulip, dataset_card, train, eval. See README.md.
 from pathlib import Path
 
 from ulip2_pipeline.config import validate_config
@@ -18,6 +18,7 @@ include: "rules/points.smk"
 include: "rules/render.smk"
 include: "rules/caption.smk"
 include: "rules/triplets.smk"
+include: "rules/exports.smk"
 include: "rules/train.smk"
 
 
@@ -32,4 +33,6 @@ rule all:
         rules.embed.input,
         rules.export_ulip.input,
         rules.export_openshape.input,
+        rules.export_shapenet_ulip.input,
+        rules.dataset_card.input,
         rules.eval.input,

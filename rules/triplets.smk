@@ -1,4 +1,4 @@
-# Triplets, the dataset summary, exports to the ULIP-2 and OpenShape layouts, and frozen embeddings.
+# Triplets, the dataset summary and frozen embeddings (exports: rules/exports.smk).
 
 
 rule triplets_shard:
@@ -43,50 +43,6 @@ rule summary:
         "../workflow_scripts/summary.py"
 
 
-rule export_ulip_shard:
-    input:
-        "results/{dataset}/triplets/{shard}.parquet",
-    output:
-        "results/{dataset}/export/ulip/shards/{shard}.json",
-    params:
-        root=lambda w: f"results/{w.dataset}/export/ulip",
-    log:
-        "logs/{dataset}/export_ulip/{shard}.log",
-    conda:
-        "../envs/points.yaml"
-    script:
-        "../workflow_scripts/export_ulip.py"
-
-
-rule export_ulip_captions:
-    input:
-        shards_of_dataset("results/{dataset}/export/ulip/shards/{shard}.json"),
-    output:
-        "results/{dataset}/export/ulip/captions.json",
-    log:
-        "logs/{dataset}/export_ulip/captions.log",
-    localrule: True
-    conda:
-        "../envs/points.yaml"
-    script:
-        "../workflow_scripts/merge_captions.py"
-
-
-rule export_openshape_shard:
-    input:
-        "results/{dataset}/triplets/{shard}.parquet",
-    output:
-        "results/{dataset}/export/openshape/shards/{shard}.txt",
-    params:
-        root=lambda w: f"results/{w.dataset}/export/openshape",
-    log:
-        "logs/{dataset}/export_openshape/{shard}.log",
-    conda:
-        "../envs/points.yaml"
-    script:
-        "../workflow_scripts/export_openshape.py"
-
-
 rule embed_shard:
     input:
         unpack(embed_model_inputs),
@@ -111,16 +67,6 @@ rule triplets:
     input:
         per_shard("results/{dataset}/triplets/{shard}.parquet"),
         expand("results/{dataset}/summary.json", dataset=DATASETS),
-
-
-rule export_ulip:
-    input:
-        expand("results/{dataset}/export/ulip/captions.json", dataset=DATASETS),
-
-
-rule export_openshape:
-    input:
-        per_shard("results/{dataset}/export/openshape/shards/{shard}.txt"),
 
 
 rule embed:

@@ -1,4 +1,4 @@
-"""Triplets, summary, exports, embeddings and the loader, on the demo run's real outputs."""
+"""Triplets, summary, embeddings and the loader, on the demo run's real outputs (exports: test_exports.py)."""
 import json
 
 import numpy as np
@@ -72,31 +72,6 @@ def test_summary_counts_objects_triplets_and_failures(results):
     left = pq.read_table(results_dir / "failures" / "triplets" / f"{summary['shards'][-1]}.parquet").to_pylist()
     assert [(r["uid"], r["reason"]) for r in left] == [("broken_000.glb", "no_points")]
     assert summary["shards"] == sorted(p.stem for p in (results_dir / "triplets").glob("*.parquet"))
-
-
-def test_ulip_export_reads_like_ulips_loader(results):
-    results_dir, _ = results
-    root = results_dir / "export" / "ulip"
-    captions = json.loads((root / "captions.json").read_text())
-    uids = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "shards")
-    assert len(uids) == expected_triplets(results)
-    for uid in uids[:5]:
-        points = np.load(root / uid / f"{uid}_8192.npz")["arr_0"]
-        assert points.shape == (8192, 3) and points.dtype == np.float32
-        assert np.abs(points).max() <= 1.0 + 1e-6
-        for view in range(3):
-            image = f"{uid}/{view:03d}.png"
-            assert Image.open(root / image).size == (64, 64)
-            assert isinstance(captions[image], list) and all(isinstance(c, str) and c for c in captions[image])
-
-
-def test_openshape_export_reads_like_openshapes_loader(results):
-    results_dir, _ = results
-    files = sorted((results_dir / "export" / "openshape").glob("*.npy"))
-    assert len(files) == expected_triplets(results)
-    data = np.load(files[0], allow_pickle=True).item()
-    assert data["xyz"].shape == (10000, 3) and data["xyz"].dtype == np.float32
-    assert data["rgb"].shape == (10000, 3) and 0.0 <= data["rgb"].min() and data["rgb"].max() <= 1.0
 
 
 def test_embeddings_cover_every_view_and_kept_caption(results):

@@ -1,6 +1,13 @@
-# Thin adapter: one shard to the OpenShape layout (see ulip2_pipeline.exports).
-from ulip2_pipeline.exports import export_openshape_shard
+# Thin adapter: one shard to OpenShape's training layout (see ulip2_pipeline.exports.openshape).
+import logging
+
+from ulip2_pipeline.exports.openshape import export_openshape_shard
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])
-export_openshape_shard(snakemake.input[0], snakemake.params.root, snakemake.output[0])
+listing = export_openshape_shard(snakemake.input.triplets, snakemake.input.embed, snakemake.input.text_features,
+                                 snakemake.wildcards.dataset, snakemake.wildcards.shard, snakemake.params.root,
+                                 snakemake.output[0])
+logging.info("exported %d objects, skipped %d", len(listing["objects"]), len(listing["skipped"]))
+for uid, reason in listing["skipped"].items():
+    logging.warning("skipped %s: %s", uid, reason)

@@ -1,5 +1,5 @@
-# Thin adapter: one shard to the ULIP-2 layout (see ulip2_pipeline.exports).
-from ulip2_pipeline.exports import export_ulip_shard
+# Thin adapter: one shard to the ULIP-2 (Objaverse) layout (see ulip2_pipeline.exports.ulip).
+from ulip2_pipeline.exports.ulip import export_ulip_shard
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])

@@ -1,0 +1,89 @@
+"""Text features the embed stage does not compute, from the very same frozen CLIP.
+
+OpenShape's records carry two features per text: ``original`` (the text itself) and
+``prompt_avg`` (the text put into each prompt template, each encoding L2-normalised, averaged,
+re-normalised, as in ULIP's zero-shot protocol and OpenShape's prompt engineering). The
+embed stage encodes kept captions only; this encodes what an object's OpenShape record needs
+(category names, its best caption) both ways, with the model the embed section names, loaded
+through the same ``load_clip``. Every vector is L2-normalised, like the embed stage's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .. import __version__
+from ..atomic import write_parquet
+from ..devices import pick_device, run_in_batches
+from ..rank.clip import load_clip
+from ..train.zeroshot import TEMPLATES
+from .common import iter_rows
+from .openshape_texts import TRIPLET_TEXT_COLUMNS, strings_to_encode
+
+log = logging.getLogger(__name__)
+
+TEXT_FEATURES_SCHEMA = pa.schema([
+    pa.field("uid", pa.string(), nullable=False),
+    pa.field("texts", pa.list_(pa.string())),
+    pa.field("original", pa.list_(pa.list_(pa.float32()))),
+    pa.field("prompt_avg", pa.list_(pa.list_(pa.float32()))),
+])
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def encode_both_ways(encode, strings: list[str], batch_size: int,
+                     templates: list[str] = TEMPLATES) -> tuple[np.ndarray, np.ndarray]:
+    """(original, prompt_avg) features of ``strings``, each (len(strings), D), L2-normalised.
+
+    ``encode`` maps a list of texts to an array of (unnormalised) features.
+    """
+    if not strings:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    original = np.stack(run_in_batches(strings, lambda b: list(encode(b)), batch_size))
+    prompts = [template.format(s) for s in strings for template in templates]
+    prompted = np.stack(run_in_batches(prompts, lambda b: list(encode(b)), batch_size))
+    per_string = _normalise(prompted).reshape(len(strings), len(templates), -1)
+    return _normalise(original).astype(np.float32), _normalise(per_string.mean(axis=1)).astype(np.float32)
+
+
+def clip_text_encoder(clip):
+    @torch.inference_mode()
+    def encode(texts: list[str]) -> np.ndarray:
+        tokens = clip.tokenizer(list(texts)).to(clip.device)
+        return clip.model.encode_text(tokens).float().cpu().numpy()
+
+    return encode
+
+
+def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
+    """One row per triplet row (same order): the strings its OpenShape record needs and their features."""
+    started = time.perf_counter()
+    needed = [(row["uid"], strings_to_encode(row)) for row in iter_rows(triplets_path, TRIPLET_TEXT_COLUMNS)]
+    distinct = list(dict.fromkeys(s for _, strings in needed for s in strings))
+    # An empty shard loads no model and claims no GPU.
+    device = pick_device(cfg["device"]) if distinct else torch.device("cpu")
+    encode = None
+    if distinct:
+        encode = clip_text_encoder(load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), device))
+    original, prompt_avg = encode_both_ways(encode, distinct, cfg["batch_size"])
+    index = {s: i for i, s in enumerate(distinct)}
+    rows = [{"uid": uid, "texts": strings,
+             "original": [original[index[s]].tolist() for s in strings],
+             "prompt_avg": [prompt_avg[index[s]].tolist() for s in strings]} for uid, strings in needed]
+    metadata = {"ulip2.stage": "text_features", "ulip2.shard": shard,
+                "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}", "ulip2.normalised": "L2",
+                "ulip2.precision": "fp16" if device.type == "cuda" else "fp32",  # load_clip's choice per device
+                "ulip2.templates": json.dumps(TEMPLATES), "ulip2.version": __version__}
+    write_parquet(pa.Table.from_pylist(rows, schema=TEXT_FEATURES_SCHEMA), out, metadata)
+    summary = {"shard": shard, "objects": len(rows), "distinct_texts": len(distinct),
+               "encoded": len(distinct) * (1 + len(TEMPLATES)), "seconds": round(time.perf_counter() - started, 2)}
+    log.info("shard summary: %s", json.dumps(summary))
+    return summary
