@@ -322,7 +322,7 @@ def card_folder(tmp_path, shards):
     write_parquet(pa.table({"uid": ["a"], "view": [0]}), folder / "render" / "00000.parquet")
     summary = {"objects_in": 9, "triplets_out": sum(map(len, shards)), "shards": [f"{i:05d}" for i in range(len(shards))],
                "failures": {"points": {"unreadable": 2}, "render": {"importer_error": 1, "timeout": 1}},
-               "objects_failed_by_stage": {"points": 2, "render": 2}}
+               "objects_failed": 4}
     (folder / "summary.json").write_text(json.dumps(summary))
     write_dataset_card("mine", paths, folder / "summary.json", folder / "README.md")
     return folder, paths

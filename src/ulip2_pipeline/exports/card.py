@@ -145,16 +145,16 @@ def _provenance_section(provenance: list[dict]) -> list[str]:
 
 
 def _failures_section(summary: dict) -> list[str]:
-    lines = [f"Objects in: **{summary['objects_in']}**; triplets out: **{summary['triplets_out']}**.", ""]
+    lines = [f"Objects in: **{summary['objects_in']}**; triplets out: **{summary['triplets_out']}**; "
+             f"objects that left on the way: **{summary.get('objects_failed', 0)}**.", ""]
     rows = [[stage, reason, count] for stage, reasons in summary.get("failures", {}).items()
             for reason, count in reasons.items()]
     if not rows:
         return lines + ["No object failed."]
-    lines += _table(["stage", "reason", "objects"], rows) + [""]
-    by_stage = summary.get("objects_failed_by_stage", {})
-    lines.append("Objects failed by stage: " + ", ".join(f"{s} {n}" for s, n in by_stage.items()) + ". "
-                 "Each failure, with the object and a detail a person can act on, is a row of "
-                 "`failures/{stage}/{shard}.parquet` (`failures/manifest.parquet` for objects never had).")
+    lines += _table(["stage it left at", "reason", "objects"], rows) + [""]
+    lines.append("Each object that left has a row, with a detail a person can act on, in "
+                 "`failures/{stage}/{shard}.parquet` (`failures/manifest.parquet` for objects never had), and "
+                 "`failures/triplets/{shard}.parquet` lists every object of a shard that is not in its triplets.")
     return lines
 
 
