@@ -239,3 +239,35 @@ def test_fbx_and_usd_render_through_blenders_importers(tmp_path):
     assert {r["uid"] for r in rows} == {"fbx", "usd"}
     assert all((alpha(r) > 0).mean() > 0.1 for r in rows)
     assert {r["normalisation_source"] for r in rows} == {"render"}
+
+
+def test_an_empty_shard_writes_valid_empty_outputs_without_starting_blender(tmp_path):
+    rows, failures, summary = render(tmp_path, {}, with_points=True)
+    assert rows == [] and failures == {} and summary["worker_startups_s"] == []
+    assert pq.read_table(tmp_path / "render.parquet").schema.field("png").type == pa.binary()
+
+
+def test_a_file_changed_in_place_is_caught_by_its_checksum(tmp_path, meshes):
+    manifest = manifest_for(tmp_path, meshes)
+    data = bytearray(meshes["capsule"].read_bytes())
+    data[-10] ^= 0xFF  # same size, other content
+    meshes["capsule"].write_bytes(bytes(data))
+    run_render_shard(manifest, None, "00000", DATASET, dict(SETTINGS, views=1, depth=False), tmp_path / "r.parquet",
+                     tmp_path / "f.parquet", tmp_path / "logs", threads=2)
+    failures = {f["uid"]: f for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
+    assert list(failures) == ["capsule"] and failures["capsule"]["reason"] == "source_changed"
+    assert "--forcerun manifest" in failures["capsule"]["detail"]
+    assert {r["uid"] for r in pq.read_table(tmp_path / "r.parquet").to_pylist()} == {"blob", "scene"}
+
+
+def test_vertex_colours_without_a_material_show_in_the_views(tmp_path):
+    ball = trimesh.creation.icosphere(subdivisions=3)
+    ball.visual.vertex_colors = np.where(ball.vertices[:, [0]] > 0, [255, 0, 0, 255], [0, 0, 255, 255])
+    ball.export(tmp_path / "ball.ply")  # ply: Blender imports the colours but gives the mesh no material
+    rows, failures, _ = render(tmp_path, {"ball": tmp_path / "ball.ply"}, views=1, depth=False)
+    assert failures == {}
+    pixels = np.asarray(Image.open(io.BytesIO(rows[0]["png"])).convert("RGBA")).astype(int)
+    lit = pixels[pixels[..., 3] == 255][:, :3]
+    red = (lit[:, 0] > lit[:, 1] + 60) & (lit[:, 0] > lit[:, 2] + 60)
+    blue = (lit[:, 2] > lit[:, 0] + 60) & (lit[:, 2] > lit[:, 1] + 60)
+    assert red.mean() > 0.3 and blue.mean() > 0.3  # not Blender's grey default
