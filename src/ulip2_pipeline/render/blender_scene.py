@@ -156,6 +156,8 @@ def move_into_normalised_frame(to_blender: np.ndarray, center: np.ndarray, scale
     normalise[:3, :3] = to_blender.T / scale
     normalise[:3, 3] = -center / scale
     matrix = Matrix(normalise.tolist())
+    # Objects appended from a .blend have a stale matrix_world (identity) until the scene is evaluated.
+    bpy.context.view_layer.update()
     for obj in bpy.context.scene.objects:
         if obj.parent is None:
             obj.matrix_world = matrix @ obj.matrix_world
