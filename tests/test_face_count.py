@@ -25,7 +25,8 @@ def test_gltf_with_separate_buffers_and_instanced_meshes(tmp_path):
     scene = trimesh.Scene()
     box = trimesh.creation.box()  # 12 triangles
     scene.add_geometry(box, geom_name="box", node_name="a")
-    scene.add_geometry(box, geom_name="box", node_name="b", transform=trimesh.transformations.translation_matrix([3, 0, 0]))
+    moved = trimesh.transformations.translation_matrix([3, 0, 0])
+    scene.add_geometry(box, geom_name="box", node_name="b", transform=moved)
     for name, data in scene.export(file_type="gltf").items():
         (tmp_path / name).write_bytes(data)
     document = json.loads((tmp_path / "model.gltf").read_text())

@@ -67,8 +67,9 @@ def test_a_memory_hog_is_killed_at_the_limit(tmp_path, good):
 
 def test_a_mesh_over_the_face_limit_by_its_header_is_never_loaded(tmp_path, good, monkeypatch):
     huge = tmp_path / "huge.ply"  # declares ten billion faces in a file of a few hundred bytes
-    huge.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-                     b"property float z\nelement face 10000000000\nproperty list uchar int vertex_indices\nend_header\n")
+    huge.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+                     b"property float y\nproperty float z\nelement face 10000000000\n"
+                     b"property list uchar int vertex_indices\nend_header\n")
     loaded = []
     monkeypatch.setattr(readers, "load_parts", lambda *a: loaded.append(a))
     monkeypatch.setattr(readers, "_blender", lambda *a: loaded.append(a))

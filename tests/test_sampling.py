@@ -142,3 +142,9 @@ def test_face_limit(tmp_path):
     trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "s.ply")
     with pytest.raises(ObjectFailure, match="over the limit"):
         points_for_object(tmp_path / "s.ply", "s", None, points_cfg(max_faces=100), seed=0)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 31, 33])
+def test_small_point_counts_are_ordered_too(count):
+    xyz = np.random.default_rng(0).normal(size=(count, 3)).astype(np.float32)
+    assert sorted(farthest_point_order(xyz).tolist()) == list(range(count))

@@ -148,7 +148,8 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(table, out, metadata, row_group_size=ROW_GROUP_ROWS)
     summary = {"shard": shard, "objects": len(done_rows) + len(failures), "sampled": len(done_rows),
-               "failed": len(failures), "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
+               "failed": len(failures),
+               "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
                "worker_startups_s": [round(s, 2) for s in worker.startups], "peak_worker_mb": round(worker.peak_rss_mb),
                "seconds": round(time.perf_counter() - started, 3)}
     log.info("shard summary: %s", json.dumps(summary))

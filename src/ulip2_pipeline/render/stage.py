@@ -97,7 +97,8 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
                     "center": center, "scale": scale, "log": str(object_log)}
             t0 = time.perf_counter()
             try:
-                check_source(row["source"], None)  # it exists; its content is compared in the worker, under the time limit
+                # That it exists; its content is compared in the worker, under the time limit.
+                check_source(row["source"], None)
                 result = worker.render(task, settings["timeout_s"])
             except ObjectFailure as failure:
                 detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"
