@@ -8,6 +8,7 @@ checked instead.
 """
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from pathlib import Path
@@ -33,6 +34,12 @@ def declared_faces(path: str | Path) -> int | None:
 
 def gltf_document(path: str | Path) -> dict | None:
     """The JSON of a .glb (its first chunk) or .gltf file, or None if it is not one."""
+    stat = Path(path).stat()
+    return _gltf_document(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)  # the face count and the Draco check read the same document
+def _gltf_document(path: str, size: int, mtime_ns: int) -> dict | None:
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(20)
