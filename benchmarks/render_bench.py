@@ -47,7 +47,7 @@ def main() -> None:
         for name, cells in MESHES.items():
             meshes[name] = tmp / f"{name}.glb"
             meshes[name].write_bytes(textured_grid(cells).export(file_type="glb"))
-            cloud, _ = points_for_object(meshes[name], name, None, points_cfg, seed=0)
+            cloud = points_for_object(meshes[name], name, None, points_cfg, seed=0).cloud
             frames[name] = (cloud.center.tolist(), cloud.scale)  # as the pipeline hands them over
         for resolution in (int(s) for s in args.sizes.split(",")):
             worker = RenderWorker(settings_for(resolution, args.device), args.threads, tmp)

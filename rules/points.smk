@@ -15,7 +15,8 @@ rule points_shard:
         "logs/{dataset}/points/{shard}.benchmark.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        # The worker's memory guard plus the supervising process.
+        mem_mb=lambda w: dataset_config(w)["points"]["max_memory_mb"] + 1000,
     conda:
         "../envs/points.yaml"
     script:

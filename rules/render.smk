@@ -19,7 +19,8 @@ rule render_shard:
         "logs/{dataset}/render/{shard}.benchmark.tsv"
     threads: lambda w: render_settings(w)["threads"]
     resources:
-        mem_mb=8000,
+        # The Blender worker's memory guard plus the supervising process.
+        mem_mb=lambda w: render_settings(w)["max_memory_mb"] + 1000,
         gpu=lambda w: int(render_settings(w)["device"] == "gpu"),
     conda:
         "../envs/render.yaml"

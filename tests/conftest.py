@@ -56,7 +56,8 @@ def textured_square_obj(tmp_path: Path) -> Path:
 
 
 def points_cfg(**overrides) -> dict:
-    cfg = {"count": 10000, "prefix_sizes": [8192, 2048], "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10_000_000}
+    cfg = {"count": 10000, "prefix_sizes": [8192, 2048], "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10_000_000,
+           "timeout_s": 600, "max_memory_mb": 3000}
     cfg.update(overrides)
     return cfg
 

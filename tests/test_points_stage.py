@@ -10,6 +10,7 @@ from conftest import points_cfg
 
 
 def dataset_cfg(**points):
+    points = {"timeout_s": 60.0, "max_memory_mb": 2000, **points}
     return {"points": points_cfg(**points), "seed": 3, "up_axis": "y", "shard_size": 10}
 
 

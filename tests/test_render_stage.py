@@ -6,72 +6,54 @@ import sys
 import textwrap
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trimesh
 from PIL import Image
-from scipy.ndimage import binary_dilation
 
-from ulip2_pipeline.manifest import write_manifest
+from ulip2_pipeline.manifest import MANIFEST_SCHEMA, write_manifest
 from ulip2_pipeline.points import read_points, run_points_shard
 from ulip2_pipeline.render.stage import run_render_shard
+from ulip2_pipeline.source_check import file_sha256
 
 from conftest import points_cfg, textured_square
+from projection import alpha, assert_points_on_silhouette, project
 
 pytestmark = pytest.mark.render
 
 SETTINGS = {"views": 4, "elevation_deg": 20.0, "resolution": 64, "depth": True, "fov_deg": 40.0,
             "distance": None, "engine": "cycles", "device": "cpu", "samples": 4, "seed": 0,
             "background": "transparent", "ambient": 0.6, "max_faces": 1_000_000, "timeout_s": 60.0,
-            "missing_texture_rgb": [0.4, 0.4, 0.4], "threads": 2}
-DATASET = {"points": points_cfg(count=4000, prefix_sizes=[1024]), "seed": 0, "up_axis": "y", "shard_size": 50}
+            "max_memory_mb": 4000, "missing_texture_rgb": [0.4, 0.4, 0.4], "threads": 2}
+DATASET = {"points": points_cfg(count=4000, prefix_sizes=[1024], timeout_s=60.0, max_memory_mb=2000), "seed": 0,
+           "up_axis": "y", "shard_size": 50}
 
 
-def manifest_for(tmp_path, files):
-    """A one-shard manifest over ``files`` (uid -> path) without reading them (one may be a FIFO)."""
-    import pyarrow as pa
-
-    from ulip2_pipeline.manifest import MANIFEST_SCHEMA
-
+def manifest_for(tmp_path, files, name="manifest.parquet"):
+    """A one-shard manifest over ``files`` (uid -> path); a FIFO is not read (it would block)."""
     uids = sorted(files)
-    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": ["0" * 64] * len(uids),
-                      "bytes": [0] * len(uids), "category": [None] * len(uids), "shard": ["00000"] * len(uids)},
-                     schema=MANIFEST_SCHEMA)
-    write_manifest(table, tmp_path / "manifest.parquet")
-    return tmp_path / "manifest.parquet"
+    digests = [file_sha256(files[u]) if files[u].is_file() else "0" * 64 for u in uids]
+    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": digests,
+                      "bytes": [files[u].stat().st_size for u in uids], "category": [None] * len(uids),
+                      "shard": ["00000"] * len(uids)}, schema=MANIFEST_SCHEMA)
+    write_manifest(table, tmp_path / name)
+    return tmp_path / name
 
 
-def render(tmp_path, files, name="render", with_points=True, **overrides):
+def render(tmp_path, files, name="render", with_points=True, dataset=DATASET, **overrides):
     manifest = manifest_for(tmp_path, files)
     points = None
     if with_points:
         points = tmp_path / "points.parquet"
-        cfg = dict(DATASET, points=dict(DATASET["points"], max_faces=10**7))
-        run_points_shard(manifest_with_sizes(tmp_path, files), "00000", cfg, points, tmp_path / "pf.parquet")
+        cfg = dict(dataset, points=dict(dataset["points"], max_faces=10**7))
+        run_points_shard(manifest, "00000", cfg, points, tmp_path / "pf.parquet")
     settings = dict(SETTINGS, **overrides)
-    summary = run_render_shard(manifest, points, "00000", DATASET, settings, tmp_path / f"{name}.parquet",
+    summary = run_render_shard(manifest, points, "00000", dataset, settings, tmp_path / f"{name}.parquet",
                                tmp_path / f"{name}_failures.parquet", tmp_path / f"{name}_logs", threads=2)
     rows = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / f"{name}_failures.parquet").to_pylist()}
     return rows, failures, summary
-
-
-def manifest_with_sizes(tmp_path, files):
-    import pyarrow as pa
-
-    from ulip2_pipeline.manifest import MANIFEST_SCHEMA
-
-    uids = sorted(u for u in files if files[u].is_file())
-    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": ["0" * 64] * len(uids),
-                      "bytes": [files[u].stat().st_size for u in uids], "category": [None] * len(uids),
-                      "shard": ["00000"] * len(uids)}, schema=MANIFEST_SCHEMA)
-    path = tmp_path / "manifest_sized.parquet"
-    write_manifest(table, path)
-    return path
-
-
-def alpha(row):
-    return np.asarray(Image.open(io.BytesIO(row["png"])).convert("RGBA"))[..., 3]
 
 
 @pytest.fixture
@@ -97,21 +79,11 @@ def test_points_project_onto_the_rendered_silhouette_and_depth(tmp_path, meshes)
     for row in rows:
         assert row["normalisation_source"] == "points"
         xyz = points["xyz"][index[row["uid"]]].astype(np.float64)
-        k = np.array(row["intrinsics"]).reshape(3, 3)
-        w2c = np.array(row["world_to_camera"]).reshape(4, 4)
-        cam = xyz @ w2c[:3, :3].T + w2c[:3, 3]
-        pix = cam @ k.T
-        cols, rws = (np.floor(pix[:, :2] / pix[:, 2:3]).astype(int)).T
-        mask = alpha(row) > 0
-        # Points on the rim may fall in a boundary pixel that 4 samples missed: allow one pixel there.
-        assert binary_dilation(mask)[rws, cols].mean() > 0.999, (row["uid"], row["view"])
-        assert mask[rws, cols].mean() > 0.97, (row["uid"], row["view"])
-        covered = np.zeros_like(mask)
-        covered[rws, cols] = True
-        assert (covered & mask).sum() / mask.sum() > 0.85, (row["uid"], row["view"])
+        assert_points_on_silhouette(xyz, row)
+        cols, rws, z = project(xyz, row)
         depth = np.frombuffer(row["depth"], "<f4").reshape(64, 64)
         nearest = np.full((64, 64), np.inf)
-        np.minimum.at(nearest, (rws, cols), cam[:, 2])
+        np.minimum.at(nearest, (rws, cols), z)
         both = np.isfinite(nearest) & (depth > 0)
         # Within about a pixel footprint (0.03 units here) of the nearest sample in that pixel.
         assert np.median(np.abs(nearest[both] - depth[both])) < 0.06
@@ -267,3 +239,35 @@ def test_fbx_and_usd_render_through_blenders_importers(tmp_path):
     assert {r["uid"] for r in rows} == {"fbx", "usd"}
     assert all((alpha(r) > 0).mean() > 0.1 for r in rows)
     assert {r["normalisation_source"] for r in rows} == {"render"}
+
+
+def test_an_empty_shard_writes_valid_empty_outputs_without_starting_blender(tmp_path):
+    rows, failures, summary = render(tmp_path, {}, with_points=True)
+    assert rows == [] and failures == {} and summary["worker_startups_s"] == []
+    assert pq.read_table(tmp_path / "render.parquet").schema.field("png").type == pa.binary()
+
+
+def test_a_file_changed_in_place_is_caught_by_its_checksum(tmp_path, meshes):
+    manifest = manifest_for(tmp_path, meshes)
+    data = bytearray(meshes["capsule"].read_bytes())
+    data[-10] ^= 0xFF  # same size, other content
+    meshes["capsule"].write_bytes(bytes(data))
+    run_render_shard(manifest, None, "00000", DATASET, dict(SETTINGS, views=1, depth=False), tmp_path / "r.parquet",
+                     tmp_path / "f.parquet", tmp_path / "logs", threads=2)
+    failures = {f["uid"]: f for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
+    assert list(failures) == ["capsule"] and failures["capsule"]["reason"] == "source_changed"
+    assert "--forcerun manifest" in failures["capsule"]["detail"]
+    assert {r["uid"] for r in pq.read_table(tmp_path / "r.parquet").to_pylist()} == {"blob", "scene"}
+
+
+def test_vertex_colours_without_a_material_show_in_the_views(tmp_path):
+    ball = trimesh.creation.icosphere(subdivisions=3)
+    ball.visual.vertex_colors = np.where(ball.vertices[:, [0]] > 0, [255, 0, 0, 255], [0, 0, 255, 255])
+    ball.export(tmp_path / "ball.ply")  # ply: Blender imports the colours but gives the mesh no material
+    rows, failures, _ = render(tmp_path, {"ball": tmp_path / "ball.ply"}, views=1, depth=False)
+    assert failures == {}
+    pixels = np.asarray(Image.open(io.BytesIO(rows[0]["png"])).convert("RGBA")).astype(int)
+    lit = pixels[pixels[..., 3] == 255][:, :3]
+    red = (lit[:, 0] > lit[:, 1] + 60) & (lit[:, 0] > lit[:, 2] + 60)
+    blue = (lit[:, 2] > lit[:, 0] + 60) & (lit[:, 2] > lit[:, 1] + 60)
+    assert red.mean() > 0.3 and blue.mean() > 0.3  # not Blender's grey default

@@ -15,7 +15,7 @@ def test_sphere_points_lie_on_the_unit_sphere_after_normalisation(tmp_path):
     sphere.apply_translation([5.0, -2.0, 7.0])
     path = tmp_path / "sphere.ply"
     sphere.export(path)
-    cloud, _ = points_for_object(path, "sphere", None, points_cfg(), seed=0)
+    cloud = points_for_object(path, "sphere", None, points_cfg(), seed=0).cloud
     radii = np.linalg.norm(cloud.xyz, axis=1)
     assert cloud.xyz.shape == (10000, 3) and cloud.xyz.dtype == np.float32
     assert radii.max() == pytest.approx(1.0, abs=1e-6)
@@ -47,7 +47,7 @@ def test_vertex_material_and_default_colours(tmp_path):
     expected = {"vertex.ply": ([10, 200, 30], "vertex"), "material.glb": ([200, 100, 50], "material"),
                 "plain.stl": ([102, 102, 102], "none")}
     for name, (colour, source) in expected.items():
-        cloud, _ = points_for_object(tmp_path / name, name, None, points_cfg(count=500), seed=0)
+        cloud = points_for_object(tmp_path / name, name, None, points_cfg(count=500), seed=0).cloud
         assert cloud.colour_sources == [source], name
         assert (cloud.rgb == colour).all(), name
 
@@ -102,7 +102,7 @@ def test_every_prefix_is_a_farthest_point_sample():
 def test_fps_prefixes_cover_the_shape_better_than_a_random_subset(tmp_path):
     sphere = trimesh.creation.icosphere(subdivisions=4)
     sphere.export(tmp_path / "s.ply")
-    cloud, _ = points_for_object(tmp_path / "s.ply", "s", None, points_cfg(), seed=0)
+    cloud = points_for_object(tmp_path / "s.ply", "s", None, points_cfg(), seed=0).cloud
     from scipy.spatial import cKDTree
 
     def coverage(subset):  # worst distance from any point to the subset
@@ -128,10 +128,13 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(textured_squar
     ("nan.obj", b"v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n", "non_finite"),
 ])
 def test_bad_meshes_raise_an_object_failure_with_a_reason(tmp_path, name, content, reason):
+    # The trimesh reader alone: unreadable and empty files go on to Blender in the stage
+    # (tests/test_points_isolation.py), which this process must not load.
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(ObjectFailure) as info:
-        points_for_object(path, "bad", None, points_cfg(), seed=0)
+        parts = load_parts(path, max_faces=100)
+        sample_object(parts, 100, object_seed(0, "bad"), (0.4, 0.4, 0.4))
     assert info.value.reason == reason
 
 
@@ -139,3 +142,9 @@ def test_face_limit(tmp_path):
     trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "s.ply")
     with pytest.raises(ObjectFailure, match="over the limit"):
         points_for_object(tmp_path / "s.ply", "s", None, points_cfg(max_faces=100), seed=0)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 31, 33])
+def test_small_point_counts_are_ordered_too(count):
+    xyz = np.random.default_rng(0).normal(size=(count, 3)).astype(np.float32)
+    assert sorted(farthest_point_order(xyz).tolist()) == list(range(count))

@@ -1,4 +1,4 @@
-"""Loading a mesh file as a flat list of world-space triangle parts with their colour source.
+"""Loading a mesh file with trimesh as a flat list of world-space triangle parts with their colour source.
 
 Every node transform of the scene graph is applied, so a multi-mesh scene samples
 exactly as it renders. Each part carries the best colour information it has, in
@@ -91,6 +91,11 @@ def load_parts(path: str | Path, max_faces: int) -> list[Part]:
     if not parts:
         kinds = sorted({type(g).__name__ for g in scene.geometry.values()}) or ["nothing"]
         raise ObjectFailure("empty", f"no triangle geometry in the scene (found: {', '.join(kinds)})")
+    return check_parts(parts, max_faces)
+
+
+def check_parts(parts: list[Part], max_faces: int) -> list[Part]:
+    """The checks every reader's parts pass before sampling: the face limit and finite coordinates."""
     total_faces = sum(len(p.faces) for p in parts)
     if total_faces > max_faces:
         raise ObjectFailure("too_many_faces", f"{total_faces} triangles, over the limit of {max_faces}")

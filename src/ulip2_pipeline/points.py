@@ -1,12 +1,17 @@
-"""The points stage: one Parquet shard of FPS-ordered, coloured, normalised surface samples."""
+"""The points stage: one Parquet shard of FPS-ordered, coloured, normalised surface samples.
+
+Each object is read and sampled in a supervised worker process (``points_worker``):
+a hang, a memory blow-up or a crash costs that object, never the shard.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import tempfile
 import time
-import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -17,12 +22,14 @@ from .atomic import write_parquet
 from .config import config_hash
 from .failures import Failure, ObjectFailure, write_failures
 from .manifest import read_shard
-from .meshes import load_parts
+from .readers import read_parts
 from .sampling import SampledCloud, sample_object
+from .source_check import check_source
+from .supervisor import SupervisedWorker
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the reader column
 STAGE = "points"
 ROW_GROUP_ROWS = 64
 
@@ -37,7 +44,9 @@ POINTS_SCHEMA = pa.schema([
     pa.field("up_axis", pa.string()),
     pa.field("num_faces", pa.int64()),
     pa.field("source_sha256", pa.string()),
+    pa.field("reader", pa.string()),
 ])
+LOG_TAIL_CHARS = 2000
 
 
 def object_seed(seed: int, uid: str) -> np.random.SeedSequence:
@@ -46,21 +55,24 @@ def object_seed(seed: int, uid: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, uid_key])
 
 
-def points_for_object(source: str | Path, uid: str, expected_bytes: int | None, points_cfg: dict,
-                      seed: int) -> tuple[SampledCloud, int]:
-    """Sample one object; raise ObjectFailure with a reason when it cannot be done."""
+class ObjectPoints(NamedTuple):
+    cloud: SampledCloud
+    num_faces: int
+    reader: str   # "trimesh" or "blender"
+
+
+def points_for_object(source: str | Path, uid: str, expected_sha256: str | None, points_cfg: dict, seed: int,
+                      up_axis: str = "y") -> ObjectPoints:
+    """Sample one object (in this process); raise ObjectFailure with a reason when it cannot be done."""
     path = Path(source)
-    if not path.exists():
-        raise ObjectFailure("missing_source", f"{path} does not exist")
-    if expected_bytes is not None and path.stat().st_size != expected_bytes:
-        raise ObjectFailure("source_changed", f"{path} is {path.stat().st_size} bytes, the manifest recorded "
-                            f"{expected_bytes}; rebuild the manifest")
-    parts = load_parts(path, points_cfg["max_faces"])
+    check_source(path, expected_sha256)
+    parts, reader = read_parts(path, points_cfg["max_faces"], up_axis)
     cloud = sample_object(parts, points_cfg["count"], object_seed(seed, uid), points_cfg["default_rgb"])
-    return cloud, sum(len(p.faces) for p in parts)
+    return ObjectPoints(cloud, sum(len(p.faces) for p in parts), reader)
 
 
-def points_table(rows: list[dict], clouds: list[SampledCloud], faces: list[int], up_axis: str, count: int) -> pa.Table:
+def points_table(rows: list[dict], results: list[ObjectPoints], up_axis: str, count: int) -> pa.Table:
+    clouds = [r.cloud for r in results]
     xyz = np.stack([c.xyz for c in clouds]) if clouds else np.zeros((0, count, 3), np.float32)
     rgb = np.stack([c.rgb for c in clouds]) if clouds else np.zeros((0, count, 3), np.uint8)
     return pa.table({
@@ -72,35 +84,56 @@ def points_table(rows: list[dict], clouds: list[SampledCloud], faces: list[int],
         "center": [c.center.tolist() for c in clouds],
         "scale": [c.scale for c in clouds],
         "up_axis": [up_axis] * len(rows),
-        "num_faces": faces,
+        "num_faces": [r.num_faces for r in results],
         "source_sha256": [r["sha256"] for r in rows],
+        "reader": [r.reader for r in results],
     }, schema=POINTS_SCHEMA)
+
+
+class PointsWorker(SupervisedWorker):
+    """A ``python -m ulip2_pipeline.points_worker`` child (started on first use) that samples objects."""
+
+    def __init__(self, dataset_cfg: dict):
+        points_cfg = dataset_cfg["points"]
+        super().__init__("ulip2_pipeline.points_worker",
+                         {"points": points_cfg, "seed": dataset_cfg["seed"], "up_axis": dataset_cfg["up_axis"]},
+                         activity="reading and sampling", max_memory_mb=points_cfg["max_memory_mb"])
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return f"\n--- worker output ---\n{text[-LOG_TAIL_CHARS:]}" if text else ""
 
 
 def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: str | Path,
                      failures_out: str | Path) -> dict:
     """Sample every object of ``shard``; failures go to the ledger, never abort the shard."""
     points_cfg, seed = dataset_cfg["points"], dataset_cfg["seed"]
-    done_rows, clouds, faces, failures = [], [], [], []
+    done_rows, results, failures = [], [], []
     started = time.perf_counter()
-    for row in read_shard(manifest, shard):
-        t0 = time.perf_counter()
+    worker = PointsWorker(dataset_cfg)
+    with tempfile.TemporaryDirectory(prefix="ulip2-points-") as tmp:
         try:
-            cloud, n_faces = points_for_object(row["source"], row["uid"], row["bytes"], points_cfg, seed)
-        except ObjectFailure as failure:
-            log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail)
-            failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason, failure.detail))
-            continue
-        except Exception as exc:  # noqa: BLE001 - one object's bug must not lose the shard
-            detail = "".join(traceback.format_exception(exc))[-2000:]
-            log.error("%s: unexpected error\n%s", row["uid"], detail)
-            failures.append(Failure(row["uid"], STAGE, row["source"], "internal_error", detail))
-            continue
-        done_rows.append(row)
-        clouds.append(cloud)
-        faces.append(n_faces)
-        log.info("%s: %d faces, colour from %s, %.1f ms", row["uid"], n_faces,
-                 "+".join(cloud.colour_sources), 1000 * (time.perf_counter() - t0))
+            for row in read_shard(manifest, shard):
+                object_log = Path(tmp) / f"{row['uid']}.log"
+                task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "log": str(object_log)}
+                t0 = time.perf_counter()
+                try:
+                    result = worker.call(task, points_cfg["timeout_s"])
+                except ObjectFailure as failure:
+                    log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
+                    failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason,
+                                            failure.detail + _log_tail(object_log)))
+                    continue
+                done_rows.append(row)
+                results.append(result)
+                log.info("%s: %d faces (%s), colour from %s, %.1f ms", row["uid"], result.num_faces, result.reader,
+                         "+".join(result.cloud.colour_sources), 1000 * (time.perf_counter() - t0))
+        finally:
+            worker.stop()
 
     metadata = {
         "ulip2.schema_version": SCHEMA_VERSION,
@@ -111,11 +144,14 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
         "ulip2.config_hash": config_hash(dataset_cfg),
         "ulip2.version": __version__,
     }
-    table = points_table(done_rows, clouds, faces, dataset_cfg["up_axis"], points_cfg["count"])
+    table = points_table(done_rows, results, dataset_cfg["up_axis"], points_cfg["count"])
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(table, out, metadata, row_group_size=ROW_GROUP_ROWS)
     summary = {"shard": shard, "objects": len(done_rows) + len(failures), "sampled": len(done_rows),
-               "failed": len(failures), "seconds": round(time.perf_counter() - started, 3)}
+               "failed": len(failures),
+               "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
+               "worker_startups_s": [round(s, 2) for s in worker.startups], "peak_worker_mb": round(worker.peak_rss_mb),
+               "seconds": round(time.perf_counter() - started, 3)}
     log.info("shard summary: %s", json.dumps(summary))
     return summary
 
@@ -123,6 +159,10 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
 def read_points(path: str | Path) -> dict[str, np.ndarray]:
     """A points shard as arrays: uid (M,), xyz (M, N, 3) float32, rgb (M, N, 3) uint8."""
     table = pq.read_table(path, columns=["uid", "xyz", "rgb"])
+    if table.num_rows == 0:  # an empty shard: the point count is in its metadata
+        count = json.loads(pq.read_schema(path).metadata[b"ulip2.points"])["count"]
+        return {"uid": np.array([], dtype=object), "xyz": np.zeros((0, count, 3), np.float32),
+                "rgb": np.zeros((0, count, 3), np.uint8)}
     return {"uid": np.array(table.column("uid").to_pylist(), dtype=object),
             "xyz": point_columns.to_numpy(table, "xyz", np.float32),
             "rgb": point_columns.to_numpy(table, "rgb", np.uint8)}

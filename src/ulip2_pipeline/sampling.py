@@ -114,7 +114,10 @@ def farthest_point_order(xyz: np.ndarray) -> np.ndarray:
     QuickFPS (bucketed kd-tree) gives the exact greedy order of vanilla FPS in a
     fraction of its O(N^2) time; it is deterministic for a given input.
     """
-    return np.asarray(fpsample.bucket_fps_kdline_sampling(xyz, len(xyz), h=5, start_idx=0), dtype=np.int64)
+    if len(xyz) < 2:
+        return np.arange(len(xyz), dtype=np.int64)
+    height = min(5, int(np.log2(len(xyz))))  # the kd-tree may not be deeper than the points allow
+    return np.asarray(fpsample.bucket_fps_kdline_sampling(xyz, len(xyz), h=height, start_idx=0), dtype=np.int64)
 
 
 def sample_object(parts: list[Part], count: int, seed_sequence, default_rgb) -> SampledCloud:

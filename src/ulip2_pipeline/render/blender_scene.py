@@ -156,9 +156,38 @@ def move_into_normalised_frame(to_blender: np.ndarray, center: np.ndarray, scale
     normalise[:3, :3] = to_blender.T / scale
     normalise[:3, 3] = -center / scale
     matrix = Matrix(normalise.tolist())
+    # Objects appended from a .blend have a stale matrix_world (identity) until the scene is evaluated.
+    bpy.context.view_layer.update()
     for obj in bpy.context.scene.objects:
         if obj.parent is None:
             obj.matrix_world = matrix @ obj.matrix_world
+
+
+def show_colour_attributes() -> int:
+    """Give meshes that have a colour attribute but no material one that shows it; return how many.
+
+    Importers (ply, stl, obj) leave vertex colours unused without a material, so the
+    views would be grey where the points (texture > vertex colour > material) are coloured.
+    """
+    shown, done = 0, set()
+    for obj in mesh_objects():
+        mesh = obj.data
+        attributes = mesh.color_attributes
+        if mesh.name in done or len(attributes) == 0 or any(slot.material for slot in obj.material_slots):
+            continue
+        done.add(mesh.name)
+        index = attributes.render_color_index
+        layer = attributes[index] if 0 <= index < len(attributes) else attributes[0]
+        material = bpy.data.materials.new("ulip2_colour_attribute")
+        nodes = material.node_tree.nodes
+        shader = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+        colour = nodes.new("ShaderNodeVertexColor")
+        colour.layer_name = layer.name
+        material.node_tree.links.new(colour.outputs["Color"], shader.inputs["Base Color"])
+        mesh.materials.clear()
+        mesh.materials.append(material)
+        shown += 1
+    return shown
 
 
 def replace_missing_textures(fallback_rgb) -> int:

@@ -16,6 +16,7 @@ from ..atomic import write_parquet
 from ..config import config_hash
 from ..failures import Failure, ObjectFailure, write_failures
 from ..manifest import read_shard
+from ..source_check import check_source
 from .cameras import orbit_cameras
 from .supervisor import RenderWorker
 
@@ -86,22 +87,22 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
     normalisations = read_normalisations(points)
     up_axis = dataset_cfg["up_axis"]
     rows, failures, timings = [], [], []
-    worker = RenderWorker(settings, threads, log_dir)
+    worker = RenderWorker(settings, threads, log_dir, max_memory_mb=settings.get("max_memory_mb"))
     started = time.perf_counter()
     try:
         for row in read_shard(manifest, shard):
             object_log = log_dir / f"{row['uid']}.log"
             center, scale = normalisations.get(row["uid"], (None, None))
-            task = {"uid": row["uid"], "path": row["source"], "up_axis": up_axis, "center": center,
-                    "scale": scale, "log": str(object_log)}
+            task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "up_axis": up_axis,
+                    "center": center, "scale": scale, "log": str(object_log)}
             t0 = time.perf_counter()
             try:
-                if not Path(row["source"]).exists():
-                    raise ObjectFailure("missing_source", f"{row['source']} does not exist")
+                # That it exists; its content is compared in the worker, under the time limit.
+                check_source(row["source"], None)
                 result = worker.render(task, settings["timeout_s"])
             except ObjectFailure as failure:
                 detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"
-                log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail)
+                log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
                 failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason, detail))
                 continue
             rows += _view_rows(row, result, settings, up_axis)
@@ -109,6 +110,7 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
                             "render_s": result["render_s"], "total_s": time.perf_counter() - t0})
             if result["missing_textures"]:
                 # Rendered with the fallback colour, and flagged so a person can fix the asset.
+                log.warning("%s: missing_texture: %d texture file(s) not found", row["uid"], result["missing_textures"])
                 failures.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
                                         f"{result['missing_textures']} texture file(s) not found; rendered with "
                                         f"the fallback colour {settings['missing_texture_rgb']}\n"

@@ -1,34 +1,25 @@
 """The render worker: a child process that imports bpy once and renders objects on request.
 
 Started by the supervisor as ``python -m ulip2_pipeline.render.worker FD``; FD is its
-end of a socket pair carrying pickled messages. Blender's own output (fd 1 and 2) goes
-to one log file per object, so a failure can be explained from its log.
+end of a socket pair carrying pickled messages (``ulip2_pipeline.supervisor``). Blender's
+own output (fd 1 and 2) goes to one log file per object, so a failure can be explained
+from its log. The file's content is checked against the manifest here, under the
+object's time limit (a stalled file system must not hang the shard).
 """
 from __future__ import annotations
 
 import io
-import os
-import sys
 import tempfile
 import time
-import traceback
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..failures import ObjectFailure
+from ..source_check import check_source
+from ..supervisor import main
 from .cameras import orbit_cameras
-
-
-def _redirect_output(path: str) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
 
 
 def _compose_png(path: Path, background: str) -> bytes:
@@ -71,6 +62,7 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
     if triangles > settings["max_faces"]:
         raise ObjectFailure("too_many_faces", f"{triangles} triangles, over the limit of {settings['max_faces']}")
     missing_textures = scene.replace_missing_textures(settings["missing_texture_rgb"])
+    scene.show_colour_attributes()
     to_blender = scene.file_to_blender(frame, task["up_axis"])
     if task.get("center") is not None:
         center, scale, source = np.asarray(task["center"]), float(task["scale"]), "points"
@@ -104,31 +96,18 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
             "import_s": imported - started, "setup_s": prepared - imported, "render_s": finished - prepared}
 
 
-def serve(conn: Connection) -> None:
-    startup = time.perf_counter()
-    hello = conn.recv()
-    settings, threads = hello["settings"], hello["threads"]
-    _redirect_output(hello["worker_log"])
-    import bpy  # noqa: F401 - loading Blender is the start-up cost paid once per worker
+def setup(hello: dict):
+    """Load Blender once (the start-up cost paid once per worker); then render objects on request."""
+    import bpy  # noqa: F401
 
-    conn.send({"ready": True, "startup_s": time.perf_counter() - startup})
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:  # the supervisor is gone (killed job): nothing left to do
-            return
-        if task is None:
-            return
-        _redirect_output(task["log"])
-        try:
-            conn.send({"ok": render_object(task, settings, threads)})
-        except ObjectFailure as failure:
-            conn.send({"failure": (failure.reason, failure.detail)})
-        except Exception as exc:  # noqa: BLE001 - reported to the supervisor, which records it
-            conn.send({"failure": ("internal_error", "".join(traceback.format_exception(exc))[-2000:])})
-        sys.stdout.flush()
-        sys.stderr.flush()
+    settings, threads = hello["settings"], hello["threads"]
+
+    def handle(task: dict) -> dict:
+        check_source(task["path"], task.get("sha256"))
+        return render_object(task, settings, threads)
+
+    return handle
 
 
 if __name__ == "__main__":
-    serve(Connection(int(sys.argv[1])))
+    main(setup)

@@ -1,0 +1,23 @@
+"""The points worker: a child process that reads and samples one object per request.
+
+Started by the points stage (``points.PointsWorker``) as ``python -m
+ulip2_pipeline.points_worker FD``; see ``ulip2_pipeline.supervisor`` for the protocol.
+Blender (bpy) is loaded only when an object needs the Blender reader.
+"""
+from __future__ import annotations
+
+from .points import points_for_object
+from .supervisor import main
+
+
+def setup(hello: dict):
+    points_cfg, seed, up_axis = hello["points"], hello["seed"], hello["up_axis"]
+
+    def handle(task: dict):
+        return points_for_object(task["path"], task["uid"], task["sha256"], points_cfg, seed, up_axis)
+
+    return handle
+
+
+if __name__ == "__main__":
+    main(setup)
