@@ -24,17 +24,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from ulip2_pipeline.failures import write_failures  # noqa: E402
-from ulip2_pipeline.manifest import MANIFEST_SCHEMA, shard_name, write_manifest  # noqa: E402
+from ulip2_pipeline.manifest import (MANIFEST_SCHEMA, shard_name, shard_slices, write_manifest,  # noqa: E402
+                                     write_slices)
 
 
 def synthetic_manifest(objects: int, shard_size: int, out: Path) -> int:
     uids = [f"obj{i:07d}" for i in range(objects)]
     table = pa.table({
         "uid": uids, "source": [f"/data/big/{u}.glb" for u in uids], "sha256": ["0" * 64] * objects,
-        "bytes": [1] * objects, "category": [None] * objects,
+        "bytes": [1] * objects, "mtime_ns": [0] * objects, "category": [None] * objects,
         "shard": [shard_name(i // shard_size) for i in range(objects)],
     }, schema=MANIFEST_SCHEMA)
     write_manifest(table, out / "manifest.parquet")
+    write_slices(shard_slices(table), out / "manifest.parquet")  # what the shard jobs read
     write_failures([], out / "failures" / "manifest.parquet")
     return -(-objects // shard_size)
 

@@ -27,7 +27,7 @@ def manifest_of(tmp_path, files):
     uids = sorted(files)
     table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids],
                       "sha256": [file_sha256(files[u]) if files[u].is_file() else "0" * 64 for u in uids],
-                      "bytes": [0] * len(uids), "category": [None] * len(uids), "shard": ["00000"] * len(uids)},
+                      "bytes": [0] * len(uids), "mtime_ns": [0] * len(uids), "category": [None] * len(uids), "shard": ["00000"] * len(uids)},
                      schema=MANIFEST_SCHEMA)
     write_manifest(table, tmp_path / "manifest.parquet")
     return tmp_path / "manifest.parquet"

@@ -22,7 +22,7 @@ def write_shard_inputs(tmp_path):
     (root / "broken.glb").write_bytes(b"glTF garbage")
     (root / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
     objects = [SourceObject(uid=p.stem, path=p, root=root, category="c") for p in sorted(root.iterdir())]
-    write_manifest(build_manifest(objects, shard_size=10), tmp_path / "manifest.parquet")
+    write_manifest(build_manifest(objects, shard_size=10)[0], tmp_path / "manifest.parquet")
     return tmp_path / "manifest.parquet"
 
 

@@ -35,7 +35,8 @@ def manifest_for(tmp_path, files, name="manifest.parquet"):
     uids = sorted(files)
     digests = [file_sha256(files[u]) if files[u].is_file() else "0" * 64 for u in uids]
     table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": digests,
-                      "bytes": [files[u].stat().st_size for u in uids], "category": [None] * len(uids),
+                      "bytes": [files[u].stat().st_size for u in uids],
+                      "mtime_ns": [0] * len(uids), "category": [None] * len(uids),
                       "shard": ["00000"] * len(uids)}, schema=MANIFEST_SCHEMA)
     write_manifest(table, tmp_path / name)
     return tmp_path / name
