@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ulip2_pipeline.train.augment import augment
 from ulip2_pipeline.train.benchmarks import read_benchmark
@@ -19,7 +20,7 @@ from ulip2_pipeline.sampling import farthest_point_order
 from ulip2_pipeline.tiny_models import build_tiny_clip
 from ulip2_pipeline.train.launch import TrainJob, launch
 from ulip2_pipeline.train.run import run_evaluation
-from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint, tower_fingerprint
+from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint
 from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings, confusion
 
 from conftest import snakemake
@@ -304,8 +305,11 @@ def test_the_train_rule_runs_two_ranks_under_torchrun(demo_run, tmp_path):
     workdir, config, _ = demo_run
     copy = tmp_path / "demo"
     shutil.copytree(workdir, copy, symlinks=True)
+    changed = yaml.safe_load((copy / "config.yaml").read_text())
+    changed["train"].update(gpus=2, epochs=2)
+    (copy / "config.yaml").write_text(yaml.safe_dump(changed))
     model = f"results/demo/train/{config['train']['run']}/model.pt"
-    result = snakemake(copy, model, "--config", "train={gpus: 2, epochs: 2}", "--resources", "gpu=2")
+    result = snakemake(copy, model, "--resources", "gpu=2")
     log = (copy / "logs" / "demo" / "train" / f"{config['train']['run']}.log").read_text()
     assert "starting 2 ranks" in log and "rank 1" in log
     run = copy / "results" / "demo" / "train" / config["train"]["run"]

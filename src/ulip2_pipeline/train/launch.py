@@ -52,11 +52,11 @@ def run_rank(job: TrainJob) -> dict:
     """Train as this process's rank (the only one outside torchrun)."""
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(max(1, job.train["threads"] // ranks))  # the job's CPU threads, shared out
-    try:
-        return run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir,
-                            job.model)
-    finally:
-        distributed.finish()
+    summary = run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir,
+                           job.model)
+    # Only on success: a failed rank must exit (torchrun then stops the others), not wait at a barrier.
+    distributed.finish()
+    return summary
 
 
 def torchrun_command(job_path: Path, processes: int) -> list[str]:
