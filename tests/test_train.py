@@ -18,12 +18,13 @@ from ulip2_pipeline.train.loss import LOGIT_SCALE_MAX, UlipLoss
 from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig, farthest_point_sample
 from ulip2_pipeline.sampling import farthest_point_order
 from ulip2_pipeline.tiny_models import build_tiny_clip
+from ulip2_pipeline.train.cli import build_parser, job_from_config
 from ulip2_pipeline.train.launch import TrainJob, launch
 from ulip2_pipeline.train.run import run_evaluation
 from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint
 from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings, confusion
 
-from conftest import snakemake
+from conftest import REPO, snakemake
 from synthetic_shards import write_shards
 
 
@@ -266,6 +267,21 @@ def test_two_cpu_ranks_train_the_same_weights_and_resume(tmp_path, shards, tiny_
     again = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert again[0]["weights_sha256"] == again[1]["weights_sha256"] == ranks[0]["weights_sha256"]
     assert all(torch.equal(v, torch.load(out / "model.pt", weights_only=False)["encoder"][k]) for k, v in saved.items())
+
+
+def test_the_command_line_takes_the_config_its_overrides_and_the_results_layout(tmp_path, monkeypatch):
+    results = tmp_path / "results" / "demo"
+    write_shards(results, [3, 2])
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["--config", str(REPO / "config.yaml"), "--gpus", "2",
+                                      "--set", "train.epochs=5", "--set", "train.text_source=mix"])
+    job = job_from_config(args)
+    assert job.train["epochs"] == 5 and job.train["text_source"] == "mix" and job.train["gpus"] == 2
+    assert job.train["accumulate"] == 1  # schema defaults filled in
+    assert job.triplets == ["results/demo/triplets/00000.parquet", "results/demo/triplets/00001.parquet"]
+    assert job.embed == ["results/demo/embed/tiny-clip/00000.parquet", "results/demo/embed/tiny-clip/00001.parquet"]
+    assert job.out_dir == "results/demo/train/demo-category" and job.model.endswith("demo-category/model.pt")
+    assert job.up_axis == "y" and job.embed_settings["arch"] == "ulip2-tiny-clip"
 
 
 @pytest.fixture(scope="module")

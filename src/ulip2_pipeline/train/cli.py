@@ -63,7 +63,7 @@ def _label_rank(rank: str) -> None:
         handler.setFormatter(formatter)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ulip2-train", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="the workflow's config.yaml")
@@ -77,7 +77,11 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. train.epochs=50 (repeatable)")
     parser.add_argument("--schema", default=str(SCHEMA), help="config.schema.yaml (default: the repository's)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     job = TrainJob.read(args.job) if args.job else job_from_config(args)
     log_to(job.log)
     if "RANK" in os.environ:
