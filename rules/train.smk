@@ -1,4 +1,5 @@
 # Training a Point-BERT against the frozen CLIP, and its zero-shot evaluation: the end of the DAG.
+# train.gpus > 1 runs the training under torchrun (one rank per GPU, or CPU processes with gloo).
 
 
 rule train_run:
@@ -10,8 +11,9 @@ rule train_run:
         model="results/{dataset}/train/{run}/model.pt",
         metrics="results/{dataset}/train/{run}/metrics.json",
     params:
-        train=config["train"],
-        embed=config["embed"],
+        # batch_size changes what training learns; workers, threads and device only its speed.
+        train=output_settings(config["train"], keep=("batch_size",)),
+        embed=output_settings(config["embed"]),
         up_axis=lambda w: config["datasets"][w.dataset]["up_axis"],
         out_dir=lambda w: f"results/{w.dataset}/train/{w.run}",
     log:
@@ -19,7 +21,7 @@ rule train_run:
     threads: config["train"]["threads"]
     resources:
         mem_mb=32000,
-        gpu=1,
+        gpu=config["train"]["gpus"],
     conda:
         "../envs/train.yaml"
     script:
@@ -34,9 +36,9 @@ rule eval_run:
     output:
         "results/{dataset}/eval/{run}/zero_shot.json",
     params:
-        eval=config["eval"],
-        embed=config["embed"],
-        train=config["train"],
+        eval=output_settings(config["eval"]),
+        embed=output_settings(config["embed"]),
+        points={k: config["train"][k] for k in ("num_points", "holdout_fraction")},
     log:
         "logs/{dataset}/eval/{run}.log",
     threads: config["train"]["threads"]

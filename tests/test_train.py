@@ -1,20 +1,31 @@
-"""Point-BERT, the ULIP loss, the trainer (frozen towers, resume) and zero-shot evaluation."""
+"""Point-BERT, the ULIP loss, the trainer (frozen towers, fingerprinted exact resume, two ranks) and
+zero-shot evaluation."""
 import json
+import logging
 import math
 import pickle
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ulip2_pipeline.train.augment import augment
 from ulip2_pipeline.train.benchmarks import read_benchmark
 from ulip2_pipeline.train.loss import LOGIT_SCALE_MAX, UlipLoss
 from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig, farthest_point_sample
-from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, tower_fingerprint
-from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings
 from ulip2_pipeline.sampling import farthest_point_order
+from ulip2_pipeline.tiny_models import build_tiny_clip
+from ulip2_pipeline.train.cli import build_parser, job_from_config
+from ulip2_pipeline.train.launch import TrainJob, launch
+from ulip2_pipeline.train.run import run_evaluation
+from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint
+from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings, confusion
+
+from conftest import REPO, snakemake
+from synthetic_shards import write_shards
 
 
 def test_pointbert_sizes_and_output_width():
@@ -132,13 +143,145 @@ def test_benchmark_readers(tmp_path):
     assert labels == [0, 4, 14, 4] and classes[4] == "chair" and len(classes) == 15
 
 
+def test_the_confusion_matrix_counts_true_classes_by_top1_prediction():
+    logits = torch.tensor([[9.0, 1, 0], [0, 9, 1], [1, 9, 0], [0, 1, 9], [9, 0, 1]])
+    labels = torch.tensor([0, 1, 0, 2, 0])
+    result = confusion(logits, labels, ["mug", "chair", "lamp"])
+    assert result["confusion"] == {"classes": ["mug", "chair", "lamp"], "matrix": [[2, 1, 0], [0, 1, 0], [0, 0, 1]]}
+    assert result["per_class_top1"] == {"mug": pytest.approx(66.67), "chair": 100.0, "lamp": 100.0}
+    assert "lamp" not in confusion(logits[:3], labels[:3], ["mug", "chair", "lamp"])["per_class_top1"]
+
+
 def small_train_cfg(**overrides):
-    cfg = {"run": "t", "model": "tiny", "num_points": 1024, "text_source": "mix", "mix_category_prob": 0.5,
+    cfg = {"run": "t", "model": "tiny", "num_points": 256, "text_source": "mix", "mix_category_prob": 0.5,
            "epochs": 3, "batch_size": 4, "accumulate": 2, "lr": 3e-3, "min_lr": 1e-5, "weight_decay": 0.1,
            "warmup_epochs": 1, "holdout_fraction": 0.34, "towers": "precomputed", "device": "cpu", "seed": 0,
-           "amp": True, "augment": True, "shuffle_buffer": 16, "workers": 0, "threads": 1}
+           "amp": True, "augment": True, "shuffle_buffer": 8, "workers": 0, "threads": 1, "gpus": 1}
     cfg.update(overrides)
     return cfg
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As the launcher sets it (train.threads); torch's default of every core crawls on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    return {"name": "tiny-clip", **build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))}
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """44 objects in four shards, one of them empty; 32-d embeddings like the tiny CLIP's."""
+    return write_shards(tmp_path / "data", [16, 0, 15, 13])
+
+
+def comparable(history):
+    return [{k: v for k, v in h.items() if k != "samples_per_s"} for h in history]
+
+
+def test_a_resumed_run_ends_bit_identical_with_accumulation_across_epochs(tmp_path, shards, tiny_clip):
+    triplets, embeds = shards
+    cfg = small_train_cfg(accumulate=3, workers=1, holdout_fraction=0.0)
+    straight = Trainer(triplets, embeds, cfg, tiny_clip, "y", tmp_path / "straight")
+    assert straight.batches_per_epoch % 3 != 0  # an epoch ends with gradients waiting for the next step
+    straight.train()
+    first = Trainer(triplets, embeds, cfg, tiny_clip, "y", tmp_path / "resumed")
+    first.train(stop_after_epochs=1)  # then "killed": only the checkpoint survives
+    assert first.pending > 0
+    resumed = Trainer(triplets, embeds, cfg, tiny_clip, "y", tmp_path / "resumed")
+    assert (resumed.epoch, resumed.step, resumed.pending) == (1, first.step, first.pending)
+    assert resumed.scheduler.state_dict() == first.scheduler.state_dict()
+    resumed.train()
+    assert state_fingerprint(straight.encoder, straight.loss) == state_fingerprint(resumed.encoder, resumed.loss)
+    assert comparable(straight.history) == comparable(resumed.history)
+    assert straight.step == resumed.step == straight.batches_per_epoch * 3 // 3
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed_and_the_log_says_what_changed(tmp_path, shards, tiny_clip,
+                                                                                   caplog):
+    triplets, embeds = shards
+    out = tmp_path / "run"
+    Trainer(triplets, embeds, small_train_cfg(), tiny_clip, "y", out).train(stop_after_epochs=1)
+    caplog.set_level(logging.INFO)
+    assert Trainer(triplets, embeds, small_train_cfg(workers=1, threads=2), tiny_clip, "y", out).epoch == 1
+
+    caplog.clear()
+    changed = Trainer(triplets, embeds, small_train_cfg(lr=0.002, batch_size=5), tiny_clip, "y", out)
+    assert changed.epoch == 0 and changed.step == 0 and changed.history == []
+    assert "train.lr: 0.003 -> 0.002" in caplog.text and "train.batch_size: 4 -> 5" in caplog.text
+
+    caplog.clear()
+    write_shards(tmp_path / "other", [16, 0, 15, 13], seed=1)  # same names, other content
+    shutil.copy(tmp_path / "other" / "triplets" / "00002.parquet", triplets[2])
+    assert Trainer(triplets, embeds, small_train_cfg(), tiny_clip, "y", out).epoch == 0
+    assert "triplets/00002.parquet changed content" in caplog.text and "train.lr" not in caplog.text
+
+
+def test_only_empty_shards_is_a_clear_error(tmp_path, tiny_clip):
+    triplets, embeds = write_shards(tmp_path, [0, 0])
+    with pytest.raises(ValueError, match="0 training objects in 2 shards"):
+        Trainer(triplets, embeds, small_train_cfg(), tiny_clip, "y", tmp_path / "run")
+
+
+def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(tmp_path, shards, tiny_clip):
+    triplets, embeds = shards
+    trainer = Trainer(triplets, embeds, small_train_cfg(epochs=1), tiny_clip, "y", tmp_path / "run")
+    trainer.train()
+    trainer.save_model(tmp_path / "model.pt")
+    report = run_evaluation(tmp_path / "model.pt", {"benchmarks": [{"name": "heldout", "format": "demo_heldout"}],
+                                                    "batch_size": 8, "device": "cpu"},
+                            tiny_clip, small_train_cfg(), triplets, tmp_path / "zero_shot.json")
+    heldout = json.loads((tmp_path / "zero_shot.json").read_text())["benchmarks"]["heldout"]
+    assert heldout == json.loads(json.dumps(report["benchmarks"]["heldout"]))
+    matrix, classes = heldout["confusion"]["matrix"], heldout["confusion"]["classes"]
+    assert len(matrix) == len(classes) == heldout["classes"] and all(len(row) == len(classes) for row in matrix)
+    assert sum(map(sum, matrix)) == heldout["samples"]
+    assert sum(matrix[i][i] for i in range(len(classes))) == round(heldout["top1"] * heldout["samples"] / 100)
+    for i, name in enumerate(classes):
+        assert heldout["per_class_top1"][name] == pytest.approx(100 * matrix[i][i] / sum(matrix[i]), abs=0.01)
+
+
+def test_two_cpu_ranks_train_the_same_weights_and_resume(tmp_path, shards, tiny_clip):
+    triplets, embeds = shards
+    out = tmp_path / "run"
+    job = TrainJob(triplets=[str(p) for p in triplets], embed=[str(p) for p in embeds],
+                   train=small_train_cfg(epochs=2, gpus=2, accumulate=3, holdout_fraction=0.0), embed_settings=tiny_clip,
+                   up_axis="y", out_dir=str(out), model=str(out / "model.pt"), log=str(out / "train.log"))
+    launch(job)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    # 44 objects, 22 per rank, batches of 4: 5 of 4 and one of 2 per rank; 12 micro-batches, 3 per step.
+    assert metrics["world_size"] == 2 and metrics["batches_per_epoch"] == 6 and metrics["steps"] == 4
+    saved = torch.load(out / "model.pt", weights_only=False)["encoder"]
+    assert len(torch.load(out / "checkpoint.pt", weights_only=False)["rng"]) == 2
+    launch(job)  # finished: both ranks resume at the last epoch and agree again
+    assert "resumed from" in (out / "train.log").read_text()
+    again = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert again[0]["weights_sha256"] == again[1]["weights_sha256"] == ranks[0]["weights_sha256"]
+    assert all(torch.equal(v, torch.load(out / "model.pt", weights_only=False)["encoder"][k]) for k, v in saved.items())
+
+
+def test_the_command_line_takes_the_config_its_overrides_and_the_results_layout(tmp_path, monkeypatch):
+    results = tmp_path / "results" / "demo"
+    write_shards(results, [3, 2])
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["--config", str(REPO / "config.yaml"), "--gpus", "2",
+                                      "--set", "train.epochs=5", "--set", "train.text_source=mix"])
+    job = job_from_config(args)
+    assert job.train["epochs"] == 5 and job.train["text_source"] == "mix" and job.train["gpus"] == 2
+    assert job.train["accumulate"] == 1  # schema defaults filled in
+    assert job.triplets == ["results/demo/triplets/00000.parquet", "results/demo/triplets/00001.parquet"]
+    assert job.embed == ["results/demo/embed/tiny-clip/00000.parquet", "results/demo/embed/tiny-clip/00001.parquet"]
+    assert job.out_dir == "results/demo/train/demo-category" and job.model.endswith("demo-category/model.pt")
+    assert job.up_axis == "y" and job.embed_settings["arch"] == "ulip2-tiny-clip"
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +300,8 @@ def demo_inputs(demo_run):
 @pytest.mark.parametrize("towers", ["precomputed", "online"])
 def test_only_the_encoder_trains_and_the_towers_never_change(tmp_path, demo_inputs, towers):
     triplets, embeds, embed_cfg = demo_inputs
-    trainer = Trainer(triplets, embeds, small_train_cfg(epochs=1, towers=towers), embed_cfg, "y", tmp_path)
+    trainer = Trainer(triplets, embeds, small_train_cfg(epochs=1, towers=towers, num_points=1024), embed_cfg, "y",
+                      tmp_path)
     before = {k: v.clone() for k, v in trainer.clip.model.state_dict().items()}
     encoder_before = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
@@ -172,16 +316,20 @@ def test_only_the_encoder_trains_and_the_towers_never_change(tmp_path, demo_inpu
 
 
 @pytest.mark.e2e
-def test_a_killed_run_resumes_with_the_same_optimiser_and_scheduler_state(tmp_path, demo_inputs):
-    triplets, embeds, embed_cfg = demo_inputs
-    straight = Trainer(triplets, embeds, small_train_cfg(), embed_cfg, "y", tmp_path / "straight")
-    straight.train()
-    first = Trainer(triplets, embeds, small_train_cfg(), embed_cfg, "y", tmp_path / "resumed")
-    first.train(stop_after_epochs=1)  # then "killed": only the checkpoint survives
-    resumed = Trainer(triplets, embeds, small_train_cfg(), embed_cfg, "y", tmp_path / "resumed")
-    assert resumed.epoch == 1 and resumed.step == first.step
-    assert resumed.scheduler.state_dict() == first.scheduler.state_dict()
-    resumed.train()
-    for key, value in straight.encoder.state_dict().items():
-        assert torch.allclose(value, resumed.encoder.state_dict()[key], atol=1e-6), key
-    assert tower_fingerprint(resumed.clip) == resumed.tower_hash
+def test_the_train_rule_runs_two_ranks_under_torchrun(demo_run, tmp_path):
+    """The demo's finished run, copied: asking for two ranks reruns training, and only training."""
+    workdir, config, _ = demo_run
+    copy = tmp_path / "demo"
+    shutil.copytree(workdir, copy, symlinks=True)
+    changed = yaml.safe_load((copy / "config.yaml").read_text())
+    changed["train"].update(gpus=2, epochs=2)
+    (copy / "config.yaml").write_text(yaml.safe_dump(changed))
+    model = f"results/demo/train/{config['train']['run']}/model.pt"
+    result = snakemake(copy, model, "--resources", "gpu=2")
+    log = (copy / "logs" / "demo" / "train" / f"{config['train']['run']}.log").read_text()
+    assert "starting 2 ranks" in log and "rank 1" in log
+    run = copy / "results" / "demo" / "train" / config["train"]["run"]
+    ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"] and ranks[0]["history"] == ranks[1]["history"]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert "train_run" in result.stdout + result.stderr and "embed_shard" not in result.stdout + result.stderr

@@ -1,14 +1,11 @@
-"""Triplets, summary, embeddings and the loader, on the demo run's real outputs (exports: test_exports.py)."""
+"""Triplets, summary and embeddings, on the demo run's real outputs (exports: test_exports.py, loader: test_loader.py)."""
 import json
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
-
-from ulip2_pipeline.loader import ShardError, TripletDataset
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +66,8 @@ def test_summary_counts_objects_triplets_and_failures(results):
     assert summary["triplets_out"] == expected_triplets(results)
     assert summary["failures"] == {"points": {"unreadable": 1}}  # it left there; render is not charged again
     assert summary["adds_up"] and summary["objects_failed"] == 1
-    left = pq.read_table(results_dir / "failures" / "triplets" / f"{summary['shards'][-1]}.parquet").to_pylist()
+    left = [r for shard in summary["shards"]
+            for r in pq.read_table(results_dir / "failures" / "triplets" / f"{shard}.parquet").to_pylist()]
     assert [(r["uid"], r["reason"]) for r in left] == [("broken_000.glb", "no_points")]
     assert summary["shards"] == sorted(p.stem for p in (results_dir / "triplets").glob("*.parquet"))
 
@@ -86,46 +84,3 @@ def test_embeddings_cover_every_view_and_kept_caption(results):
             assert e["captions"] == [c for kept in t["kept"] for c in kept]
             vectors = np.asarray(e["image_embeddings"] + e["caption_embeddings"])
             np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-
-
-@pytest.mark.parametrize("workers", [0, 2])
-def test_loader_streams_every_object_once_per_epoch(results, workers):
-    results_dir, config = results
-    triplets = shards(results_dir, "triplets")
-    embeds = [results_dir / "embed" / config["embed"]["name"] / p.name for p in triplets]
-    dataset = TripletDataset(triplets, embeds, num_points=2048, shuffle_buffer=8, seed=1)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=workers)
-    epochs = []
-    for epoch in range(2):
-        dataset.set_epoch(epoch)
-        uids = []
-        for batch in loader:
-            assert batch["xyz"].shape[1:] == (2048, 3) and batch["rgb"].max() <= 1.0
-            assert batch["image_embedding"].shape[1] == batch["text_embedding"].shape[1]
-            uids += batch["uid"]
-        epochs.append(uids)
-    assert sorted(epochs[0]) == sorted(epochs[1])
-    assert len(set(epochs[0])) == expected_triplets(results) == len(epochs[0])
-    assert epochs[0] != epochs[1]  # reshuffled across shards
-
-
-def test_points_at_10k_8k_2k_are_prefixes(results):
-    results_dir, _ = results
-    path = shards(results_dir, "triplets")[0]
-    full = next(iter(TripletDataset([path], num_points=10000, shuffle_buffer=1)))
-    small = next(iter(TripletDataset([path], num_points=8192, shuffle_buffer=1)))
-    assert full["uid"] == small["uid"]
-    assert torch.equal(full["xyz"][:8192], small["xyz"])
-
-
-def test_truncated_or_foreign_parquet_is_a_clear_error_naming_the_file(results, tmp_path):
-    results_dir, _ = results
-    good = shards(results_dir, "triplets")[0]
-    truncated = tmp_path / "truncated.parquet"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ShardError, match="truncated.parquet"):
-        TripletDataset([truncated])
-    foreign = tmp_path / "foreign.parquet"
-    pd.DataFrame({"a": [1, 2]}).to_parquet(foreign)
-    with pytest.raises(ShardError, match="foreign.parquet.*missing columns"):
-        TripletDataset([foreign])

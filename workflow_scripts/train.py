@@ -1,10 +1,11 @@
-# Thin adapter: train the 3D encoder of one dataset (see ulip2_pipeline.train.trainer).
-import torch
-
-from ulip2_pipeline.train.run import run_training
-from ulip2_pipeline.workflow import log_to
+# Thin adapter: train the 3D encoder of one dataset, on train.gpus ranks (see ulip2_pipeline.train.launch).
+from ulip2_pipeline.train.launch import TrainJob, launch
+from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])
-torch.set_num_threads(snakemake.threads)
-run_training(snakemake.input.triplets, snakemake.input.embed, snakemake.params.train, snakemake.params.embed,
-             snakemake.params.up_axis, snakemake.params.out_dir, snakemake.output.model)
+job = TrainJob(triplets=list(snakemake.input.triplets), embed=list(snakemake.input.embed),
+               train=job_settings(snakemake.params.train, snakemake.config["train"], keep=("batch_size",)),
+               embed_settings=job_settings(snakemake.params.embed, snakemake.config["embed"]),
+               up_axis=snakemake.params.up_axis, out_dir=snakemake.params.out_dir, model=snakemake.output.model,
+               log=snakemake.log[0])
+launch(job)

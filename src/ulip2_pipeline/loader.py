@@ -1,9 +1,13 @@
-"""A streaming PyTorch dataset over triplet shards (and, optionally, their embedding shards).
+"""Streaming training batches from triplet shards (and, optionally, their embedding shards).
 
-Shards are read row group by row group, never whole. Each epoch the shard order is
-shuffled, DataLoader workers split the shards between them, and a buffer shuffles
-samples across the shards a worker is reading. Points come at 10k, 8k or 2k by
-slicing the FPS-ordered cloud.
+Each epoch follows a plan (``epoch_plan``): the shard order is shuffled, every rank
+gets the same number of batches, every training object appears at most once, and
+batches are permutations of windows of about ``shuffle_buffer`` objects. DataLoader
+workers read whole windows, a few contiguous row-group ranges each (only the columns
+a batch needs, never a whole shard), and the batches come back in the plan's order
+whatever the number of workers. Per-object randomness (which view, which caption) is
+keyed by the seed, the epoch and the object's uid, so ``workers`` only changes speed.
+Points come at 10k, 8k or 2k by slicing the FPS-ordered cloud.
 """
 from __future__ import annotations
 
@@ -15,13 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import point_columns
+from .epoch_plan import Window, batches_per_rank, epoch_windows
 from .splits import holdout
 
 TRIPLET_COLUMNS = ("uid", "category", "xyz", "rgb", "kept", "views")
 EMBED_COLUMNS = ("uid", "image_embeddings", "caption_embeddings")
+POINT_COLUMNS = ("xyz", "rgb")
 
 
 class ShardError(ValueError):
@@ -32,7 +38,7 @@ def open_shard(path: str | Path, required: tuple[str, ...]) -> pq.ParquetFile:
     """Open a Parquet shard, checking it is readable and has the columns a reader needs."""
     try:
         shard = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: not a readable Parquet file (truncated or not Parquet): {exc}") from exc
     names = set(shard.schema_arrow.names)
     missing = [c for c in required if c not in names]
@@ -41,77 +47,115 @@ def open_shard(path: str | Path, required: tuple[str, ...]) -> pq.ParquetFile:
     return shard
 
 
-POINT_COLUMNS = ("xyz", "rgb")
+def _group_offsets(shard: pq.ParquetFile) -> np.ndarray:
+    """Where each row group starts, and the row count at the end."""
+    sizes = [shard.metadata.row_group(g).num_rows for g in range(shard.metadata.num_row_groups)]
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
 
-def _iter_rows(shard: pq.ParquetFile, path, columns) -> Iterator[dict]:
-    """Rows as dicts, one row group at a time; point columns come as NumPy arrays."""
+def read_rows(path, required: tuple[str, ...], columns, rows: np.ndarray) -> list[dict]:
+    """``rows`` (sorted row numbers) of a shard as dicts, reading only the row groups that hold them;
+    point columns come as NumPy arrays."""
+    shard = open_shard(path, required)
+    offsets = _group_offsets(shard)
+    first, last = (int(np.searchsorted(offsets, r, side="right")) - 1 for r in (rows[0], rows[-1]))
     try:
-        for group in range(shard.num_row_groups):
-            table = shard.read_row_group(group, columns=list(columns))
-            arrays = {c: point_columns.to_numpy(table, c) for c in POINT_COLUMNS if c in table.column_names}
-            rest = table.drop_columns(list(arrays)).to_pylist()
-            for index, row in enumerate(rest):
-                row.update({c: values[index] for c, values in arrays.items()})
-                yield row
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = pa.concat_tables([shard.read_row_group(g, columns=list(columns)) for g in range(first, last + 1)])
+    except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: unreadable row group (file truncated or corrupt): {exc}") from exc
+    table = table.take(pa.array(rows - offsets[first]))
+    arrays = {c: point_columns.to_numpy(table, c) for c in POINT_COLUMNS if c in table.column_names}
+    result = table.drop_columns(list(arrays)).to_pylist()
+    for index, row in enumerate(result):
+        row.update({c: values[index] for c, values in arrays.items()})
+    return result
+
+
+def collate(samples: list[dict]) -> dict:
+    """Tensors stacked, everything else as lists."""
+    return {key: torch.stack([s[key] for s in samples]) if isinstance(samples[0][key], torch.Tensor)
+            else [s[key] for s in samples] for key in samples[0]}
 
 
 class TripletDataset(IterableDataset):
-    """Samples: uid, category, xyz (N, 3) float32, rgb (N, 3) float32 in [0, 1], a kept caption of a
-    random view, and with embedding shards the view's image embedding and the caption's text embedding."""
+    """Batches of: uid, category, xyz (B, N, 3) float32, rgb (B, N, 3) float32 in [0, 1], a kept caption
+    of a random view, and with embedding shards the view's image embedding and the caption's text
+    embedding. Use ``dataset.epoch(e, workers=...)``; ``len(dataset)`` is the batches per epoch."""
 
-    def __init__(self, triplet_paths, embed_paths=None, num_points: int = 10000, shuffle_buffer: int = 256,
-                 seed: int = 0, holdout_fraction: float = 0.0, split: str | None = None,
-                 with_image_bytes: bool = False):
+    def __init__(self, triplet_paths, embed_paths=None, num_points: int = 10000, batch_size: int = 64,
+                 shuffle_buffer: int = 512, seed: int = 0, holdout_fraction: float = 0.0, split: str | None = None,
+                 with_image_bytes: bool = False, rank: int | None = None, world: int | None = None):
         """``split``: None for every object, "train" or "heldout" for one side of the stable uid
-        split (``holdout_fraction``). ``with_image_bytes`` adds the chosen view's PNG."""
+        split (``holdout_fraction``). ``with_image_bytes`` adds the chosen view's PNG. ``rank`` and
+        ``world`` default to torch.distributed's when it is initialised."""
         self.triplet_paths = [str(p) for p in triplet_paths]
         self.embed_paths = [str(p) for p in embed_paths] if embed_paths else None
         if self.embed_paths and len(self.embed_paths) != len(self.triplet_paths):
             raise ValueError("give one embedding shard per triplet shard, in the same order")
-        for path in self.triplet_paths:
-            open_shard(path, TRIPLET_COLUMNS)
-        for path in self.embed_paths or []:
-            open_shard(path, EMBED_COLUMNS)
-        self.num_points, self.shuffle_buffer, self.seed = num_points, shuffle_buffer, seed
+        self.num_points, self.batch_size, self.shuffle_buffer, self.seed = num_points, batch_size, shuffle_buffer, seed
         self.holdout_fraction, self.split, self.with_image_bytes = holdout_fraction, split, with_image_bytes
         self.columns = TRIPLET_COLUMNS + (("images",) if with_image_bytes else ())
-        self.epoch = 0
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
+        self.world = world if world is not None else (torch.distributed.get_world_size() if distributed else 1)
+        self.objects = [self._training_rows(i) for i in range(len(self.triplet_paths))]
+        self.epoch_number = 0
+
+    def _training_rows(self, index: int) -> np.ndarray:
+        """Row numbers of the shard's objects on this split (only the uid column is read)."""
+        path = self.triplet_paths[index]
+        shard = open_shard(path, self.columns)
+        rows = shard.metadata.num_rows
+        if self.embed_paths:
+            embed_rows = open_shard(self.embed_paths[index], EMBED_COLUMNS).metadata.num_rows
+            if embed_rows != rows:
+                raise ShardError(f"{self.embed_paths[index]}: {embed_rows} rows for the {rows} of {path}; "
+                                 "rebuild the embeddings")
+        if self.split is None or rows == 0:
+            return np.arange(rows, dtype=np.int64)
+        try:
+            uids = shard.read(columns=["uid"]).column("uid").to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise ShardError(f"{path}: unreadable (file truncated or corrupt): {exc}") from exc
+        wanted = [i for i, uid in enumerate(uids) if holdout(uid, self.holdout_fraction) == (self.split == "heldout")]
+        return np.asarray(wanted, dtype=np.int64)
+
+    @property
+    def num_objects(self) -> int:
+        return sum(len(rows) for rows in self.objects)
+
+    def __len__(self) -> int:
+        return batches_per_rank(self.num_objects, self.world, self.batch_size, self.shuffle_buffer)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch_number = epoch
 
-    def _shards_for_this_worker(self) -> list[int]:
-        order = list(range(len(self.triplet_paths)))
-        random.Random(self.seed + self.epoch).shuffle(order)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            order = order[torch.distributed.get_rank()::torch.distributed.get_world_size()]
-        info = get_worker_info()
-        return order if info is None else order[info.id::info.num_workers]
+    def epoch(self, epoch: int, workers: int = 0) -> "EpochBatches":
+        """This rank's batches of ``epoch`` in order, read by ``workers`` DataLoader processes."""
+        self.set_epoch(epoch)
+        return EpochBatches(self, workers)
 
-    def _wanted(self, uid: str) -> bool:
-        if self.split is None:
-            return True
-        return holdout(uid, self.holdout_fraction) == (self.split == "heldout")
+    def windows(self) -> list[Window]:
+        return epoch_windows([len(rows) for rows in self.objects], self.seed, self.epoch_number, self.rank,
+                             self.world, self.batch_size, self.shuffle_buffer)
 
-    def _samples(self, index: int, rng: random.Random) -> Iterator[dict]:
-        path = self.triplet_paths[index]
-        rows = _iter_rows(open_shard(path, self.columns), path, self.columns)
-        embeddings = None
-        if self.embed_paths:
-            embed_path = self.embed_paths[index]
-            embeddings = _iter_rows(open_shard(embed_path, EMBED_COLUMNS), embed_path, EMBED_COLUMNS)
-        for row in rows:
-            extra = next(embeddings) if embeddings is not None else None
-            if extra is not None and extra["uid"] != row["uid"]:
-                raise ShardError(f"{self.embed_paths[index]}: row {extra['uid']!r} does not match {row['uid']!r} "
-                                 f"of {path}; rebuild the embeddings")
-            if self._wanted(row["uid"]):
-                yield self._sample(row, extra, rng)
+    def _read_window(self, window: Window) -> list[dict]:
+        """The window's objects as samples, in stream order."""
+        samples = []
+        for shard, first, end in window.segments:
+            rows = self.objects[shard][first:end]
+            triplets = read_rows(self.triplet_paths[shard], self.columns, self.columns, rows)
+            extras = (read_rows(self.embed_paths[shard], EMBED_COLUMNS, EMBED_COLUMNS, rows) if self.embed_paths
+                      else [None] * len(triplets))
+            for row, extra in zip(triplets, extras):
+                if extra is not None and extra["uid"] != row["uid"]:
+                    raise ShardError(f"{self.embed_paths[shard]}: row {extra['uid']!r} does not match "
+                                     f"{row['uid']!r} of {self.triplet_paths[shard]}; rebuild the embeddings")
+                samples.append(self._sample(row, extra))
+        return samples
 
-    def _sample(self, row: dict, extra: dict | None, rng: random.Random) -> dict:
+    def _sample(self, row: dict, extra: dict | None) -> dict:
+        rng = random.Random(f"{self.seed}:{self.epoch_number}:{row['uid']}")
         xyz = np.array(row["xyz"][:self.num_points], dtype=np.float32)  # a writable copy for torch
         rgb = row["rgb"][:self.num_points].astype(np.float32) / 255.0
         view = rng.randrange(len(row["views"]))
@@ -129,17 +173,41 @@ class TripletDataset(IterableDataset):
                 sample["text_embedding"] = sample["image_embedding"].clone()
         return sample
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        """(batch index, batch) for this DataLoader worker's share of the windows."""
         info = get_worker_info()
-        rng = random.Random(hash((self.seed, self.epoch, info.id if info else -1)))
-        buffer: list[dict] = []
-        for index in self._shards_for_this_worker():
-            for sample in self._samples(index, rng):
-                if len(buffer) < self.shuffle_buffer:
-                    buffer.append(sample)
-                    continue
-                slot = rng.randrange(len(buffer))
-                buffer[slot], sample = sample, buffer[slot]
-                yield sample
-        rng.shuffle(buffer)
-        yield from buffer
+        windows = self.windows()
+        if info is not None:
+            windows = windows[info.id::info.num_workers]
+        for window in windows:
+            samples = self._read_window(window)
+            for offset, positions in enumerate(window.batches):
+                yield window.first_batch + offset, collate([samples[i] for i in positions])
+
+
+class EpochBatches:
+    """One epoch's batches in the plan's order: workers deliver windows as they finish them and a
+    small reorder buffer (about ``workers`` windows) puts the batches back in sequence."""
+
+    def __init__(self, dataset: TripletDataset, workers: int = 0):
+        self.dataset, self.workers = dataset, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.workers == 0:
+            for _, batch in self.dataset:
+                yield batch
+            return
+        # Its own generator: a DataLoader draws its base seed from the global torch RNG otherwise.
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(0))
+        pending, expected = {}, 0
+        for index, batch in loader:
+            pending[index] = batch
+            while expected in pending:
+                yield pending.pop(expected)
+                expected += 1
+        if pending or expected != len(self.dataset):
+            raise RuntimeError(f"the loader delivered {expected} of {len(self.dataset)} batches in order")

@@ -33,7 +33,8 @@ def load_encoder(model_path, device: torch.device) -> PointBert:
 
 
 def run_evaluation(model_path, eval_cfg: dict, embed_cfg: dict, train_cfg: dict, triplet_paths, out) -> dict:
-    """Zero-shot top-1 / top-5 / class-mean accuracy on every configured benchmark, into one JSON."""
+    """Zero-shot top-1 / top-5 / class-mean accuracy, per-class top-1 and the confusion matrix on every
+    configured benchmark, into one JSON."""
     device = pick_device(eval_cfg["device"])
     encoder = load_encoder(model_path, device)
     clip = frozen_towers(embed_cfg, device)
@@ -45,9 +46,10 @@ def run_evaluation(model_path, eval_cfg: dict, embed_cfg: dict, train_cfg: dict,
             results[spec["name"]] = {"error": "no samples"}
             continue
         features = class_embeddings(lambda texts: encode_texts(clip, texts), classes)
-        results[spec["name"]] = {**evaluate(encoder, clouds, labels, features, device, eval_cfg["batch_size"]),
-                                 "format": spec["format"]}
-        log.info("%s: %s", spec["name"], json.dumps(results[spec["name"]]))
+        results[spec["name"]] = {**evaluate(encoder, clouds, labels, features, device, eval_cfg["batch_size"],
+                                            class_names=classes), "format": spec["format"]}
+        headline = {k: v for k, v in results[spec["name"]].items() if k not in ("confusion", "per_class_top1")}
+        log.info("%s: %s", spec["name"], json.dumps(headline))
     report = {"model": str(model_path), "text_tower": f"{embed_cfg['arch']}/{embed_cfg['pretrained']}",
               "benchmarks": results}
     with atomic_path(out) as tmp:

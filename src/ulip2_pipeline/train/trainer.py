@@ -3,16 +3,24 @@
 Only the 3D encoder (with its projection) and the loss's logit scale train. The
 image and text towers are frozen: by default their features were precomputed by the
 embed stage; with ``towers: online`` the frozen CLIP encodes each batch's view and
-caption here. Checkpoints every epoch hold the optimiser, scheduler and RNG states,
-so a killed run resumes where it stopped.
+caption here.
+
+A run is identified by a fingerprint (its output settings, the world size, the
+towers' weights and every input shard's content digest). Every epoch ends with a
+checkpoint holding that fingerprint, the weights, optimiser and scheduler, gradients
+accumulated towards the next step, and every rank's random streams; a run resumes a
+checkpoint only when the fingerprints match, so a resumed run ends where an
+uninterrupted one would. Under torchrun every rank runs the same number of steps on
+its own share of the data (``epoch_plan``), gradients (the logit scale's too) are
+averaged by DDP, and BatchNorm statistics are averaged at the end of every epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -20,15 +28,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader
 
 from ..atomic import atomic_path
 from ..devices import pick_device
 from ..loader import TripletDataset
 from ..rank.clip import load_clip
-from ..splits import holdout
+from ..workflow import output_settings
+from . import distributed
 from .augment import augment
+from .checkpoint import load_matching, restore_rng, rng_state, save_atomic
+from .fingerprint import run_fingerprint
 from .loss import UlipLoss
 from .pointbert import PointBert, PointBertConfig
 from .zeroshot import TEMPLATES
@@ -78,34 +87,41 @@ def lr_lambda(warmup_steps: int, total_steps: int, lr: float, min_lr: float):
     return factor
 
 
-def count_training_objects(triplet_paths, holdout_fraction: float) -> int:
-    total = 0
-    for path in triplet_paths:
-        uids = pq.read_table(path, columns=["uid"]).column("uid").to_pylist()
-        total += sum(1 for uid in uids if not holdout(uid, holdout_fraction))
-    return total
+def derived_seed(*key) -> int:
+    """A 32-bit seed from ``key`` (the same on every machine and in every process)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def state_fingerprint(*modules: torch.nn.Module) -> str:
+    """sha256 of the modules' parameters and buffers: equal weights, equal digest."""
+    digest = hashlib.sha256()
+    for index, module in enumerate(modules):
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{index}.{name}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
-def _distributed() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class ContrastiveModel(torch.nn.Module):
+    """Encoder and loss as one module, so DDP synchronises the logit scale with the encoder."""
+
+    def __init__(self, encoder: PointBert, loss: UlipLoss, amp: bool):
+        super().__init__()
+        self.encoder, self.loss, self.amp = encoder, loss, amp
+
+    def forward(self, xyz, rgb, image, text) -> dict:
+        with torch.autocast(xyz.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            features = self.encoder(xyz, rgb)
+        return self.loss(features, image, text)
 
 
 class Trainer:
     def __init__(self, triplet_paths, embed_paths, cfg: dict, embed_cfg: dict, up_axis: str, out_dir):
         self.cfg, self.up_axis, self.out_dir = cfg, up_axis, Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.rank, self.world = _distributed()
         self.device = pick_device(cfg["device"])
+        self.rank, self.world = distributed.start(self.device)
+        # The same initial weights on every rank; then each rank its own augmentation and dropout.
         torch.manual_seed(cfg["seed"])
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])
@@ -118,24 +134,42 @@ class Trainer:
         trainable = torch.nn.ModuleDict({"encoder": self.encoder, "loss": self.loss})
         self.optimizer = torch.optim.AdamW(parameter_groups(trainable, cfg["weight_decay"]), lr=cfg["lr"],
                                            betas=(0.9, 0.98), eps=1e-8)
-        self.model = self.encoder
+        self.model = ContrastiveModel(self.encoder, self.loss, self.device.type == "cuda" and cfg["amp"])
         if self.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(self.encoder)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False)  # BatchNorm statistics are averaged per epoch instead
+        torch.manual_seed(derived_seed(cfg["seed"], 1, self.rank))
+        random.seed(derived_seed(cfg["seed"], 2, self.rank))
+        np.random.seed(derived_seed(cfg["seed"], 3, self.rank))
+        self.generators = {"text": random.Random(derived_seed(cfg["seed"], 4, self.rank)),
+                           "augment": torch.Generator().manual_seed(derived_seed(cfg["seed"], 5, self.rank))}
         self.dataset = TripletDataset(triplet_paths, None if cfg["towers"] == "online" else embed_paths,
-                                      num_points=cfg["num_points"], shuffle_buffer=cfg["shuffle_buffer"],
-                                      seed=cfg["seed"], holdout_fraction=cfg["holdout_fraction"], split="train",
-                                      with_image_bytes=cfg["towers"] == "online")
-        objects = count_training_objects(triplet_paths, cfg["holdout_fraction"])
-        per_step = cfg["batch_size"] * cfg["accumulate"] * self.world
-        self.steps_per_epoch = max(1, objects // per_step)
-        total = self.steps_per_epoch * cfg["epochs"]
-        warmup = max(1, int(self.steps_per_epoch * cfg["warmup_epochs"]))
+                                      num_points=cfg["num_points"], batch_size=cfg["batch_size"],
+                                      shuffle_buffer=cfg["shuffle_buffer"], seed=cfg["seed"],
+                                      holdout_fraction=cfg["holdout_fraction"], split="train",
+                                      with_image_bytes=cfg["towers"] == "online", rank=self.rank, world=self.world)
+        self.batches_per_epoch = len(self.dataset)
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"{self.dataset.num_objects} training objects in {len(triplet_paths)} shards "
+                             f"(holdout_fraction {cfg['holdout_fraction']}) cannot feed {self.world} rank(s)")
+        total = self.batches_per_epoch * cfg["epochs"] // cfg["accumulate"]
+        if total == 0:
+            raise ValueError(f"accumulate {cfg['accumulate']} is more than the {self.batches_per_epoch * cfg['epochs']} "
+                             "batches of the whole run: no optimiser step would be taken")
+        warmup = max(1, int(self.batches_per_epoch * cfg["warmup_epochs"] / cfg["accumulate"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(warmup, total, cfg["lr"], cfg["min_lr"]))
         self.categories = self._categories(triplet_paths)
         self.category_features = self._category_template_features()
-        self.epoch, self.step = 0, 0
+        self.fingerprint = run_fingerprint(
+            {"train": output_settings(cfg, keep=("batch_size",)), "embed": output_settings(embed_cfg),
+             "up_axis": up_axis, "world_size": self.world, "towers_sha256": self.tower_hash},
+            {"triplets": list(triplet_paths), "embed": list(embed_paths or [])})
+        self.epoch, self.step, self.pending = 0, 0, 0  # pending: micro-batches accumulated towards the next step
         self.history: list[dict] = []
+        log.info("%d training objects, %d batches of %d per rank per epoch, %d rank(s); %d optimiser steps",
+                 self.dataset.num_objects, self.batches_per_epoch, cfg["batch_size"], self.world, total)
         self._resume()
 
     # --- text ---------------------------------------------------------------------------------------------
@@ -191,73 +225,86 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {f"encoder.{n}": p for n, p in self.encoder.named_parameters()} | \
+               {f"loss.{n}": p for n, p in self.loss.named_parameters()}
+
     def _resume(self) -> None:
-        if not self.checkpoint_path.exists():
+        state = load_matching(self.checkpoint_path, self.fingerprint, self.device)
+        if state is None:
             return
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
         self.encoder.load_state_dict(state["encoder"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        log.info("resumed from %s at epoch %d (step %d)", self.checkpoint_path, self.epoch, self.step)
+        self.epoch, self.step, self.pending = state["epoch"], state["step"], state["pending"]
+        self.history = state["history"]
+        for name, parameter in self._trainable().items():
+            grad = state["pending_grads"].get(name)
+            parameter.grad = None if grad is None else grad.to(self.device)
+        restore_rng(state["rng"][self.rank], self.generators)
+        log.info("resumed from %s at epoch %d (step %d, %d micro-batches pending)", self.checkpoint_path,
+                 self.epoch, self.step, self.pending)
 
     def _checkpoint(self) -> None:
+        rng = distributed.gather_objects(rng_state(self.generators))  # collective: every rank takes part
         if self.rank != 0:
             return
-        _save_atomic({"encoder": self.encoder.state_dict(), "loss": self.loss.state_dict(),
-                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                      "epoch": self.epoch, "step": self.step, "history": self.history,
-                      "encoder_config": self.encoder_config.__dict__, "train_config": self.cfg,
-                      "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                              "numpy": np.random.get_state()}}, self.checkpoint_path)
+        # Gradients waiting for the next step are the same on every rank: the epoch's last
+        # micro-batch always synchronises them.
+        pending = {name: p.grad.detach().clone() for name, p in self._trainable().items() if p.grad is not None}
+        save_atomic({"fingerprint": self.fingerprint, "encoder": self.encoder.state_dict(),
+                     "loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
+                     "pending": self.pending, "pending_grads": pending, "history": self.history,
+                     "encoder_config": self.encoder_config.__dict__, "train_config": self.cfg, "rng": rng},
+                    self.checkpoint_path)
 
     # --- the loop ---------------------------------------------------------------------------------------------
-    def _loader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.cfg["batch_size"], num_workers=self.cfg["workers"],
-                          drop_last=True, persistent_workers=False)
+    def _micro_step(self, batch: dict, synchronise: bool) -> dict:
+        cfg = self.cfg
+        xyz, rgb = batch["xyz"].to(self.device), batch["rgb"].to(self.device)
+        if cfg["augment"]:
+            xyz, rgb = augment(xyz, rgb, self.up_axis, self.generators["augment"],
+                               keep_prefix=self.encoder_config.groups)
+        image, text = self.image_targets(batch), self.text_targets(batch, self.generators["text"])
+        no_sync = self.world > 1 and not synchronise
+        with self.model.no_sync() if no_sync else contextlib.nullcontext():
+            out = self.model(xyz, rgb, image, text)
+            (out["loss"] / cfg["accumulate"]).backward()
+        self.pending += 1
+        if self.pending == cfg["accumulate"]:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            self.pending = 0
+        return out
 
     def train(self, stop_after_epochs: int | None = None) -> dict:
         cfg = self.cfg
-        use_amp = self.device.type == "cuda" and cfg["amp"]
         epochs_run = 0
         while self.epoch < cfg["epochs"]:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 break
-            # Per-epoch streams: a resumed run draws exactly what an uninterrupted one would.
-            generator = random.Random(cfg["seed"] * 100003 + self.epoch)
-            augment_generator = torch.Generator().manual_seed(cfg["seed"] * 100003 + self.epoch)
-            self.dataset.set_epoch(self.epoch)
             self.model.train()
-            started, sums, micro = time.perf_counter(), {}, 0
+            started, sums, batches = time.perf_counter(), {}, self.dataset.epoch(self.epoch, cfg["workers"])
             samples = 0
-            for batch in self._loader():
-                xyz, rgb = batch["xyz"].to(self.device), batch["rgb"].to(self.device)
-                if cfg["augment"]:
-                    xyz, rgb = augment(xyz, rgb, self.up_axis, augment_generator,
-                                       keep_prefix=self.encoder_config.groups)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    features = self.model(xyz, rgb)
-                out = self.loss(features, self.image_targets(batch), self.text_targets(batch, generator))
-                (out["loss"] / cfg["accumulate"]).backward()
-                micro += 1
+            for index, batch in enumerate(batches):
+                # Synchronise at each optimiser step and at the end of the epoch, so what is
+                # carried into the next epoch (and the checkpoint) is the same on every rank.
+                last = index == len(batches) - 1
+                out = self._micro_step(batch, synchronise=last or self.pending + 1 == cfg["accumulate"])
                 samples += len(batch["uid"])
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
-                if micro % cfg["accumulate"] == 0:
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scheduler.step()
-                    self.step += 1
+            distributed.average_buffers(self.encoder)
             self.epoch += 1
             epochs_run += 1
-            seconds = time.perf_counter() - started
+            seconds = distributed.maximum(time.perf_counter() - started, self.device)
             record = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
                       "samples_per_s": round(samples * self.world / max(seconds, 1e-9), 1),
-                      **{k: round(v / max(micro, 1), 4) for k, v in sums.items()}}
+                      **{k: round(v / len(batches), 4) for k, v in sums.items()}}
             self.history.append(record)
             log.info("epoch %s", json.dumps(record))
             self._checkpoint()
@@ -268,9 +315,15 @@ class Trainer:
         unchanged = tower_fingerprint(self.clip) == self.tower_hash
         if not unchanged:
             raise RuntimeError("the frozen CLIP towers changed during training")
-        summary = {"epochs": self.epoch, "steps": self.step, "towers_unchanged": unchanged,
+        summary = {"epochs": self.epoch, "steps": self.step, "towers_unchanged": unchanged, "world_size": self.world,
+                   "objects_per_epoch": self.dataset.num_objects, "batches_per_epoch": self.batches_per_epoch,
                    "trainable_parameters": sum(p.numel() for g in self.optimizer.param_groups for p in g["params"]),
                    "encoder": self.encoder_config.__dict__, "history": self.history}
+        if self.world > 1:  # each rank's own account, for checking that the ranks agree
+            rank_report = {"rank": self.rank, "world_size": self.world, "history": self.history,
+                           "weights_sha256": state_fingerprint(self.encoder, self.loss)}
+            with atomic_path(self.out_dir / f"rank{self.rank}.json") as tmp:
+                tmp.write_text(json.dumps(rank_report, indent=2) + "\n")
         if self.rank == 0:
             with atomic_path(self.out_dir / "metrics.json") as tmp:
                 tmp.write_text(json.dumps(summary, indent=2) + "\n")
@@ -278,8 +331,8 @@ class Trainer:
 
     def save_model(self, path) -> None:
         if self.rank == 0:
-            _save_atomic({"encoder": self.encoder.state_dict(), "encoder_config": self.encoder_config.__dict__,
-                          "train_config": self.cfg, "categories": self.categories}, Path(path))
+            save_atomic({"encoder": self.encoder.state_dict(), "encoder_config": self.encoder_config.__dict__,
+                         "train_config": self.cfg, "categories": self.categories}, Path(path))
 
     def _write_curve(self) -> None:
         if self.rank != 0 or not self.history:
@@ -288,7 +341,6 @@ class Trainer:
         lines = [",".join(keys)] + [",".join(str(h.get(k, "")) for k in keys) for h in self.history]
         (self.out_dir / "curve.csv").write_text("\n".join(lines) + "\n")
         (self.out_dir / "curve.svg").write_text(loss_curve_svg([h["loss"] for h in self.history]))
-
 
 def loss_curve_svg(losses: list[float], width: int = 480, height: int = 240) -> str:
     """A dependency-free line plot of the loss per epoch."""

@@ -37,6 +37,17 @@ def class_embeddings(encode_text, class_names: list[str], templates: list[str] =
     return torch.stack(rows)
 
 
+def confusion(logits: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """The confusion matrix (rows: true class, columns: top-1 prediction) and the top-1 of every
+    class that has samples (percent)."""
+    count = len(class_names)
+    cells = labels.long() * count + logits.argmax(dim=1).long()
+    matrix = torch.bincount(cells, minlength=count * count).reshape(count, count)
+    per_class = {name: round(100 * matrix[i, i].item() / matrix[i].sum().item(), 2)
+                 for i, name in enumerate(class_names) if matrix[i].sum() > 0}
+    return {"confusion": {"classes": list(class_names), "matrix": matrix.tolist()}, "per_class_top1": per_class}
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """top-1 and top-5 over samples, and the mean over classes of per-class top-1 (percent)."""
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -50,8 +61,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> di
 
 @torch.inference_mode()
 def evaluate(encoder, points: list[tuple[np.ndarray, np.ndarray]], labels: list[int], class_features: torch.Tensor,
-             device: torch.device, batch_size: int = 32) -> dict:
-    """Zero-shot accuracy of ``encoder`` on (xyz, rgb) clouds against class embeddings."""
+             device: torch.device, batch_size: int = 32, class_names: list[str] | None = None) -> dict:
+    """Zero-shot accuracy of ``encoder`` on (xyz, rgb) clouds against class embeddings; with
+    ``class_names``, also the confusion matrix and per-class top-1."""
     encoder.eval()
     logits = []
     for start in range(0, len(points), batch_size):
@@ -60,4 +72,8 @@ def evaluate(encoder, points: list[tuple[np.ndarray, np.ndarray]], labels: list[
         rgb = torch.from_numpy(np.stack([c[1] for c in chunk])).float().to(device)
         features = F.normalize(encoder(xyz, rgb).float(), dim=-1)
         logits.append(features @ class_features.to(device).t())
-    return accuracy(torch.cat(logits).cpu(), torch.tensor(labels), class_features.shape[0])
+    logits, labels = torch.cat(logits).cpu(), torch.tensor(labels)
+    result = accuracy(logits, labels, class_features.shape[0])
+    if class_names is not None:
+        result.update(confusion(logits, labels, class_names))
+    return result

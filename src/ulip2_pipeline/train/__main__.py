@@ -1,0 +1,4 @@
+"""``python -m ulip2_pipeline.train``: see ulip2_pipeline.train.cli."""
+from .cli import main
+
+main()

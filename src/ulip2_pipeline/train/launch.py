@@ -1,0 +1,77 @@
+"""Launching a training run: in this process for one device, under torchrun for several.
+
+``train.gpus: N`` (N > 1) starts N processes with ``python -m torch.distributed.run
+--standalone --nproc_per_node N -m ulip2_pipeline.train --job job.json``; each is one
+rank (a GPU with NCCL, or a CPU process with gloo where there is no GPU) and reads
+the same job file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .run import run_training
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainJob:
+    """Everything a rank needs: input shards, the full train and embed settings, where to write."""
+    triplets: list[str]
+    embed: list[str]
+    train: dict
+    embed_settings: dict
+    up_axis: str
+    out_dir: str
+    model: str
+    log: str | None = None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path) -> "TrainJob":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def run_rank(job: TrainJob) -> dict:
+    """Train as this process's rank (the only one outside torchrun)."""
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(max(1, job.train["threads"] // ranks))  # the job's CPU threads, shared out
+    summary = run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir,
+                           job.model)
+    # Only on success: a failed rank must exit (torchrun then stops the others), not wait at a barrier.
+    distributed.finish()
+    return summary
+
+
+def torchrun_command(job_path: Path, processes: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+            "-m", "ulip2_pipeline.train", "--job", str(job_path)]
+
+
+def launch(job: TrainJob) -> None:
+    """Run ``job`` on ``job.train["gpus"]`` ranks."""
+    processes = job.train.get("gpus", 1)
+    if processes <= 1 or under_torchrun():
+        run_rank(job)
+        return
+    job_path = Path(job.out_dir) / "job.json"
+    job.write(job_path)
+    command = torchrun_command(job_path, processes)
+    log.info("starting %d ranks: %s", processes, " ".join(command))
+    subprocess.run(command, check=True)
