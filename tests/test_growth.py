@@ -46,7 +46,7 @@ def grown(tmp_path_factory):
     config = write_config(workdir)
     config["datasets"] = {"grow": {"source": {"kind": "folder", "path": str(root), "category": "parent_dir"},
                                    "shard_size": 2, "render_preset": "demo"}}
-    config["train"].update(epochs=2, holdout_fraction=0.0, batch_size=2)
+    config["train"].update(epochs=2, holdout_fraction=0.0)
     config["eval"]["benchmarks"] = []
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir)
@@ -90,3 +90,17 @@ def test_throughput_knobs_rerun_nothing(grown):
     (workdir / "knobs.yaml").write_text(yaml.safe_dump(knobs))
     result = snakemake(workdir, "-n", "--configfile", str(workdir / "config.yaml"), str(workdir / "knobs.yaml"))
     assert "Nothing to be done" in result.stdout + result.stderr, jobs_run(result.stdout + result.stderr)
+
+
+def test_a_caption_setting_change_retrains_from_scratch(grown):
+    workdir = grown["workdir"]
+    (workdir / "captions.yaml").write_text(yaml.safe_dump({"caption": {"seed": 7}}))
+    result = snakemake(workdir, "--configfile", str(workdir / "config.yaml"), str(workdir / "captions.yaml"))
+    rules = {rule for rule, _ in jobs_run(result.stdout + result.stderr)}
+    assert {"caption_shard", "rank_shard", "triplets_shard", "embed_shard", "train_run"} <= rules
+    assert not rules & {"points_shard", "render_shard"}
+    train_log = (workdir / "logs" / "grow" / "train" / "demo-category.log").read_text()
+    last_attempt = train_log.rsplit("===== attempt started", 1)[1]
+    assert "belongs to another run; training starts from epoch 0" in last_attempt
+    assert "triplets/00000.parquet" in last_attempt  # the log says what changed
+    assert "resumed from" not in last_attempt
