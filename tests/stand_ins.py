@@ -30,6 +30,19 @@ def write_render_shard(path, rows) -> str:
     return str(path)
 
 
+def triplet_shard(path, objects) -> str:
+    """objects: (uid, [png bytes per view], [[kept captions] per view]); the columns embed reads."""
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "uid": pa.array([o[0] for o in objects], pa.string()),
+        "views": pa.array([list(range(len(o[1]))) for o in objects], pa.list_(pa.int16())),
+        "images": pa.array([[{"bytes": b, "path": f"{o[0]}/{i:03d}.png"} for i, b in enumerate(o[1])]
+                            for o in objects], pa.list_(image_type)),
+        "kept": pa.array([o[2] for o in objects], pa.list_(pa.list_(pa.string())))})
+    pq.write_table(table, path)
+    return str(path)
+
+
 def caption_cfg(stand_ins, **overrides) -> dict:
     cfg = {"model": stand_ins["blip2"], "num_captions": 10, "top_p": 0.9, "max_new_tokens": 12, "temperature": 1.0,
            "prompt": "", "seed": 5, "do_sample": True, "precision": "auto", "batch_size": 2, "device": "cpu",
