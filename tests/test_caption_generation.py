@@ -10,7 +10,7 @@ from ulip2_pipeline.caption.blip2 import (GenerationSettings, caption_batch, end
 
 CPU = torch.device("cpu")
 NEWLINE = 50118
-STEPS = 12
+STEPS = 8  # below the stand-in's own caption length (about 10), so no caption ends by itself
 
 
 def views(count=4):
@@ -36,9 +36,10 @@ def biased(stand_ins):
     """The stand-in with the newline's (tied) embedding row set so that, greedily, one image's caption
     ends at the newline after step 0 while another's runs on: a random model seldom ends by itself.
 
-    The row is pointed along one image's final hidden state at one step, scaled just past the best
-    other logit there; since the row only moves the newline's logit, each image's end follows from
-    the unbiased run's hidden states, and the first (step, image) that gives that mix is taken.
+    The row is pointed along what sets one image's final hidden state at one step apart from the
+    other images', scaled just past the best other logit there; since the row only moves the
+    newline's logit, each image's end follows from the unbiased run's hidden states, and the first
+    (step, image) that gives that mix is taken.
     """
     model, processor = load_captioner(stand_ins["blip2"], CPU)
     images = views()
@@ -51,7 +52,8 @@ def biased(stand_ins):
     others = (states @ embeddings.T).index_fill(-1, torch.tensor([NEWLINE]), float("-inf")).max(-1).values
     for step in range(1, STEPS):
         for image in range(len(images)):
-            direction = states[step, image] / states[step, image].norm()
+            direction = states[step, image] - states[step].mean(0)
+            direction = direction / direction.norm()
             row = 1.02 * others[step, image] / (states[step, image] @ direction) * direction
             wins = (states @ row) > others  # (steps, images): where the newline would be the greedy pick
             ends = [int(w.nonzero()[0]) if w.any() else None for w in wins.T]
@@ -111,3 +113,16 @@ def test_sampled_captions_stop_at_any_of_several_end_tokens(biased):
             assert after == before
         else:
             assert after[:end + 1] == before[:end + 1] and set(after[end + 1:]) <= {1}
+
+
+def test_the_stand_in_ends_its_sampled_captions_at_the_newline(stand_ins):
+    """As BLIP-2 OPT does, after about ten tokens: a caption loop that stopped on </s> would run to 30."""
+    model, processor = load_captioner(stand_ins["blip2"], CPU)
+    images = views()
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    tokens = sample_caption_tokens(model, pixels, prompt_ids(model, processor, "", CPU), [0, 1, 2, 3],
+                                   GenerationSettings(max_new_tokens=30), [NEWLINE], 1)
+    lengths = [row.index(NEWLINE) for row in tokens.tolist()]  # raises if a caption did not end
+    assert 5 <= min(lengths) and max(lengths) <= 20
+    captions = caption_batch(model, processor, images, [0, 1, 2, 3], GenerationSettings(max_new_tokens=30))
+    assert all(c and "\n" not in c for group in captions for c in group)

@@ -9,7 +9,10 @@ newline end-of-caption token, 32 query tokens, patch 14, the Q-Former's
 cross-attention every 2nd layer, the 50304-row vocabulary, the tokenizer's class
 and layout, the image processor; CLIP's activation (QuickGELU for the OpenAI
 weights, GELU for bigG) and preprocessing. Their weights are random, so their
-captions are noise; only the plumbing and the numerics are real.
+captions are noise; only the plumbing and the numerics are real. Two choices of
+weights make the random language model behave like a trained captioner where the
+pipeline can tell: a confident next-token distribution and captions that end at
+the newline after about ten tokens.
 """
 from __future__ import annotations
 
@@ -42,6 +45,26 @@ def sharpen_next_token_distribution(model, logit_std: float = LOGIT_STD) -> None
         decoder.final_layer_norm.weight.fill_(gain)
 
 
+def end_captions_at_newline(model, full_at_step: int = 16, strength: float = 2.0) -> None:
+    """Make the random model end its captions at the newline after about ten tokens, as BLIP-2 OPT does.
+
+    A random model repeats its last token and never ends a caption; this adds a growing
+    component along the newline's embedding to the position embeddings after the image
+    queries and BOS (0 at the first new token, ``strength`` from ``full_at_step`` on), so
+    the newline overtakes the repeated token at about step 10. Only weights change.
+    """
+    text = model.config.text_config
+    decoder = model.language_model.model.decoder
+    newline = model.language_model.get_input_embeddings().weight[text.eos_token_id]
+    direction = newline / newline.norm()
+    first = model.config.num_query_tokens + 1  # the first generated token's position
+    positions = decoder.embed_positions
+    with torch.no_grad():
+        for step in range(text.max_position_embeddings - first):
+            ramp = strength * min(1.0, step / full_at_step)
+            positions.weight[first + step + positions.offset] += ramp * direction
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -54,6 +77,7 @@ def build_blip2(out_dir: str | Path, sizes: dict | None = BLIP2_TINY_SIZES, seed
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(Blip2Config.from_dict(blip2_config(sizes))).eval()
     sharpen_next_token_distribution(model)
+    end_captions_at_newline(model)
     model.save_pretrained(out_dir)
     _write_json(out_dir / "generation_config.json", BLIP2_GENERATION_CONFIG)
     _write_json(out_dir / "preprocessor_config.json", BLIP2_PREPROCESSOR_CONFIG)
