@@ -78,7 +78,8 @@ def cpu_benchmark(images: int, batch: int) -> dict:
             "images": images, "batch": batch, "captions_per_image": 10, "max_new_tokens": 30,
             "caption_dtype": str(vision_dtype(model)), "caption_end_tokens": end_tokens(model),
             "clip_dtype": str(clip.dtype), "clip_activation": clip.activation,
-            "caption_model_load_s": round(load_caption_s, 2), "caption_ms_per_image": round(1000 * caption_s / images, 2),
+            "caption_model_load_s": round(load_caption_s, 2),
+            "caption_ms_per_image": round(1000 * caption_s / images, 2),
             "rank_model_load_s": round(load_rank_s, 2), "rank_ms_per_view": round(1000 * rank_s / images, 2)}
 
 

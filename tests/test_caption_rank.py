@@ -3,7 +3,6 @@ import io
 import logging
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch

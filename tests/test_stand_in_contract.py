@@ -114,7 +114,8 @@ def test_tiny_clips_keep_their_real_activation_and_preprocessing(stand_ins, whic
     assert clip.activation == activation
     steps = [type(t).__name__ for t in clip.preprocess.transforms]
     assert steps[:2] == ["Resize", "CenterCrop"]
-    resize, crop, normalize = clip.preprocess.transforms[0], clip.preprocess.transforms[1], clip.preprocess.transforms[-1]
+    transforms = clip.preprocess.transforms
+    resize, crop, normalize = transforms[0], transforms[1], transforms[-1]
     assert resize.size == 224 and resize.interpolation.value == "bicubic" and list(crop.size) == [224, 224]
     assert tuple(normalize.mean) == pytest.approx(CLIP_MEAN) and tuple(normalize.std) == pytest.approx(CLIP_STD)
     assert clip.model.visual.patch_size == (14, 14) and clip.model.context_length == 77

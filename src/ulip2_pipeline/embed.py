@@ -76,7 +76,7 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
     dim = len(image_vectors[0]) if image_vectors else 0
     metadata = {"ulip2.stage": "embed", "ulip2.shard": shard, "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
                 "ulip2.embedding_dim": str(dim), "ulip2.normalised": "L2",
-                **numerics_metadata(clip and clip.device, clip and clip.dtype, precision),
+                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
                 "ulip2.activation": clip.activation if clip else "none", "ulip2.version": __version__}
     write_parquet(pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA), out, metadata)
     summary = {"shard": shard, "objects": len(out_rows), "images": len(images), "captions": len(texts),

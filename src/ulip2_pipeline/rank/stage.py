@@ -67,7 +67,7 @@ def run_rank_shard(render_path: str | Path, captions_path: str | Path, shard: st
                          "top_k": best, "kept": [texts[i] for i in best], "model": model_id(cfg)})
     metadata = {"ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
                 "ulip2.model": model_id(cfg), "ulip2.top_k": str(cfg["top_k"]),
-                **numerics_metadata(clip and clip.device, clip and clip.dtype, precision),
+                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
                 "ulip2.activation": clip.activation if clip else "none", "ulip2.version": __version__}
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(pa.Table.from_pylist(rows, schema=RANKED_SCHEMA), out, metadata)
