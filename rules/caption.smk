@@ -4,7 +4,8 @@
 rule tiny_models:
     output:
         blip2=directory("results/models/tiny-blip2"),
-        clip=directory("results/models/tiny-clip"),
+        clip_rank=directory("results/models/tiny-clip-rank"),
+        clip_embed=directory("results/models/tiny-clip-embed"),
     log:
         "logs/models/tiny_models.log",
     conda:

@@ -3,32 +3,24 @@ import io
 import logging
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
+from stand_ins import caption_cfg, png, rank_cfg, stand_ins, write_render_shard  # noqa: F401 - fixture
 from ulip2_pipeline.caption.blip2 import GenerationSettings, caption_batch, load_captioner
 from ulip2_pipeline.caption.stage import run_caption_shard
 from ulip2_pipeline.devices import run_in_batches
 from ulip2_pipeline.rank.clip import load_clip, top_k
 from ulip2_pipeline.rank.stage import run_rank_shard
-from ulip2_pipeline.tiny_models import build_tiny_blip2, build_tiny_clip
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    return {"blip2": str(build_tiny_blip2(root / "tiny-blip2")), **build_tiny_clip(root / "tiny-clip")}
-
-
-def png(colour, size=64):
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(out, format="PNG")
-    return out.getvalue()
+@pytest.fixture
+def models(stand_ins):
+    return {"blip2": stand_ins["blip2"], **stand_ins["rank"]}
 
 
 @pytest.fixture
@@ -36,28 +28,11 @@ def render_shard(tmp_path):
     """Two objects: 'a' with 3 views, 'b' with 2 (one corrupt). A failed object simply has no views."""
     rows = [("a", 0, png((255, 0, 0))), ("a", 1, png((0, 255, 0))), ("a", 2, png((0, 0, 255))),
             ("b", 0, png((200, 200, 0))), ("b", 1, png((9, 9, 9))[:40])]
-    table = pa.table({"uid": [r[0] for r in rows], "view": pa.array([r[1] for r in rows], pa.int16()),
-                      "png": [r[2] for r in rows]})
-    pq.write_table(table, tmp_path / "render.parquet")
-    return tmp_path / "render.parquet"
+    return write_render_shard(tmp_path / "render.parquet", rows)
 
 
-def caption_cfg(models, **overrides):
-    cfg = {"model": models["blip2"], "num_captions": 10, "top_p": 0.9, "max_new_tokens": 12, "temperature": 1.0,
-           "prompt": "", "seed": 5, "batch_size": 2, "device": "cpu", "threads": 1}
-    cfg.update(overrides)
-    return cfg
-
-
-def rank_cfg(models, **overrides):
-    cfg = {"arch": models["arch"], "pretrained": models["pretrained"], "arch_config": models["arch_config"],
-           "top_k": 1, "batch_size": 3, "device": "cpu", "threads": 1}
-    cfg.update(overrides)
-    return cfg
-
-
-def test_ten_captions_per_view_and_a_corrupt_png_is_a_failure_row(tmp_path, models, render_shard):
-    summary = run_caption_shard(render_shard, "00000", caption_cfg(models), tmp_path / "c.parquet",
+def test_ten_captions_per_view_and_a_corrupt_png_is_a_failure_row(tmp_path, models, stand_ins, render_shard):
+    summary = run_caption_shard(render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet",
                                 tmp_path / "cf.parquet")
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
     assert [(r["uid"], r["view"]) for r in rows] == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
@@ -99,11 +74,11 @@ def test_captions_are_seeded_and_independent_of_batching(models):
     assert together == again and together[1] == alone[0] and together != other
 
 
-def test_scores_are_cosine_similarities_and_top_k_is_the_arg_max(tmp_path, models, render_shard):
+def test_scores_are_cosine_similarities_and_top_k_is_the_arg_max(tmp_path, models, stand_ins, render_shard):
     import open_clip
 
-    run_caption_shard(render_shard, "00000", caption_cfg(models), tmp_path / "c.parquet", tmp_path / "cf.parquet")
-    run_rank_shard(render_shard, tmp_path / "c.parquet", "00000", rank_cfg(models), tmp_path / "r.parquet",
+    run_caption_shard(render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet")
+    run_rank_shard(render_shard, tmp_path / "c.parquet", "00000", rank_cfg(stand_ins), tmp_path / "r.parquet",
                    tmp_path / "rf.parquet")
     ranked = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert len(ranked) == 4

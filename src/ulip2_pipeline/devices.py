@@ -76,24 +76,56 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (isinstance(exc, RuntimeError)
+                                                            and "out of memory" in str(exc).lower())
 
 
-def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], batch_size: int) -> list[R]:
-    """``work`` over consecutive batches; a batch that runs out of memory is halved and retried."""
+def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], batch_size: int,
+                   on_error: Callable[[T, Exception], R] | None = None) -> list[R]:
+    """``work`` over consecutive batches, one result per item, in order.
+
+    A batch that runs out of memory is halved and retried. Without ``on_error`` any
+    other error (or running out of memory on a single item) propagates. With it, a
+    batch that fails is retried one item at a time, so one bad item cannot sink its
+    neighbours, and an item that still fails alone (out of memory included) gets
+    ``on_error(item, exception)`` as its result.
+    """
     results: list[R] = []
     start = 0
     while start < len(items):
         batch = items[start:start + batch_size]
         try:
             results.extend(work(batch))
-        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc) or batch_size == 1:
+        except Exception as exc:  # noqa: BLE001 - sorted below: halve, isolate or re-raise
+            _release_memory(exc)
+            if is_out_of_memory(exc) and len(batch) > 1:
+                batch_size = max(1, batch_size // 2)
+                log.warning("out of memory on a batch of %d; going on with batches of %d", len(batch), batch_size)
+                continue
+            if on_error is None:
                 raise
-            batch_size = max(1, batch_size // 2)
-            log.warning("out of memory on a batch of %d; going on with batches of %d", len(batch), batch_size)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            continue
+            if len(batch) > 1:
+                log.warning("a batch of %d failed (%s: %s); retrying its items one at a time", len(batch),
+                            type(exc).__name__, exc)
+                results.extend(_one_at_a_time(batch, work, on_error))
+            else:
+                results.append(on_error(batch[0], exc))
         start += len(batch)
     return results
+
+
+def _one_at_a_time(batch: Sequence[T], work: Callable[[Sequence[T]], list[R]],
+                   on_error: Callable[[T, Exception], R]) -> list[R]:
+    results: list[R] = []
+    for item in batch:
+        try:
+            results.extend(work([item]))
+        except Exception as exc:  # noqa: BLE001 - the item's failure is recorded by on_error
+            _release_memory(exc)
+            results.append(on_error(item, exc))
+    return results
+
+
+def _release_memory(exc: BaseException) -> None:
+    if is_out_of_memory(exc) and torch.cuda.is_available():
+        torch.cuda.empty_cache()

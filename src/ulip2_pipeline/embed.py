@@ -15,6 +15,7 @@ from PIL import Image
 from . import __version__
 from .atomic import write_parquet
 from .devices import pick_device, run_in_batches
+from .model_stage import numerics_metadata
 from .rank.clip import load_clip
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,18 @@ def _encode_texts(clip, texts: list[str]) -> np.ndarray:
 
 
 def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
-    """L2-normalised image embeddings of every view and text embeddings of every kept caption."""
+    """L2-normalised image embeddings of every view and text embeddings of every kept caption.
+
+    A shard without objects writes an empty output and loads no model."""
     started = time.perf_counter()
     rows = pq.read_table(triplets_path, columns=["uid", "views", "images", "kept"]).to_pylist()
-    clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]))
+    precision = cfg.get("precision", "auto")
+    clip = None
+    if rows:
+        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]),
+                         precision)
+        log.info("loaded %s/%s on %s in %s with %s", cfg["arch"], cfg["pretrained"], clip.device, clip.dtype,
+                 clip.activation)
     images = [image["bytes"] for row in rows for image in row["images"]]
     texts, text_views, text_ranges = [], [], []
     for row in rows:
@@ -66,7 +75,9 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
         cursor += count
     dim = len(image_vectors[0]) if image_vectors else 0
     metadata = {"ulip2.stage": "embed", "ulip2.shard": shard, "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
-                "ulip2.embedding_dim": str(dim), "ulip2.normalised": "L2", "ulip2.version": __version__}
+                "ulip2.embedding_dim": str(dim), "ulip2.normalised": "L2",
+                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
+                "ulip2.activation": clip.activation if clip else "none", "ulip2.version": __version__}
     write_parquet(pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA), out, metadata)
     summary = {"shard": shard, "objects": len(out_rows), "images": len(images), "captions": len(texts),
                "dim": dim, "seconds": round(time.perf_counter() - started, 2)}

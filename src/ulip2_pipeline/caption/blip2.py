@@ -5,12 +5,19 @@ language model's prefill over [image queries, BOS, prompt] runs once per image;
 its KV cache is then repeated for the n samples, which decode together. Every
 image draws its random numbers from its own generator, so its captions do not
 depend on which batch it landed in.
+
+A caption ends at the model's own end token, read from its generation config:
+BLIP-2 OPT ends captions with the newline (id 50118), not the tokenizer's ``</s>``.
+With ``do_sample`` off, the loop picks greedily and gives exactly the tokens of
+``Blip2ForConditionalGeneration.generate(do_sample=False)``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+CAPTION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -20,32 +27,79 @@ class GenerationSettings:
     max_new_tokens: int = 30
     temperature: float = 1.0
     prompt: str = ""
+    do_sample: bool = True   # False: greedy, every caption of a view is the single most likely one
     min_new_tokens: int = 0  # benchmarks force exact lengths with min == max
 
 
-def load_captioner(model_id: str, device: torch.device):
-    """Load BLIP-2 and its processor by hub id or local path: bf16 on GPU, fp32 on CPU."""
+def caption_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a GPU (BLIP-2's released weights are half precision), fp32 on the CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if precision not in CAPTION_DTYPES:
+        raise ValueError(f"caption precision must be auto or one of {sorted(CAPTION_DTYPES)}, not {precision!r}")
+    return CAPTION_DTYPES[precision]
+
+
+def load_captioner(model_id: str, device: torch.device, precision: str = "auto"):
+    """Load BLIP-2 and its processor by hub id or local path, in ``caption_dtype(precision, device)``."""
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = caption_dtype(precision, device)
     model = Blip2ForConditionalGeneration.from_pretrained(model_id, dtype=dtype).to(device).eval()
     processor = Blip2Processor.from_pretrained(model_id)
     return model, processor
 
 
-def _prompt_ids(processor, prompt: str, device) -> torch.Tensor:
-    tokenizer = processor.tokenizer
-    ids = [tokenizer.bos_token_id]
+def vision_dtype(model) -> torch.dtype:
+    """The dtype the vision tower really runs in (its patch embedding's weights)."""
+    return model.vision_model.embeddings.patch_embedding.weight.dtype
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def end_tokens(model) -> list[int]:
+    """The ids that end a caption: the model's generation config (int or list), else its text config."""
+    ids = _as_list(getattr(model.generation_config, "eos_token_id", None))
+    ids = ids or _as_list(model.config.text_config.eos_token_id)
+    if not ids:
+        raise ValueError("the caption model names no end token (generation_config.eos_token_id)")
+    return ids
+
+
+def pad_token(model, tokenizer) -> int:
+    pad = getattr(model.generation_config, "pad_token_id", None)
+    return int(pad if pad is not None else tokenizer.pad_token_id)
+
+
+def prompt_ids(model, processor, prompt: str, device) -> torch.Tensor:
+    """BOS, then the prompt's tokens: what follows the image queries (the processor's layout)."""
+    bos = getattr(model.generation_config, "bos_token_id", None)
+    ids = [int(bos if bos is not None else model.config.text_config.bos_token_id)]
     if prompt:
-        ids += tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids += processor.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def _nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, temperature: float) -> torch.Tensor:
-    """Sample one token per row by inverse CDF over the top-p set, from given uniforms in [0, 1)."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    cumulative = sorted_probs.cumsum(dim=-1)
+    """Sample one token per row by inverse CDF over the top-p set, from given uniforms in [0, 1).
+
+    The set is found among the k most likely tokens, k growing until it holds top_p of
+    the mass (a trained captioner's set is a handful of tokens; a full sort of 50k is not needed).
+    """
+    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
+    log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
+    vocab, k = logits.shape[-1], min(64, logits.shape[-1])
+    while True:
+        top_logits, order = logits.topk(k, dim=-1)  # descending
+        sorted_probs = torch.exp(top_logits - log_total)
+        cumulative = sorted_probs.cumsum(dim=-1)
+        if k == vocab or bool((cumulative[:, -1] >= top_p).all()):
+            break
+        k = min(vocab, k * 8)
     keep = (cumulative - sorted_probs) < top_p  # always keeps the most likely token
     sorted_probs = sorted_probs * keep
     cdf = sorted_probs.cumsum(dim=-1)
@@ -56,10 +110,15 @@ def _nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, te
 
 @torch.inference_mode()
 def sample_caption_tokens(model, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, seeds: list[int],
-                          settings: GenerationSettings, eos_id: int, pad_id: int) -> torch.Tensor:
-    """(images * n, max_new_tokens) sampled token ids; rows i*n .. i*n+n-1 belong to image i."""
+                          settings: GenerationSettings, eos_ids: int | list[int], pad_id: int) -> torch.Tensor:
+    """(images * n, max_new_tokens) token ids; rows i*n .. i*n+n-1 belong to image i.
+
+    A row ends with its first end token (kept) and is padded with ``pad_id`` after it.
+    """
     device = pixel_values.device
     n, steps = settings.num_captions, settings.max_new_tokens
+    rows = n if settings.do_sample else 1  # greedy: the n captions are one caption, decoded once
+    eos = torch.tensor(_as_list(eos_ids), device=device)
     queries = model.get_image_features(pixel_values=pixel_values).pooler_output  # (B, Q, D): once per image
     language_model = model.language_model
     prompt = language_model.get_input_embeddings()(prompt_ids)
@@ -71,37 +130,52 @@ def sample_caption_tokens(model, pixel_values: torch.Tensor, prompt_ids: torch.T
     out = language_model(inputs_embeds=prefix, attention_mask=torch.ones(batch, prefix_len, device=device),
                          position_ids=positions, use_cache=True)
     cache = out.past_key_values
-    cache.batch_repeat_interleave(n)  # the n samples share the image prefix
-    logits = out.logits[:, -1].repeat_interleave(n, dim=0)
+    if rows > 1:
+        cache.batch_repeat_interleave(rows)  # the n samples share the image prefix
+    logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
 
-    uniforms = torch.stack([torch.rand(steps, n, generator=torch.Generator().manual_seed(s)) for s in seeds])
-    uniforms = uniforms.permute(0, 2, 1).reshape(batch * n, steps).to(device)
-    tokens = torch.full((batch * n, steps), pad_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch * n, dtype=torch.bool, device=device)
+    if settings.do_sample:
+        uniforms = torch.stack([torch.rand(steps, rows, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        uniforms = uniforms.permute(0, 2, 1).reshape(batch * rows, steps).to(device)
+    tokens = torch.full((batch * rows, steps), pad_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch * rows, dtype=torch.bool, device=device)
     for step in range(steps):
         if step < settings.min_new_tokens:
-            logits[:, eos_id] = float("-inf")
-        picked = _nucleus_pick(logits, uniforms[:, step], settings.top_p, settings.temperature)
+            logits[:, eos] = float("-inf")
+        if settings.do_sample:
+            picked = _nucleus_pick(logits, uniforms[:, step], settings.top_p, settings.temperature)
+        else:
+            picked = logits.float().argmax(dim=-1)
         picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
         tokens[:, step] = picked
-        finished |= picked == eos_id
+        finished |= torch.isin(picked, eos)
         if step == steps - 1 or bool(finished.all()):
             break
-        position = torch.full((batch * n, 1), prefix_len + step, device=device)
+        position = torch.full((batch * rows, 1), prefix_len + step, device=device)
         out = language_model(input_ids=picked.unsqueeze(1), past_key_values=cache, position_ids=position,
-                             attention_mask=torch.ones(batch * n, prefix_len + step + 1, device=device),
+                             attention_mask=torch.ones(batch * rows, prefix_len + step + 1, device=device),
                              use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1]
-    return tokens
+    return tokens if rows == n else tokens.repeat_interleave(n, dim=0)
+
+
+def decode_captions(tokenizer, tokens: torch.Tensor, eos_ids: list[int]) -> list[str]:
+    """Each row's text up to (not including) its first end token."""
+    texts = []
+    for row in tokens.tolist():
+        end = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+        texts.append(tokenizer.decode(row[:end], skip_special_tokens=True))
+    return texts
 
 
 def caption_batch(model, processor, images: list, seeds: list[int], settings: GenerationSettings) -> list[list[str]]:
     """``settings.num_captions`` captions for each PIL image; ``seeds[i]`` seeds image i's sampling."""
     tokenizer = processor.tokenizer
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
-    tokens = sample_caption_tokens(model, pixels, _prompt_ids(processor, settings.prompt, model.device), seeds,
-                                   settings, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, vision_dtype(model))
+    eos_ids = end_tokens(model)
+    tokens = sample_caption_tokens(model, pixels, prompt_ids(model, processor, settings.prompt, model.device), seeds,
+                                   settings, eos_ids, pad_token(model, tokenizer))
+    texts = decode_captions(tokenizer, tokens, eos_ids)
     n = settings.num_captions
     return [texts[i * n:(i + 1) * n] for i in range(len(images))]
 

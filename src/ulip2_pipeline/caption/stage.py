@@ -13,8 +13,9 @@ from .. import __version__
 from ..atomic import write_parquet
 from ..devices import pick_device, run_in_batches
 from ..failures import write_failures
+from ..model_stage import numerics_metadata, split_failures, view_failure
 from ..views import read_views, view_seed
-from .blip2 import GenerationSettings, caption_batch, clean_caption, load_captioner
+from .blip2 import GenerationSettings, caption_batch, clean_caption, end_tokens, load_captioner, vision_dtype
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +35,42 @@ CAPTIONS_SCHEMA = pa.schema([
 def generation_settings(cfg: dict) -> GenerationSettings:
     return GenerationSettings(num_captions=cfg["num_captions"], top_p=cfg["top_p"],
                               max_new_tokens=cfg["max_new_tokens"], temperature=cfg["temperature"],
-                              prompt=cfg["prompt"] or "")
+                              prompt=cfg["prompt"] or "", do_sample=cfg.get("do_sample", True))
 
 
 def run_caption_shard(render_path: str | Path, shard: str, cfg: dict, out: str | Path,
                       failures_out: str | Path) -> dict:
-    """Caption every decodable view of the render shard; corrupt PNGs become failure rows."""
+    """Caption every decodable view of the render shard; corrupt PNGs and views the model fails on
+    (alone) become failure rows. A shard without views writes an empty output and loads no model."""
     started = time.perf_counter()
     views, failures = read_views(render_path, STAGE)
     settings = generation_settings(cfg)
-    rows = []
+    precision = cfg.get("precision", "auto")
+    rows, device, dtype, end_ids = [], None, None, None
     if views:
         device = pick_device(cfg["device"])
-        model, processor = load_captioner(cfg["model"], device)
-        log.info("loaded %s on %s in %.1f s", cfg["model"], device, time.perf_counter() - started)
+        model, processor = load_captioner(cfg["model"], device, precision)
+        dtype, end_ids = vision_dtype(model), end_tokens(model)
+        log.info("loaded %s on %s in %s in %.1f s; captions end at token(s) %s", cfg["model"], device, dtype,
+                 time.perf_counter() - started, end_ids)
 
         def work(batch):
             seeds = [view_seed(cfg["seed"], v.uid, v.view) for v in batch]
             return caption_batch(model, processor, [v.image() for v in batch], seeds, settings)
 
-        captions = run_in_batches(views, work, cfg["batch_size"])
-        for view, texts in zip(views, captions):
+        results = run_in_batches(views, work, cfg["batch_size"],
+                                 on_error=lambda view, exc: view_failure(view, STAGE, render_path, exc))
+        done, failed = split_failures(views, results)
+        failures += failed
+        for view, texts in done:
             cleaned = [clean_caption(t) for t in texts]
             rows.append({"uid": view.uid, "view": view.view, "captions": cleaned,
                          "empty_captions": sum(1 for t in cleaned if not t), "model": cfg["model"],
                          "seed": view_seed(cfg["seed"], view.uid, view.view)})
+    generation = {**asdict(settings), "seed": cfg["seed"], "eos_token_id": end_ids}
     metadata = {"ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
-                "ulip2.model": cfg["model"], "ulip2.generation": json.dumps({**asdict(settings), "seed": cfg["seed"]}),
-                "ulip2.version": __version__}
+                "ulip2.model": cfg["model"], "ulip2.generation": json.dumps(generation),
+                **numerics_metadata(device, dtype, precision), "ulip2.version": __version__}
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA), out, metadata)
     summary = {"shard": shard, "views": len(rows), "failed_views": len(failures),

@@ -13,6 +13,7 @@ from .. import __version__
 from ..atomic import write_parquet
 from ..devices import pick_device, run_in_batches
 from ..failures import write_failures
+from ..model_stage import numerics_metadata, split_failures, view_failure
 from ..views import read_views
 from .clip import load_clip, score_views, top_k
 
@@ -38,26 +39,39 @@ def model_id(cfg: dict) -> str:
 
 def run_rank_shard(render_path: str | Path, captions_path: str | Path, shard: str, cfg: dict, out: str | Path,
                    failures_out: str | Path) -> dict:
+    """Score every captioned view; views the model fails on (alone) become failure rows. A shard
+    without captioned views writes an empty output and loads no model."""
     started = time.perf_counter()
     views, failures = read_views(render_path, STAGE)
     captions = {(r["uid"], r["view"]): r["captions"] for r in pq.read_table(captions_path).to_pylist()}
     views = [v for v in views if (v.uid, v.view) in captions]
-    rows = []
+    precision = cfg.get("precision", "auto")
+    rows, clip = [], None
     if views:
-        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]))
+        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]),
+                         precision)
+        log.info("loaded %s on %s in %s with %s in %.1f s", model_id(cfg), clip.device, clip.dtype, clip.activation,
+                 time.perf_counter() - started)
 
         def work(batch):
             return list(score_views(clip, [v.image() for v in batch], [captions[(v.uid, v.view)] for v in batch]))
 
-        for view, scores in zip(views, run_in_batches(views, work, cfg["batch_size"])):
+        results = run_in_batches(views, work, cfg["batch_size"],
+                                 on_error=lambda view, exc: view_failure(view, STAGE, render_path, exc))
+        done, failed = split_failures(views, results)
+        failures += failed
+        for view, scores in done:
             texts = captions[(view.uid, view.view)]
             best = top_k(scores, texts, cfg["top_k"])
             rows.append({"uid": view.uid, "view": view.view, "captions": texts, "scores": scores.tolist(),
                          "top_k": best, "kept": [texts[i] for i in best], "model": model_id(cfg)})
     metadata = {"ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
-                "ulip2.model": model_id(cfg), "ulip2.top_k": str(cfg["top_k"]), "ulip2.version": __version__}
+                "ulip2.model": model_id(cfg), "ulip2.top_k": str(cfg["top_k"]),
+                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
+                "ulip2.activation": clip.activation if clip else "none", "ulip2.version": __version__}
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(pa.Table.from_pylist(rows, schema=RANKED_SCHEMA), out, metadata)
-    summary = {"shard": shard, "views": len(rows), "seconds": round(time.perf_counter() - started, 2)}
+    summary = {"shard": shard, "views": len(rows), "failed_views": len(failures),
+               "seconds": round(time.perf_counter() - started, 2)}
     log.info("shard summary: %s", json.dumps(summary))
     return summary
