@@ -281,7 +281,7 @@ def test_the_command_line_takes_the_config_its_overrides_and_the_results_layout(
     assert job.triplets == ["results/demo/triplets/00000.parquet", "results/demo/triplets/00001.parquet"]
     assert job.embed == ["results/demo/embed/tiny-clip/00000.parquet", "results/demo/embed/tiny-clip/00001.parquet"]
     assert job.out_dir == "results/demo/train/demo-category" and job.model.endswith("demo-category/model.pt")
-    assert job.up_axis == "y" and job.embed_settings["arch"] == "ulip2-tiny-clip"
+    assert job.up_axis == "y" and job.embed_settings["arch"] == "ulip2-tiny-ViT-bigG-14"
 
 
 @pytest.fixture(scope="module")

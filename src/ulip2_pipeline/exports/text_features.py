@@ -70,9 +70,10 @@ def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
     distinct = list(dict.fromkeys(s for _, strings in needed for s in strings))
     # An empty shard loads no model and claims no GPU.
     device = pick_device(cfg["device"]) if distinct else torch.device("cpu")
-    encode = None
+    encode, precision = None, None
     if distinct:
-        encode = clip_text_encoder(load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), device))
+        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), device, cfg.get("precision", "auto"))
+        encode, precision = clip_text_encoder(clip), str(clip.dtype).removeprefix("torch.")
     original, prompt_avg = encode_both_ways(encode, distinct, cfg["batch_size"])
     index = {s: i for i, s in enumerate(distinct)}
     rows = [{"uid": uid, "texts": strings,
@@ -80,7 +81,7 @@ def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
              "prompt_avg": [prompt_avg[index[s]].tolist() for s in strings]} for uid, strings in needed]
     metadata = {"ulip2.stage": "text_features", "ulip2.shard": shard,
                 "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}", "ulip2.normalised": "L2",
-                "ulip2.precision": "fp16" if device.type == "cuda" else "fp32",  # load_clip's choice per device
+                "ulip2.device": str(device), "ulip2.dtype": str(precision),
                 "ulip2.templates": json.dumps(TEMPLATES), "ulip2.version": __version__}
     write_parquet(pa.Table.from_pylist(rows, schema=TEXT_FEATURES_SCHEMA), out, metadata)
     summary = {"shard": shard, "objects": len(rows), "distinct_texts": len(distinct),

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 def frozen_towers(embed_cfg: dict, device: torch.device):
     """The frozen CLIP (the one the embed stage used), every parameter out of autograd."""
-    clip = load_clip(embed_cfg["arch"], embed_cfg["pretrained"], embed_cfg.get("arch_config"), device)
+    # The precision the embed stage encoded with, so online towers and class texts match the stored features.
+    clip = load_clip(embed_cfg["arch"], embed_cfg["pretrained"], embed_cfg.get("arch_config"), device,
+                     embed_cfg.get("precision", "auto"))
     clip.model.eval()
     for parameter in clip.model.parameters():
         parameter.requires_grad_(False)
