@@ -159,7 +159,7 @@ def test_text_features_come_from_the_embed_stages_clip(tmp_path, tiny_clip):
     clip = load_clip(tiny_clip["arch"], tiny_clip["pretrained"], tiny_clip["arch_config"], torch.device("cpu"))
     classes = class_embeddings(lambda t: clip.model.encode_text(clip.tokenizer(t)), ["mug"]).numpy()
     np.testing.assert_allclose(features[0]["prompt_avg"][0], classes[0], atol=1e-5)
-    assert pq.read_schema(tmp_path / "text.parquet").metadata[b"ulip2.precision"] == b"fp32"
+    assert pq.read_schema(tmp_path / "text.parquet").metadata[b"ulip2.dtype"] == b"float32"
 
 
 def test_an_empty_shard_needs_no_model_and_exports_nothing(tmp_path):
