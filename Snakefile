@@ -1,12 +1,15 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
 # src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, triplets,
-# embed, export_ulip, export_openshape, train, eval. See README.md.
+# embed, export_ulip, export_openshape, train, eval, report. See README.md.
 from pathlib import Path
 
 from ulip2_pipeline.config import validate_config
 
 
 configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 validate_config(config, Path(workflow.basedir) / "config.schema.yaml")
@@ -19,6 +22,7 @@ include: "rules/render.smk"
 include: "rules/caption.smk"
 include: "rules/triplets.smk"
 include: "rules/train.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -33,3 +37,4 @@ rule all:
         rules.export_ulip.input,
         rules.export_openshape.input,
         rules.eval.input,
+        rules.report.input,
