@@ -18,7 +18,7 @@ from PIL import Image
 from ulip2_pipeline.config import validate_config
 from ulip2_pipeline.render.cameras import orbit_cameras
 from ulip2_pipeline.report import collect as collect_module
-from ulip2_pipeline.report.collect import collect, kept_scores, read_objects
+from ulip2_pipeline.report.collect import collect, kept_scores, read_objects, word_counts
 from ulip2_pipeline.report.failures import failure_examples, failures_page
 from ulip2_pipeline.report.html import esc, visible
 from ulip2_pipeline.report.pages import Settings, build_dataset_pages
@@ -200,6 +200,11 @@ def test_kept_scores_follow_top_k_not_the_maximum():
     scores = kept_scores(table)
     assert scores[0] == pytest.approx(0.3) and np.isnan(scores[1]) and scores[2] == pytest.approx(0.2)
     assert kept_scores(table.slice(1)).tolist()[1] == pytest.approx(0.2)   # sliced lists keep their offsets
+
+
+def test_words_are_runs_of_non_whitespace():
+    captions = ["a  b", "", " x ", "one\ttwo\nthree", "\u00e9t\u00e9 \u2416"]
+    assert word_counts(pa.array(captions)).tolist() == [len(c.split()) for c in captions] == [2, 0, 1, 3, 2]
 
 
 def test_statistics_and_extremes_equal_a_brute_force_reading(tmp_path):
@@ -394,7 +399,9 @@ def chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProces
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args, url]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"chromium failed ({result.returncode}): {result.stderr[-3000:]}"
+    return result
 
 
 # Opens a dataset's contact sheet in Snakemake's single-page app, as a click on it would.
@@ -434,13 +441,13 @@ def test_the_report_renders_in_a_real_browser(demo_report, tmp_path):
     workdir, _, report, _ = demo_report
     # The app itself: JavaScript ran, the loading screen is gone, the workflow description and the dataset are there.
     dom = chromium(tmp_path, report.as_uri(), "--dump-dom").stdout
-    assert 'id="loading-screen" style="display: none;"' in dom
+    assert 'id="loading-screen" style="display: none;"' in dom, dom[-3000:]
     assert "Seeing a dataset." in dom and "Results" in dom
     # A dataset's contact sheet opened in the app: the navbar lists the pages, the sheet fills the content pane.
     opened = with_contact_sheet_open(report, tmp_path / "opened.html")
     dom = chromium(tmp_path, opened.as_uri(), "--dump-dom").stdout
     assert "contact sheet" in dom and "lowest and highest scores" in dom and "statistics" in dom
-    assert '<iframe src="data:text/html' in dom
+    assert '<iframe src="data:text/html' in dom, dom[-3000:]
     shot = tmp_path / "report.png"
     chromium(tmp_path, opened.as_uri(), f"--screenshot={shot}", "--window-size=1280,800")
     distinct, non_white, saturated = colourful_pixels(shot, left_fraction=0.35)
