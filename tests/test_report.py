@@ -383,7 +383,8 @@ def test_the_demo_run_makes_every_page_and_snakemake_embeds_them(demo_report):
         assert "https://" not in text, name   # renders offline: nothing to fetch
     sheet = (pages / "contact_sheet.html").read_text()
     assert object_rows_in(sheet) == config["report"]["sample_objects"]
-    assert sheet.count("data:image/jpeg") == config["report"]["sample_objects"] * 3
+    views = config["render_presets"][config["datasets"]["demo"]["render_preset"]]["views"]
+    assert sheet.count("data:image/jpeg") == config["report"]["sample_objects"] * views
     assert "unreadable" in (pages / "failures.html").read_text()
     html = report.read_text()
     for name in PAGES:
