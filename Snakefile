@@ -1,12 +1,16 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
 # src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, triplets,
-# embed, export_ulip, export_openshape, export_shapenet_ulip, dataset_card, train, eval. See README.md.
+# embed, export_ulip, export_openshape, export_shapenet_ulip, dataset_card, train, eval, report.
+# See README.md.
 from pathlib import Path
 
 from ulip2_pipeline.config import validate_config
 
 
 configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 validate_config(config, Path(workflow.basedir) / "config.schema.yaml")
@@ -20,6 +24,7 @@ include: "rules/caption.smk"
 include: "rules/triplets.smk"
 include: "rules/exports.smk"
 include: "rules/train.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -36,3 +41,4 @@ rule all:
         rules.export_shapenet_ulip.input,
         rules.dataset_card.input,
         rules.eval.input,
+        rules.report.input,

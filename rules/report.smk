@@ -1,0 +1,105 @@
+# The visual report: per dataset, self-contained HTML pages (results/{dataset}/report/) that
+# `snakemake --report report.html` embeds. They are part of the default target, so after a
+# finished run the report needs nothing else.
+
+
+rule report_dataset:
+    input:
+        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
+        ranked=shards_of_dataset("results/{dataset}/ranked/{shard}.parquet"),
+    output:
+        sheet=report(
+            "results/{dataset}/report/contact_sheet.html",
+            caption="../report/contact_sheet.rst",
+            category="{dataset}",
+            subcategory="1. Views and captions",
+            labels={"page": "contact sheet"},
+        ),
+        captions=report(
+            "results/{dataset}/report/caption_extremes.html",
+            caption="../report/caption_extremes.rst",
+            category="{dataset}",
+            subcategory="1. Views and captions",
+            labels={"page": "lowest and highest scores"},
+        ),
+        histograms=report(
+            "results/{dataset}/report/caption_statistics.html",
+            caption="../report/caption_statistics.rst",
+            category="{dataset}",
+            subcategory="1. Views and captions",
+            labels={"page": "statistics"},
+        ),
+        points=report(
+            "results/{dataset}/report/point_clouds.html",
+            caption="../report/point_clouds.rst",
+            category="{dataset}",
+            subcategory="2. Point clouds",
+            labels={"page": "points beside views"},
+        ),
+    params:
+        report=config["report"],
+    log:
+        "logs/{dataset}/report/dataset.log",
+    localrule: True
+    conda:
+        "../envs/points.yaml"
+    script:
+        "../workflow_scripts/report_dataset.py"
+
+
+rule report_failures:
+    input:
+        summary="results/{dataset}/summary.json",
+        failures=failure_files,
+    output:
+        report(
+            "results/{dataset}/report/failures.html",
+            caption="../report/failures.rst",
+            category="{dataset}",
+            subcategory="3. Failures",
+            labels={"page": "failures"},
+        ),
+    params:
+        examples=config["report"]["failure_examples"],
+    log:
+        "logs/{dataset}/report/failures.log",
+    localrule: True
+    conda:
+        "../envs/points.yaml"
+    script:
+        "../workflow_scripts/report_failures.py"
+
+
+rule report_training:
+    input:
+        metrics="results/{dataset}/train/{run}/metrics.json",
+        zero_shot="results/{dataset}/eval/{run}/zero_shot.json",
+    output:
+        report(
+            "results/{dataset}/report/training_{run}.html",
+            caption="../report/training.rst",
+            category="{dataset}",
+            subcategory="4. Training",
+            labels={"page": "training run {run}"},
+        ),
+    log:
+        "logs/{dataset}/report/training_{run}.log",
+    localrule: True
+    conda:
+        "../envs/points.yaml"
+    script:
+        "../workflow_scripts/report_training.py"
+
+
+rule report:
+    input:
+        expand(
+            "results/{dataset}/report/{page}.html",
+            dataset=DATASETS,
+            page=["contact_sheet", "caption_extremes", "caption_statistics", "point_clouds", "failures"],
+        ),
+        expand(
+            "results/{dataset}/report/training_{run}.html",
+            dataset=DATASETS,
+            run=config["train"]["run"],
+        ),
