@@ -30,3 +30,14 @@ def test_units_and_an_empty_job(caplog):
     with caplog.at_level(logging.INFO, logger="ulip2_pipeline.progress"):
         Progress("caption 00000", 0, unit="views", clock=clock).advance(0)
     assert caplog.records[0].getMessage().startswith("caption 00000: 0/0 views")
+
+
+def test_batched_model_work_reports_progress_per_batch(caplog):
+    from ulip2_pipeline.devices import run_in_batches
+
+    clock = Clock()
+    progress = Progress("rank 00001", 10, unit="views", interval_s=0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="ulip2_pipeline.progress"):
+        assert run_in_batches(list(range(10)), lambda b: [x + 1 for x in b], 4, progress=progress) == list(range(1, 11))
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "rank 00001: 4/10 views (40.0%)", "rank 00001: 8/10 views (80.0%)", "rank 00001: 10/10 views (100.0%)"]

@@ -81,14 +81,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], batch_size: int,
-                   on_error: Callable[[T, Exception], R] | None = None) -> list[R]:
+                   on_error: Callable[[T, Exception], R] | None = None, progress=None) -> list[R]:
     """``work`` over consecutive batches, one result per item, in order.
 
     A batch that runs out of memory is halved and retried. Without ``on_error`` any
     other error (or running out of memory on a single item) propagates. With it, a
     batch that fails is retried one item at a time, so one bad item cannot sink its
     neighbours, and an item that still fails alone (out of memory included) gets
-    ``on_error(item, exception)`` as its result.
+    ``on_error(item, exception)`` as its result. ``progress`` (a Progress) advances per batch.
     """
     results: list[R] = []
     start = 0
@@ -111,6 +111,8 @@ def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], b
             else:
                 results.append(on_error(batch[0], exc))
         start += len(batch)
+        if progress is not None:
+            progress.advance(len(batch))
     return results
 
 

@@ -16,6 +16,7 @@ from . import __version__
 from .atomic import write_parquet
 from .devices import pick_device, run_in_batches
 from .model_stage import numerics_metadata
+from .progress import Progress
 from .rank.clip import load_clip
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,9 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
             texts += kept
             text_views += [view] * len(kept)
         text_ranges.append((start, len(texts)))
-    image_vectors = run_in_batches(images, lambda b: list(_encode_images(clip, b)), cfg["batch_size"])
-    text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), cfg["batch_size"])
+    progress = Progress(f"embed {shard}", len(images) + len(texts), unit="images and captions")
+    image_vectors = run_in_batches(images, lambda b: list(_encode_images(clip, b)), cfg["batch_size"], progress=progress)
+    text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), cfg["batch_size"], progress=progress)
     out_rows, cursor = [], 0
     for row, (start, end) in zip(rows, text_ranges):
         count = len(row["images"])

@@ -22,6 +22,7 @@ from .atomic import write_parquet
 from .config import config_hash
 from .failures import Failure, ObjectFailure, write_failures
 from .manifest import read_shard
+from .progress import Progress
 from .readers import read_parts
 from .sampling import SampledCloud, sample_object
 from .source_check import check_source
@@ -108,6 +109,19 @@ def _log_tail(path: Path) -> str:
     return f"\n--- worker output ---\n{text[-LOG_TAIL_CHARS:]}" if text else ""
 
 
+def _sample_one(worker: PointsWorker, row: dict, object_log: Path, timeout_s: float) -> ObjectPoints | Failure:
+    task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "log": str(object_log)}
+    started = time.perf_counter()
+    try:
+        result = worker.call(task, timeout_s)
+    except ObjectFailure as failure:
+        log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
+        return Failure(row["uid"], STAGE, row["source"], failure.reason, failure.detail + _log_tail(object_log))
+    log.info("%s: %d faces (%s), colour from %s, %.1f ms", row["uid"], result.num_faces, result.reader,
+             "+".join(result.cloud.colour_sources), 1000 * (time.perf_counter() - started))
+    return result
+
+
 def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: str | Path,
                      failures_out: str | Path) -> dict:
     """Sample every object of ``shard``; failures go to the ledger, never abort the shard."""
@@ -117,21 +131,16 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
     worker = PointsWorker(dataset_cfg)
     with tempfile.TemporaryDirectory(prefix="ulip2-points-") as tmp:
         try:
-            for row in read_shard(manifest, shard):
-                object_log = Path(tmp) / f"{row['uid']}.log"
-                task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "log": str(object_log)}
-                t0 = time.perf_counter()
-                try:
-                    result = worker.call(task, points_cfg["timeout_s"])
-                except ObjectFailure as failure:
-                    log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
-                    failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason,
-                                            failure.detail + _log_tail(object_log)))
-                    continue
-                done_rows.append(row)
-                results.append(result)
-                log.info("%s: %d faces (%s), colour from %s, %.1f ms", row["uid"], result.num_faces, result.reader,
-                         "+".join(result.cloud.colour_sources), 1000 * (time.perf_counter() - t0))
+            rows = read_shard(manifest, shard)
+            progress = Progress(f"points {shard}", len(rows))
+            for row in rows:
+                result = _sample_one(worker, row, Path(tmp) / f"{row['uid']}.log", points_cfg["timeout_s"])
+                if isinstance(result, Failure):
+                    failures.append(result)
+                else:
+                    done_rows.append(row)
+                    results.append(result)
+                progress.advance()
         finally:
             worker.stop()
 

@@ -13,6 +13,7 @@ from .. import __version__
 from ..atomic import write_parquet
 from ..devices import pick_device, run_in_batches
 from ..failures import write_failures
+from ..progress import Progress
 from ..model_stage import numerics_metadata, split_failures, view_failure
 from ..views import read_views, view_seed
 from .blip2 import GenerationSettings, caption_batch, clean_caption, end_tokens, load_captioner, vision_dtype
@@ -59,7 +60,8 @@ def run_caption_shard(render_path: str | Path, shard: str, cfg: dict, out: str |
             return caption_batch(model, processor, [v.image() for v in batch], seeds, settings)
 
         results = run_in_batches(views, work, cfg["batch_size"],
-                                 on_error=lambda view, exc: view_failure(view, STAGE, render_path, exc))
+                                 on_error=lambda view, exc: view_failure(view, STAGE, render_path, exc),
+                                 progress=Progress(f"caption {shard}", len(views), unit="views"))
         done, failed = split_failures(views, results)
         failures += failed
         for view, texts in done:

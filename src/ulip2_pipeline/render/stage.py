@@ -16,6 +16,7 @@ from ..atomic import write_parquet
 from ..config import config_hash
 from ..failures import Failure, ObjectFailure, write_failures
 from ..manifest import read_shard
+from ..progress import Progress
 from ..source_check import check_source
 from .cameras import orbit_cameras
 from .supervisor import RenderWorker
@@ -78,6 +79,35 @@ def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[di
     } for cam, view in zip(cameras, result["views"])]
 
 
+def _render_one(worker: RenderWorker, row: dict, task: dict, settings: dict) -> tuple[list[dict], list[Failure], dict | None]:
+    """The view rows of one object, its failure or flag rows, and its timings (None when it failed)."""
+    object_log = Path(task["log"])
+    started = time.perf_counter()
+    try:
+        # That it exists; its content is compared in the worker, under the time limit.
+        check_source(row["source"], None)
+        result = worker.render(task, settings["timeout_s"])
+    except ObjectFailure as failure:
+        detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"
+        log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
+        return [], [Failure(row["uid"], STAGE, row["source"], failure.reason, detail)], None
+    flags = []
+    if result["missing_textures"]:
+        # Rendered with the fallback colour, and flagged so a person can fix the asset.
+        log.warning("%s: missing_texture: %d texture file(s) not found", row["uid"], result["missing_textures"])
+        flags.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
+                             f"{result['missing_textures']} texture file(s) not found; rendered with the fallback "
+                             f"colour {settings['missing_texture_rgb']}\n--- Blender log ({object_log}) ---\n"
+                             f"{_log_tail(object_log)}"))
+    else:
+        object_log.unlink(missing_ok=True)
+    log.info("%s: %d views, %d triangles, import %.2f s, setup %.2f s, render %.2f s", row["uid"],
+             len(result["views"]), result["triangles"], result["import_s"], result["setup_s"], result["render_s"])
+    timing = {"import_s": result["import_s"], "setup_s": result["setup_s"], "render_s": result["render_s"],
+              "total_s": time.perf_counter() - started}
+    return _view_rows(row, result, settings, task["up_axis"]), flags, timing
+
+
 def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str, dataset_cfg: dict,
                      settings: dict, out: str | Path, failures_out: str | Path, log_dir: str | Path,
                      threads: int = 1) -> dict:
@@ -90,36 +120,18 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
     worker = RenderWorker(settings, threads, log_dir, max_memory_mb=settings.get("max_memory_mb"))
     started = time.perf_counter()
     try:
-        for row in read_shard(manifest, shard):
-            object_log = log_dir / f"{row['uid']}.log"
-            center, scale = normalisations.get(row["uid"], (None, None))
+        shard_rows = read_shard(manifest, shard)
+        progress = Progress(f"render {shard}", len(shard_rows))
+        for row in shard_rows:
             task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "up_axis": up_axis,
-                    "center": center, "scale": scale, "log": str(object_log)}
-            t0 = time.perf_counter()
-            try:
-                # That it exists; its content is compared in the worker, under the time limit.
-                check_source(row["source"], None)
-                result = worker.render(task, settings["timeout_s"])
-            except ObjectFailure as failure:
-                detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"
-                log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
-                failures.append(Failure(row["uid"], STAGE, row["source"], failure.reason, detail))
-                continue
-            rows += _view_rows(row, result, settings, up_axis)
-            timings.append({"import_s": result["import_s"], "setup_s": result["setup_s"],
-                            "render_s": result["render_s"], "total_s": time.perf_counter() - t0})
-            if result["missing_textures"]:
-                # Rendered with the fallback colour, and flagged so a person can fix the asset.
-                log.warning("%s: missing_texture: %d texture file(s) not found", row["uid"], result["missing_textures"])
-                failures.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
-                                        f"{result['missing_textures']} texture file(s) not found; rendered with "
-                                        f"the fallback colour {settings['missing_texture_rgb']}\n"
-                                        f"--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"))
-            else:
-                object_log.unlink(missing_ok=True)
-            log.info("%s: %d views, %d triangles, import %.2f s, setup %.2f s, render %.2f s", row["uid"],
-                     len(result["views"]), result["triangles"], result["import_s"], result["setup_s"],
-                     result["render_s"])
+                    "log": str(log_dir / f"{row['uid']}.log")}
+            task["center"], task["scale"] = normalisations.get(row["uid"], (None, None))
+            views, flags, timing = _render_one(worker, row, task, settings)
+            rows += views
+            failures += flags
+            if timing:
+                timings.append(timing)
+            progress.advance()
     finally:
         worker.stop()
 
