@@ -46,7 +46,7 @@ def test_the_demo_set_runs_through_snakemake(demo_run):
     # every shard job says how far it is: done / total, rate, time left
     for stage, unit in (("points", "objects"), ("render", "objects"), ("caption", "views"), ("rank", "views")):
         text = (workdir / "logs" / "demo" / stage / f"{shards[0]}.log").read_text()
-        assert f"{stage} {shards[0]}: 1/" in text and f" {unit} (100.0%)" in text and "done in" in text, stage
+        assert f"{stage} {shards[0]}: " in text and f" {unit} (100.0%)" in text and "done in" in text, stage
 
 
 def test_the_demo_reaches_training_and_a_real_zero_shot_signal(demo_run):
