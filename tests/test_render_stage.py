@@ -272,3 +272,17 @@ def test_vertex_colours_without_a_material_show_in_the_views(tmp_path):
     red = (lit[:, 0] > lit[:, 1] + 60) & (lit[:, 0] > lit[:, 2] + 60)
     blue = (lit[:, 2] > lit[:, 0] + 60) & (lit[:, 2] > lit[:, 1] + 60)
     assert red.mean() > 0.3 and blue.mean() > 0.3  # not Blender's grey default
+
+
+def test_a_mesh_without_any_colour_renders_in_the_points_default_colour(tmp_path):
+    trimesh.creation.box(extents=[1.0, 0.8, 0.6]).export(tmp_path / "plain.stl")
+    red = dict(DATASET, points=dict(DATASET["points"], default_rgb=[0.9, 0.1, 0.1]))
+    rows, failures, _ = render(tmp_path, {"plain": tmp_path / "plain.stl"}, dataset=red, views=2,
+                               background="transparent", depth=False)
+    assert failures == {}
+    for row in rows:
+        rgba = np.asarray(Image.open(io.BytesIO(row["png"])).convert("RGBA")).reshape(-1, 4).astype(float)
+        surface = rgba[rgba[:, 3] > 250, :3]
+        assert len(surface) > 100
+        red_mean, green_mean, blue_mean = surface.mean(axis=0)
+        assert red_mean > 2 * green_mean and red_mean > 2 * blue_mean  # Blender's own default is near white

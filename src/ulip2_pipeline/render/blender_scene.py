@@ -190,6 +190,31 @@ def show_colour_attributes() -> int:
     return shown
 
 
+def paint_uncoloured(default_rgb) -> int:
+    """Give meshes with no material and no colour attribute the points' default colour; return how many.
+
+    Blender would show them in its own near-white default, while their points carry
+    ``points.default_rgb`` (0.4 grey, as in ULIP). ``default_rgb`` is sRGB; Blender's
+    base colour is linear.
+    """
+    material, painted = None, 0
+    for obj in mesh_objects():
+        if len(obj.data.color_attributes) or any(slot.material for slot in obj.material_slots):
+            continue
+        if material is None:
+            material = bpy.data.materials.new("ulip2_default_colour")
+            shader = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+            shader.inputs["Base Color"].default_value = (*(_srgb_to_linear(c) for c in default_rgb), 1.0)
+        obj.data.materials.clear()
+        obj.data.materials.append(material)
+        painted += 1
+    return painted
+
+
+def _srgb_to_linear(value: float) -> float:
+    return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+
+
 def replace_missing_textures(fallback_rgb) -> int:
     """Point image nodes whose file is missing at a 1x1 fallback colour; return how many were missing."""
     fallback = None

@@ -124,7 +124,7 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
         progress = Progress(f"render {shard}", len(shard_rows))
         for row in shard_rows:
             task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "up_axis": up_axis,
-                    "log": str(log_dir / f"{row['uid']}.log")}
+                    "log": str(log_dir / f"{row['uid']}.log"), "default_rgb": dataset_cfg["points"]["default_rgb"]}
             task["center"], task["scale"] = normalisations.get(row["uid"], (None, None))
             views, flags, timing = _render_one(worker, row, task, settings)
             rows += views

@@ -63,6 +63,7 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
         raise ObjectFailure("too_many_faces", f"{triangles} triangles, over the limit of {settings['max_faces']}")
     missing_textures = scene.replace_missing_textures(settings["missing_texture_rgb"])
     scene.show_colour_attributes()
+    scene.paint_uncoloured(task.get("default_rgb", (0.4, 0.4, 0.4)))
     to_blender = scene.file_to_blender(frame, task["up_axis"])
     if task.get("center") is not None:
         center, scale, source = np.asarray(task["center"]), float(task["scale"]), "points"
