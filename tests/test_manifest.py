@@ -153,8 +153,8 @@ def test_unchanged_files_are_not_hashed_again(tmp_path, monkeypatch):
     scan = Rescans(tmp_path)
     scan.run()
     hashed = []
-    real = manifest_module.sha256_file
-    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: hashed.append(p) or real(p))
+    real = manifest_module.file_sha256
+    monkeypatch.setattr(manifest_module, "file_sha256", lambda p: hashed.append(p) or real(p))
     summary = scan.run()
     assert hashed == [] and summary["hash_reused"] == 9
     os.utime(scan.root / "obj03.obj", ns=(1, 1))  # same bytes, other modification time: hashed, same digest

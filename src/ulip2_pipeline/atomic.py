@@ -75,16 +75,20 @@ class _HashSink:
         self.closed = True
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def content_digest(path: str | Path) -> str:
     """The digest recorded in a Parquet file's metadata by write_parquet; the file's sha256 otherwise."""
     metadata = pq.read_schema(path).metadata or {}
     if DIGEST_KEY.encode() in metadata:
         return metadata[DIGEST_KEY.encode()].decode()
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def write_parquet(table: pa.Table, target: str | Path, metadata: dict[str, str] | None = None,

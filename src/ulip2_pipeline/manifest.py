@@ -10,7 +10,6 @@ files whose path, size or modification time differ from the previous manifest.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import content_digest, table_digest, write_parquet
+from .atomic import content_digest, file_sha256, table_digest, write_parquet
 from .config import config_hash
 from .failures import Failure, write_failures
 from .sources import SourceObject, list_objects
@@ -60,14 +59,6 @@ def slices_dir(manifest: str | Path) -> Path:
 
 def slice_path(manifest: str | Path, shard: str) -> Path:
     return slices_dir(manifest) / f"{shard}.parquet"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def admit(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Failure]]:
@@ -123,7 +114,7 @@ def hash_objects(objects: list[SourceObject], previous: dict[str, tuple], worker
 
     def digest(row: dict) -> str | Failure:
         try:
-            return sha256_file(row["source"])
+            return file_sha256(row["source"])
         except OSError as exc:
             return Failure(row["uid"], "manifest", row["source"], "unreadable_file", f"{type(exc).__name__}: {exc}")
 

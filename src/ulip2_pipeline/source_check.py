@@ -1,18 +1,12 @@
 """Is the file a stage is about to read the one the manifest recorded? (Compared by content.)"""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from .atomic import file_sha256
 from .failures import ObjectFailure
 
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["check_source", "file_sha256"]
 
 
 def check_source(path: str | Path, expected_sha256: str | None) -> None:
