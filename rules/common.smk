@@ -94,6 +94,16 @@ def shards_of_dataset(pattern):
     return expand_one
 
 
+def failure_files(wildcards):
+    """Every ledger of a dataset: the manifest's and each stage's per shard (the join's included)."""
+    stages = ("points", "render", "caption", "rank", "triplets")
+    return [f"results/{wildcards.dataset}/failures/manifest.parquet"] + [
+        f"results/{wildcards.dataset}/failures/{stage}/{s}.parquet"
+        for stage in stages
+        for s in shards_of(wildcards.dataset)
+    ]
+
+
 def per_shard(pattern):
     """Input function: ``pattern`` expanded over every shard of every selected dataset."""
 

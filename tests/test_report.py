@@ -312,11 +312,15 @@ def test_the_failures_page_counts_by_stage_and_reason_with_capped_examples(tmp_p
              failure_file(tmp_path / "c.parquet", [])]
     examples = failure_examples(paths, per_reason=2)
     assert {k: len(v) for k, v in examples.items()} == {("points", "unreadable"): 2, ("render", "timeout"): 1}
-    summary = {"objects_in": 20, "triplets_out": 14, "shards": ["00000"],
+    stages = {"manifest": (20, 20, {}), "points": (20, 15, {"unreadable": 5}), "render": (15, 14, {"timeout": 1}),
+              "caption": (14, 14, {}), "rank": (14, 14, {}), "triplets": (14, 14, {})}
+    summary = {"objects_in": 20, "triplets_out": 14, "objects_failed": 6, "shards": ["00000"],
+               "stages": {k: {"in": a, "out": b, "failed": f, "flagged": {}} for k, (a, b, f) in stages.items()},
                "failures": {"render": {"timeout": 1}, "points": {"unreadable": 5}},
-               "objects_failed_by_stage": {"points": 5, "render": 1}}
+               "flags": {"render": {"missing_texture": 2}}}
     text = failures_page("toy", summary, examples)
     assert "70.0 %" in text and "(2 of 5)" in text and "(1 of 1)" in text
+    assert "Objects through the stages" in text and "missing_texture" in text
     assert text.index("points · unreadable") < text.index("render · timeout")   # pipeline order
     assert "error 0 &lt;boom&gt;" in text and "characters left out" in text
     clean = failures_page("toy", {"objects_in": 3, "triplets_out": 3, "failures": {}}, {})
@@ -458,7 +462,7 @@ def test_the_report_renders_in_a_real_browser(demo_report, tmp_path):
     pages = workdir / "results" / "demo" / "report"
     sections = {"contact_sheet": ["demo: contact sheet", "CLIP "], "caption_extremes": ["Lowest-scored kept",
                 "Highest-scored kept"], "caption_statistics": ["<svg", "empty captions"],
-                "point_clouds": ["points, same camera"], "failures": ["Failures by stage and reason", "broken_000"]}
+                "point_clouds": ["points, same camera"], "failures": ["Where objects left, and why", "broken_000"]}
     for name, expected in sections.items():
         dom = chromium(tmp_path, (pages / f"{name}.html").as_uri(), "--dump-dom").stdout
         for text in expected:

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from ..atomic import write_bytes
 from .html import Raw, esc, page, table
 
-STAGE_ORDER = ("manifest", "points", "render", "caption", "rank")
+STAGE_ORDER = ("manifest", "points", "render", "caption", "rank", "triplets")
 
 
 def shorten(text: str, head: int = 400, tail: int = 1200) -> str:
@@ -40,25 +40,36 @@ def failures_page(dataset: str, summary: dict, examples: dict[tuple[str, str], l
     objects_in, out = summary.get("objects_in", 0), summary.get("triplets_out", 0)
     yield_text = f"{100 * out / objects_in:.1f} %" if objects_in else "–"
     stats = [("objects in", objects_in), ("triplets out", out), ("yield", yield_text),
-             ("shards", len(summary.get("shards", [])))]
+             ("objects that left", summary.get("objects_failed", 0)), ("shards", len(summary.get("shards", [])))]
     head = "".join(f'<div class="stat"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in stats)
-    failures = summary.get("failures", {})
-    by_stage = summary.get("objects_failed_by_stage", {})
-    rows = [[stage, reason, count, by_stage.get(stage, "")]
-            for stage in sorted(failures, key=_stage_rank) for reason, count in sorted(failures[stage].items())]
-    counts = (table(["stage", "reason", "failures", "objects failed at this stage"], rows, numeric={2, 3})
+    stages = summary.get("stages", {})
+    funnel = table(["stage", "objects in", "out", "left here"],
+                   [[stage, s["in"], s["out"], sum(s["failed"].values())]
+                    for stage, s in sorted(stages.items(), key=lambda kv: _stage_rank(kv[0]))],
+                   numeric={1, 2, 3}) if stages else ""
+    failures, flags = summary.get("failures", {}), summary.get("flags", {})
+    rows = [[stage, reason, count] for stage in sorted(failures, key=_stage_rank)
+            for reason, count in sorted(failures[stage].items())]
+    counts = (table(["stage it left at", "reason", "objects"], rows, numeric={2})
               if rows else '<p>No failures: every object made it through every stage.</p>')
+    flag_rows = [[stage, reason, count] for stage in sorted(flags, key=_stage_rank)
+                 for reason, count in sorted(flags[stage].items())]
+    flagged = (table(["stage", "reason", "rows"], flag_rows, numeric={2}) if flag_rows else "<p>None.</p>")
     sections = []
     for stage, reason in sorted(examples, key=lambda k: (_stage_rank(k[0]), k[1])):
         shown = examples[(stage, reason)]
-        total = failures.get(stage, {}).get(reason, len(shown))
+        total = failures.get(stage, {}).get(reason) or flags.get(stage, {}).get(reason) or len(shown)
         sample_rows = [[r["uid"], r["source"], Raw(f"<pre>{esc(shorten(r['detail'] or ''))}</pre>")] for r in shown]
         sections.append(f"<h2>{esc(stage)} · {esc(reason)} <span class=muted>({len(shown)} of {total})</span></h2>"
                         + table(["uid", "source", "detail"], sample_rows))
-    body = f"<div>{head}</div><h2>Failures by stage and reason</h2>{counts}{''.join(sections)}"
-    lead = ("Objects the pipeline could not process never fail a shard: each is recorded with a reason. "
-            "The table counts them (from summary.json); below, a few examples of each reason with the "
-            "error or log tail to act on.")
+    body = (f"<div>{head}</div><h2>Objects through the stages</h2>{funnel}"
+            f"<h2>Where objects left, and why</h2>{counts}"
+            f"<h2>Flags: objects that came out with a note (a fallback colour, a lost view)</h2>{flagged}"
+            f"{''.join(sections)}")
+    lead = ("Objects the pipeline could not process never fail a shard: each leaves at the first stage it did not "
+            "come out of, with a reason (from summary.json; in = out + left at every stage). Below, a few examples "
+            "of each reason with the error or log tail to act on; the join's rows (triplets) say where an object "
+            "left.")
     return page(f"{dataset}: failures", esc(lead), body)
 
 
