@@ -16,6 +16,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
 
+# Tests run on every core (pytest-xdist); tests/conftest.py keeps each expensive fixture on one worker.
+PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
+
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

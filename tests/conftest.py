@@ -67,7 +67,7 @@ def points_cfg(**overrides) -> dict:
 def snakemake(workdir, *args, check=True, env=None):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=2400, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -89,3 +89,11 @@ def demo_run(tmp_path_factory):
     config = write_config(workdir)
     first = snakemake(workdir)
     return workdir, config, first
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (make test): all tests that read the shared demo run go to one
+    worker, every other test stays with its module, so no session or module fixture is built twice."""
+    for item in items:
+        group = "demo_run" if "demo_run" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
