@@ -16,8 +16,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
 
-# Tests run on every core (pytest-xdist); tests/conftest.py keeps each expensive fixture on one worker.
-PYTEST_ARGS ?= -n auto --dist loadgroup --durations=15
+# Tests run on every core (pytest-xdist): each test module on one worker, so a module's fixtures are built
+# once; the shared demo run is built once for all workers (tests/conftest.py).
+PYTEST_ARGS ?= -n auto --dist loadscope --durations=15
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -1,6 +1,8 @@
 """Shared builders of small meshes with known geometry and colour."""
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,15 +87,22 @@ def write_config(workdir, **demo_source):
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    config = write_config(workdir)
-    first = snakemake(workdir)
-    return workdir, config, first
+    """One Snakemake run of the demo, shared by every test process (make test runs pytest-xdist workers).
 
+    The first worker to need it runs it under a file lock; the others wait for it and
+    read the same folder. Tests only read it (a test that changes it works on a copy).
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder all workers' temporary folders live in
+    workdir, done = shared / "demo-shared", shared / "demo-shared.done"
+    with open(shared / "demo-shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            workdir.mkdir(exist_ok=True)
+            write_config(workdir)
+            first = snakemake(workdir)
+            done.write_text(first.stdout + first.stderr)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    return workdir, config, done.read_text()
 
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (make test): all tests that read the shared demo run go to one
-    worker, every other test stays with its module, so no session or module fixture is built twice."""
-    for item in items:
-        group = "demo_run" if "demo_run" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -1,0 +1,2 @@
+def test_probe_a(request):
+    print("NODE", request.node.nodeid)
