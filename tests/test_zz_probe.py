@@ -1,2 +1,0 @@
-def test_probe_a(request):
-    print("NODE", request.node.nodeid)
