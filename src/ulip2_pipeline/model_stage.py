@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from .devices import is_out_of_memory
+from .devices import is_out_of_memory, run_in_batches
 from .failures import Failure
+from .progress import Progress
 from .views import View
 
 R = TypeVar("R")
@@ -25,6 +26,15 @@ def split_failures(views: Sequence[View], results: Sequence[R | Failure]) -> tup
     for view, result in zip(views, results):
         (failed.append(result) if isinstance(result, Failure) else done.append((view, result)))
     return done, failed
+
+
+def process_views(views: Sequence[View], work: Callable[[Sequence[View]], list[R]], batch_size: int, stage: str,
+                  shard: str, source: str | Path) -> tuple[list[tuple[View, R]], list[Failure]]:
+    """Run ``work`` over the views in batches (isolating failing views), logging progress; (done, failed)."""
+    results = run_in_batches(views, work, batch_size,
+                             on_error=lambda view, exc: view_failure(view, stage, source, exc),
+                             progress=Progress(f"{stage} {shard}", len(views), unit="views"))
+    return split_failures(views, results)
 
 
 def numerics_metadata(device: torch.device | None, dtype: torch.dtype | None, precision: str) -> dict[str, str]:

@@ -11,10 +11,9 @@ import pyarrow as pa
 
 from .. import __version__
 from ..atomic import write_parquet
-from ..devices import pick_device, run_in_batches
+from ..devices import pick_device
 from ..failures import write_failures
-from ..progress import Progress
-from ..model_stage import numerics_metadata, split_failures, view_failure
+from ..model_stage import numerics_metadata, process_views
 from ..views import read_views, view_seed
 from .blip2 import GenerationSettings, caption_batch, clean_caption, end_tokens, load_captioner, vision_dtype
 
@@ -59,10 +58,7 @@ def run_caption_shard(render_path: str | Path, shard: str, cfg: dict, out: str |
             seeds = [view_seed(cfg["seed"], v.uid, v.view) for v in batch]
             return caption_batch(model, processor, [v.image() for v in batch], seeds, settings)
 
-        results = run_in_batches(views, work, cfg["batch_size"],
-                                 on_error=lambda view, exc: view_failure(view, STAGE, render_path, exc),
-                                 progress=Progress(f"caption {shard}", len(views), unit="views"))
-        done, failed = split_failures(views, results)
+        done, failed = process_views(views, work, cfg["batch_size"], STAGE, shard, render_path)
         failures += failed
         for view, texts in done:
             cleaned = [clean_caption(t) for t in texts]

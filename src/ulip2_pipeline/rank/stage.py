@@ -11,10 +11,9 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..atomic import write_parquet
-from ..devices import pick_device, run_in_batches
+from ..devices import pick_device
 from ..failures import write_failures
-from ..model_stage import numerics_metadata, split_failures, view_failure
-from ..progress import Progress
+from ..model_stage import numerics_metadata, process_views
 from ..views import read_views
 from .clip import load_clip, score_views, top_k
 
@@ -57,10 +56,7 @@ def run_rank_shard(render_path: str | Path, captions_path: str | Path, shard: st
         def work(batch):
             return list(score_views(clip, [v.image() for v in batch], [captions[(v.uid, v.view)] for v in batch]))
 
-        results = run_in_batches(views, work, cfg["batch_size"],
-                                 on_error=lambda view, exc: view_failure(view, STAGE, render_path, exc),
-                                 progress=Progress(f"rank {shard}", len(views), unit="views"))
-        done, failed = split_failures(views, results)
+        done, failed = process_views(views, work, cfg["batch_size"], STAGE, shard, render_path)
         failures += failed
         for view, scores in done:
             texts = captions[(view.uid, view.view)]
