@@ -11,7 +11,7 @@ from ulip2_pipeline import readers
 from ulip2_pipeline.failures import ObjectFailure
 from ulip2_pipeline.manifest import MANIFEST_SCHEMA, write_manifest
 from ulip2_pipeline.points import points_for_object, read_points, run_points_shard
-from ulip2_pipeline.source_check import file_sha256
+from ulip2_pipeline.atomic import file_sha256
 from ulip2_pipeline.workflow import log_to
 
 from conftest import points_cfg

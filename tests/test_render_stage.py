@@ -15,7 +15,7 @@ from PIL import Image
 from ulip2_pipeline.manifest import MANIFEST_SCHEMA, write_manifest
 from ulip2_pipeline.points import read_points, run_points_shard
 from ulip2_pipeline.render.stage import run_render_shard
-from ulip2_pipeline.source_check import file_sha256
+from ulip2_pipeline.atomic import file_sha256
 
 from conftest import points_cfg, textured_square
 from projection import alpha, assert_points_on_silhouette, project

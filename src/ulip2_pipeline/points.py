@@ -26,7 +26,7 @@ from .progress import Progress
 from .readers import read_parts
 from .sampling import SampledCloud, sample_object
 from .source_check import check_source
-from .supervisor import SupervisedWorker
+from .supervisor import SupervisedWorker, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,9 @@ class PointsWorker(SupervisedWorker):
                          activity="reading and sampling", max_memory_mb=points_cfg["max_memory_mb"])
 
 
-def _log_tail(path: Path) -> str:
-    try:
-        text = path.read_text(errors="replace").strip()
-    except OSError:
-        return ""
-    return f"\n--- worker output ---\n{text[-LOG_TAIL_CHARS:]}" if text else ""
+def _worker_output(path: Path) -> str:
+    text = log_tail(path, LOG_TAIL_CHARS).strip()
+    return f"\n--- worker output ---\n{text}" if text else ""
 
 
 def _sample_one(worker: PointsWorker, row: dict, object_log: Path, timeout_s: float) -> ObjectPoints | Failure:
@@ -116,7 +113,7 @@ def _sample_one(worker: PointsWorker, row: dict, object_log: Path, timeout_s: fl
         result = worker.call(task, timeout_s)
     except ObjectFailure as failure:
         log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
-        return Failure(row["uid"], STAGE, row["source"], failure.reason, failure.detail + _log_tail(object_log))
+        return Failure(row["uid"], STAGE, row["source"], failure.reason, failure.detail + _worker_output(object_log))
     log.info("%s: %d faces (%s), colour from %s, %.1f ms", row["uid"], result.num_faces, result.reader,
              "+".join(result.cloud.colour_sources), 1000 * (time.perf_counter() - started))
     return result

@@ -6,8 +6,6 @@ from pathlib import Path
 from .atomic import file_sha256
 from .failures import ObjectFailure
 
-__all__ = ["check_source", "file_sha256"]
-
 
 def check_source(path: str | Path, expected_sha256: str | None) -> None:
     """Raise ``missing_source`` or ``source_changed`` unless ``path`` holds the manifest's content."""

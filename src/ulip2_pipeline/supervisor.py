@@ -19,6 +19,7 @@ import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Callable
 
 import psutil
@@ -132,6 +133,14 @@ def describe_exit(code: int) -> str:
     name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
     hint = " (the kernel's out-of-memory killer sends this)" if -code == signal.SIGKILL else ""
     return f"killed by {name}{hint}"
+
+
+def log_tail(path: str | Path, chars: int) -> str:
+    """The last ``chars`` characters of a task's log file ("" when there is none)."""
+    try:
+        return Path(path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
 
 
 def redirect_output(path: str) -> None:

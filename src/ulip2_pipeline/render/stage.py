@@ -18,6 +18,7 @@ from ..failures import Failure, ObjectFailure, write_failures
 from ..manifest import read_shard
 from ..progress import Progress
 from ..source_check import check_source
+from ..supervisor import log_tail
 from .cameras import orbit_cameras
 from .supervisor import RenderWorker
 
@@ -58,13 +59,6 @@ def read_normalisations(points_path: str | Path | None) -> dict[str, tuple[list[
         table.column("uid").to_pylist(), table.column("center").to_pylist(), table.column("scale").to_pylist())}
 
 
-def _log_tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except OSError:
-        return ""
-
-
 def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[dict]:
     cameras = orbit_cameras(settings["views"], settings["elevation_deg"], settings["fov_deg"],
                             settings["resolution"], up_axis, settings.get("distance"))
@@ -88,7 +82,7 @@ def _render_one(worker: RenderWorker, row: dict, task: dict, settings: dict) -> 
         check_source(row["source"], None)
         result = worker.render(task, settings["timeout_s"])
     except ObjectFailure as failure:
-        detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{_log_tail(object_log)}"
+        detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{log_tail(object_log, LOG_TAIL_CHARS)}"
         log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
         return [], [Failure(row["uid"], STAGE, row["source"], failure.reason, detail)], None
     flags = []
@@ -98,7 +92,7 @@ def _render_one(worker: RenderWorker, row: dict, task: dict, settings: dict) -> 
         flags.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
                              f"{result['missing_textures']} texture file(s) not found; rendered with the fallback "
                              f"colour {settings['missing_texture_rgb']}\n--- Blender log ({object_log}) ---\n"
-                             f"{_log_tail(object_log)}"))
+                             f"{log_tail(object_log, LOG_TAIL_CHARS)}"))
     else:
         object_log.unlink(missing_ok=True)
     log.info("%s: %d views, %d triangles, import %.2f s, setup %.2f s, render %.2f s", row["uid"],
