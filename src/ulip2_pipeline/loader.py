@@ -27,7 +27,6 @@ from .splits import holdout
 
 TRIPLET_COLUMNS = ("uid", "category", "xyz", "rgb", "kept", "views")
 EMBED_COLUMNS = ("uid", "image_embeddings", "caption_embeddings")
-POINT_COLUMNS = ("xyz", "rgb")
 
 
 class ShardError(ValueError):
@@ -63,12 +62,7 @@ def read_rows(path, required: tuple[str, ...], columns, rows: np.ndarray) -> lis
         table = pa.concat_tables([shard.read_row_group(g, columns=list(columns)) for g in range(first, last + 1)])
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: unreadable row group (file truncated or corrupt): {exc}") from exc
-    table = table.take(pa.array(rows - offsets[first]))
-    arrays = {c: point_columns.to_numpy(table, c) for c in POINT_COLUMNS if c in table.column_names}
-    result = table.drop_columns(list(arrays)).to_pylist()
-    for index, row in enumerate(result):
-        row.update({c: values[index] for c, values in arrays.items()})
-    return result
+    return point_columns.rows_with_points(table.take(pa.array(rows - offsets[first])))
 
 
 def collate(samples: list[dict]) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+POINT_COLUMNS = ("xyz", "rgb")
+
 
 def to_arrow(values: np.ndarray, value_type: pa.DataType, fixed_length: bool = False) -> pa.Array:
     """list<fixed_size_list<3>> (points shards) or, with ``fixed_length``, a fixed-size outer list (triplets)."""
@@ -20,3 +22,12 @@ def to_numpy(table: pa.Table, column: str, dtype=None) -> np.ndarray:
     if dtype is not None:
         flat = flat.astype(dtype, copy=False)
     return flat.reshape(table.num_rows, -1, 3)
+
+
+def rows_with_points(table: pa.Table) -> list[dict]:
+    """The table's rows as dicts, its point columns (where present) as (N, 3) NumPy arrays."""
+    arrays = {c: to_numpy(table, c) for c in POINT_COLUMNS if c in table.column_names}
+    rows = table.drop_columns(list(arrays)).to_pylist()
+    for index, row in enumerate(rows):
+        row.update({c: values[index] for c, values in arrays.items()})
+    return rows

@@ -206,9 +206,6 @@ def collect(triplet_paths: list, ranked_paths: list, sample_size: int, extremes:
     return digest
 
 
-POINT_COLUMNS = ("xyz", "rgb")
-
-
 def read_objects(triplet_paths: list, wanted: dict[str, set[str]], columns: list[str]) -> dict[str, dict]:
     """Rows of the ``wanted`` uids (per shard), ``columns`` only, reading just the row groups that hold them.
 
@@ -226,8 +223,6 @@ def read_objects(triplet_paths: list, wanted: dict[str, set[str]], columns: list
             if not pc.any(mask).as_py():
                 continue
             table = file.read_row_group(group, columns=["uid", *[c for c in columns if c != "uid"]]).filter(mask)
-            points = {c: point_columns.to_numpy(table, c) for c in POINT_COLUMNS if c in columns}
-            plain = table.drop_columns([c for c in POINT_COLUMNS if c in columns]).to_pylist()
-            for i, row in enumerate(plain):
-                rows[row["uid"]] = {**row, **{c: values[i] for c, values in points.items()}}
+            for row in point_columns.rows_with_points(table):
+                rows[row["uid"]] = row
     return rows
