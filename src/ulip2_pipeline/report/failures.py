@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..accounting import CHAIN
 from ..atomic import write_bytes
-from .html import Raw, esc, page, table
+from .html import Raw, esc, page, stat_boxes, table
 
-STAGE_ORDER = ("manifest", "points", "render", "caption", "rank", "triplets")
+STAGE_ORDER = ("manifest", *CHAIN)
 
 
 def shorten(text: str, head: int = 400, tail: int = 1200) -> str:
@@ -41,7 +42,7 @@ def failures_page(dataset: str, summary: dict, examples: dict[tuple[str, str], l
     yield_text = f"{100 * out / objects_in:.1f} %" if objects_in else "–"
     stats = [("objects in", objects_in), ("triplets out", out), ("yield", yield_text),
              ("objects that left", summary.get("objects_failed", 0)), ("shards", len(summary.get("shards", [])))]
-    head = "".join(f'<div class="stat"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in stats)
+    head = stat_boxes(stats)
     stages = summary.get("stages", {})
     funnel = table(["stage", "objects in", "out", "left here"],
                    [[stage, s["in"], s["out"], sum(s["failed"].values())]

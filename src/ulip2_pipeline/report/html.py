@@ -53,6 +53,11 @@ def array_thumbnail(pixels: np.ndarray, quality: int = 82) -> str:
     return data_uri(buffer.getvalue(), "image/jpeg")
 
 
+def stat_boxes(pairs) -> str:
+    """Headline figures, (label, value) pairs, as the pages' stat boxes."""
+    return "".join(f'<div class="stat"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in pairs)
+
+
 def img(src: str, alt: str, size: int) -> str:
     return f'<img src="{src}" alt="{esc(alt)}" width="{size}" style="height:auto">'
 

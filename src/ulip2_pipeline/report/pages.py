@@ -10,7 +10,7 @@ from PIL import Image
 from ..atomic import write_bytes
 from . import svg
 from .collect import DatasetDigest, KeptCaption, collect, read_objects
-from .html import array_thumbnail, esc, img, page, score_text, thumbnail
+from .html import array_thumbnail, esc, img, page, score_text, stat_boxes, thumbnail
 from .splat import splat
 
 
@@ -117,7 +117,7 @@ def histograms(dataset: str, digest: DatasetDigest) -> str:
              ("empty captions", f"{digest.empty_captions} ({100 * share:.1f} %)"),
              ("views with no kept caption", digest.views_without_kept),
              ("mean kept score", "–" if mean is None else f"{mean:.3f}")]
-    head = "".join(f'<div class="stat"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in stats)
+    head = stat_boxes(stats)
     body = f"<div>{head}</div><div class='row'>{scores}{words}{empties}</div>"
     lead = ("Over every ranked view of the dataset. A kept-score distribution far right of all captions' means "
             "the ranking has something to choose from; many empty captions mean the captioner stalled.")

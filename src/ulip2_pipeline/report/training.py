@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..atomic import write_bytes
 from . import svg
-from .html import Raw, esc, page, table
+from .html import Raw, esc, page, stat_boxes, table
 
 CURVES = (
     ("Loss", "loss", ("loss", "loss_text", "loss_image")),
@@ -112,7 +112,7 @@ def training_page(dataset: str, run: str, metrics: dict, zero_shot: dict | None)
              ("final loss", last.get("loss", "–")),
              ("trainable parameters", metrics.get("trainable_parameters", "–")),
              ("CLIP towers unchanged", {True: "yes", False: "NO"}.get(metrics.get("towers_unchanged"), "–"))]
-    head = "".join(f'<div class="stat"><b>{esc(v)}</b>{esc(k)}</div>' for k, v in stats)
+    head = stat_boxes(stats)
     encoder = metrics.get("encoder") or {}
     encoder_table = (table(["setting", "value"], [[k, v] for k, v in encoder.items()]) if encoder
                      else '<p class="muted">not recorded</p>')
