@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from .fingerprint import differences
 
 log = logging.getLogger(__name__)
 
 
 def save_atomic(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def rng_state(generators: dict) -> dict:
