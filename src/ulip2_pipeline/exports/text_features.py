@@ -20,6 +20,7 @@ import torch
 from .. import __version__
 from ..atomic import write_parquet
 from ..devices import pick_device, run_in_batches
+from ..model_stage import numerics_metadata
 from ..rank.clip import load_clip
 from ..train.zeroshot import TEMPLATES
 from .common import iter_rows
@@ -69,11 +70,12 @@ def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
     needed = [(row["uid"], strings_to_encode(row)) for row in iter_rows(triplets_path, TRIPLET_TEXT_COLUMNS)]
     distinct = list(dict.fromkeys(s for _, strings in needed for s in strings))
     # An empty shard loads no model and claims no GPU.
-    device = pick_device(cfg["device"]) if distinct else torch.device("cpu")
-    encode, precision = None, None
+    precision = cfg.get("precision", "auto")
+    encode, clip = None, None
     if distinct:
-        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), device, cfg.get("precision", "auto"))
-        encode, precision = clip_text_encoder(clip), str(clip.dtype).removeprefix("torch.")
+        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]),
+                         precision)
+        encode = clip_text_encoder(clip)
     original, prompt_avg = encode_both_ways(encode, distinct, cfg["batch_size"])
     index = {s: i for i, s in enumerate(distinct)}
     rows = [{"uid": uid, "texts": strings,
@@ -81,7 +83,7 @@ def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
              "prompt_avg": [prompt_avg[index[s]].tolist() for s in strings]} for uid, strings in needed]
     metadata = {"ulip2.stage": "text_features", "ulip2.shard": shard,
                 "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}", "ulip2.normalised": "L2",
-                "ulip2.device": str(device), "ulip2.dtype": str(precision),
+                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
                 "ulip2.templates": json.dumps(TEMPLATES), "ulip2.version": __version__}
     write_parquet(pa.Table.from_pylist(rows, schema=TEXT_FEATURES_SCHEMA), out, metadata)
     summary = {"shard": shard, "objects": len(rows), "distinct_texts": len(distinct),
