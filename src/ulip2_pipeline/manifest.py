@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import content_digest, file_sha256, table_digest, write_parquet
+from .atomic import DIGEST_KEY, file_sha256, table_digest, write_parquet
 from .config import config_hash
 from .failures import Failure, write_failures
 from .sources import SourceObject, list_objects
@@ -235,9 +235,9 @@ def _slice_digests(path: Path) -> tuple[str, str] | None:
         metadata = pq.read_schema(path).metadata or {}
     except (FileNotFoundError, pa.ArrowInvalid, OSError):
         return None
-    if OBJECTS_KEY.encode() not in metadata:
-        return None
-    return content_digest(path), metadata[OBJECTS_KEY.encode()].decode()
+    if OBJECTS_KEY.encode() not in metadata or DIGEST_KEY.encode() not in metadata:
+        return None  # not written by write_slices: rewrite it
+    return metadata[DIGEST_KEY.encode()].decode(), metadata[OBJECTS_KEY.encode()].decode()
 
 
 def write_manifest(table: pa.Table, target: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
