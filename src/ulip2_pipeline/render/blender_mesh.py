@@ -242,13 +242,9 @@ def _image_pixels(image, cache: dict) -> np.ndarray | None:
 
 
 def _colour_attribute(mesh, name: str | None):
-    attributes = mesh.color_attributes
-    if name and name in attributes:
-        return attributes[name]
-    if len(attributes) == 0:
-        return None
-    index = attributes.render_color_index
-    return attributes[index] if 0 <= index < len(attributes) else attributes[0]
+    if name and name in mesh.color_attributes:
+        return mesh.color_attributes[name]
+    return blender_scene.render_colour_attribute(mesh)
 
 
 def _face_colour_attribute(mesh):

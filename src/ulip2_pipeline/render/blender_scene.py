@@ -163,6 +163,15 @@ def move_into_normalised_frame(to_blender: np.ndarray, center: np.ndarray, scale
             obj.matrix_world = matrix @ obj.matrix_world
 
 
+def render_colour_attribute(mesh):
+    """The colour attribute Blender renders with (the first one when none is marked), or None."""
+    attributes = mesh.color_attributes
+    if len(attributes) == 0:
+        return None
+    index = attributes.render_color_index
+    return attributes[index] if 0 <= index < len(attributes) else attributes[0]
+
+
 def show_colour_attributes() -> int:
     """Give meshes that have a colour attribute but no material one that shows it; return how many.
 
@@ -176,8 +185,7 @@ def show_colour_attributes() -> int:
         if mesh.name in done or len(attributes) == 0 or any(slot.material for slot in obj.material_slots):
             continue
         done.add(mesh.name)
-        index = attributes.render_color_index
-        layer = attributes[index] if 0 <= index < len(attributes) else attributes[0]
+        layer = render_colour_attribute(mesh)
         material = bpy.data.materials.new("ulip2_colour_attribute")
         nodes = material.node_tree.nodes
         shader = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
