@@ -73,6 +73,7 @@ def test_every_object_once_per_epoch_with_its_own_view_and_embeddings(shards):
     ds = TripletDataset(triplets, embeds, num_points=128, batch_size=5, shuffle_buffer=10, seed=1)
     table = pd.concat([pd.read_parquet(p, columns=["uid", "xyz", "kept"]) for p in triplets])
     emb = pd.concat([pd.read_parquet(p) for p in embeds]).set_index("uid")
+    points = {uid: np.stack(list(xyz))[:128] for uid, xyz in zip(table["uid"], table["xyz"])}
     epochs = []
     for epoch in range(2):
         batches = list(ds.epoch(epoch))
@@ -81,6 +82,7 @@ def test_every_object_once_per_epoch_with_its_own_view_and_embeddings(shards):
         for batch in batches:
             assert batch["xyz"].shape[1:] == (128, 3) and 0 <= batch["rgb"].min() and batch["rgb"].max() <= 1
             for i, uid in enumerate(batch["uid"]):
+                assert np.allclose(batch["xyz"][i].numpy(), points[uid])  # the object's own points
                 row = emb.loc[uid]
                 view = row["captions"].tolist().index(batch["caption"][i])
                 assert np.allclose(batch["text_embedding"][i], row["caption_embeddings"][view])

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.supervisor import SupervisedWorker, describe_exit
+from ulip2_pipeline.supervisor import SupervisedWorker, describe_exit, log_tail
 
 FAKE_WORKER = textwrap.dedent("""
     import os, signal, time
@@ -89,3 +89,11 @@ def test_failures_and_bugs_come_back_without_losing_the_worker(worker):
 def test_exit_descriptions():
     assert describe_exit(3) == "exit status 3"
     assert "SIGKILL" in describe_exit(-9) and "out-of-memory killer" in describe_exit(-9)
+
+
+def test_a_tasks_output_goes_to_its_log_and_its_tail_can_be_quoted(worker, tmp_path):
+    log = tmp_path / "task.log"
+    worker.call({"kind": "echo", "value": 7, "log": str(log)}, 30)
+    assert log_tail(log, 1000).strip() == "working on 7"
+    assert log_tail(log, 2) == "7\n"
+    assert log_tail(tmp_path / "missing.log", 1000) == ""
