@@ -1,5 +1,6 @@
 """Points from the scene Blender imports: Blender-only formats and Draco glTF get points with the
 right colours, in the frame the render stage uses (they project onto the object's pixels)."""
+import json
 import textwrap
 
 import numpy as np
@@ -124,3 +125,44 @@ def test_a_blender_file_and_its_points_share_the_frame_for_every_up_axis(tmp_pat
     table = read_points(tmp_path / "points.parquet")
     for row in rows:
         assert_points_on_silhouette(table["xyz"][0], row)
+
+
+FLOAT_TEXTURE = textwrap.dedent("""
+    import bpy, json, sys
+    from pathlib import Path
+    out = Path(sys.argv[-2])
+    linear = json.loads(sys.argv[-1])  # rows top first, as RGBA in linear light
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_plane_add(size=2.0)
+    plane = bpy.context.active_object
+    image = bpy.data.images.new("linear", 2, 2, float_buffer=True, alpha=True)
+    image.pixels.foreach_set([v for row in reversed(linear) for pixel in row for v in pixel])  # bottom row first
+    image.filepath_raw, image.file_format = str(out / "linear.exr"), "OPEN_EXR"
+    image.save()
+    material = bpy.data.materials.new("hdr")
+    nodes = material.node_tree.nodes
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.image = bpy.data.images.load(str(out / "linear.exr"))
+    shader = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
+    material.node_tree.links.new(texture.outputs["Color"], shader.inputs["Base Color"])
+    plane.data.materials.append(material)
+    bpy.ops.wm.save_as_mainfile(filepath=str(out / "square.blend"))
+    is_float = texture.image.is_float
+
+    from ulip2_pipeline.render.blender_mesh import read_parts
+    parts = read_parts(out / "square.blend", "z", 1000)
+    (out / "parts.json").write_text(json.dumps({"sources": [p.colour_source for p in parts],
+                                                "float": is_float,
+                                                "image": parts[0].image.tolist()}))
+""")
+
+
+def test_a_float_texture_gives_the_points_its_srgb_colours(tmp_path):
+    """EXR and HDR textures hold linear light: the points get the display colours a render shows."""
+    linear = [[[0.21404114, 0.0, 1.0, 1.0], [0.6038273, 0.6038273, 0.6038273, 1.0]],
+              [[0.0, 0.0031308, 0.05, 1.0], [1.0, 0.21404114, 0.0, 1.0]]]
+    run_bpy(FLOAT_TEXTURE, str(tmp_path), json.dumps(linear))
+    parts = json.loads((tmp_path / "parts.json").read_text())
+    assert parts["sources"] == ["texture"] and parts["float"] is True
+    expected = [[[128, 0, 255, 255], [204, 204, 204, 255]], [[0, 10, 63, 255], [255, 128, 0, 255]]]
+    assert np.abs(np.array(parts["image"]) - np.array(expected)).max() <= 1  # EXR stores half floats

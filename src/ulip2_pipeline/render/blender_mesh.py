@@ -21,19 +21,12 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from ..colour import image_buffer_to_srgb_bytes, linear_to_srgb
 from ..failures import ObjectFailure
 from ..meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, check_parts
 from . import blender_scene
 
 MAX_TRACE_DEPTH = 12
-
-
-def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
-    """Blender's linear colours (RGB; alpha passes through) to display sRGB, both 0..1."""
-    out = np.array(linear, dtype=np.float64)
-    rgb = np.clip(out[..., :3], 0.0, 1.0)
-    out[..., :3] = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * np.power(rgb, 1 / 2.4) - 0.055)
-    return out
 
 
 def read_parts(path: Path, up_axis: str, max_faces: int) -> list[Part]:
@@ -229,14 +222,7 @@ def _image_pixels(image, cache: dict) -> np.ndarray | None:
     if width > 0 and height > 0:
         values = np.empty(width * height * image.channels, dtype=np.float32)
         image.pixels.foreach_get(values)
-        values = values.reshape(height, width, image.channels)[::-1]
-        rgba = np.ones((height, width, 4), dtype=np.float32)
-        rgba[..., :min(4, image.channels)] = values[..., :4]
-        if image.channels < 3:
-            rgba[..., 1:3] = rgba[..., :1]
-        if image.is_float:  # float buffers hold linear values; byte buffers hold the file's sRGB bytes
-            rgba = linear_to_srgb(rgba)
-        pixels = np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)
+        pixels = image_buffer_to_srgb_bytes(values, width, height, image.channels, image.is_float)
     cache[image.name] = pixels
     return pixels
 

@@ -15,6 +15,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..colour import srgb_to_linear
 from ..failures import ObjectFailure
 from .cameras import UP_AXIS, Camera
 
@@ -212,15 +213,11 @@ def paint_uncoloured(default_rgb) -> int:
         if material is None:
             material = bpy.data.materials.new("ulip2_default_colour")
             shader = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
-            shader.inputs["Base Color"].default_value = (*(_srgb_to_linear(c) for c in default_rgb), 1.0)
+            shader.inputs["Base Color"].default_value = (*(srgb_to_linear(c) for c in default_rgb), 1.0)
         obj.data.materials.clear()
         obj.data.materials.append(material)
         painted += 1
     return painted
-
-
-def _srgb_to_linear(value: float) -> float:
-    return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
 
 
 def replace_missing_textures(fallback_rgb) -> int:
