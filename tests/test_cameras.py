@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from ulip2_pipeline.config import validate_config
-from ulip2_pipeline.render.cameras import framing_distance, orbit_cameras, project
+from ulip2_pipeline.render.cameras import RIGHT_AXIS, UP_AXIS, framing_distance, orbit_cameras, project
 
 from conftest import REPO
 
@@ -53,3 +53,38 @@ def test_blender_camera_matrix_is_the_inverse_view_with_flipped_axes():
     np.testing.assert_allclose(blender[:3, 3], camera.position)
     looking = -blender[:3, 2]  # Blender cameras look along local -Z
     np.testing.assert_allclose(looking, -camera.position / np.linalg.norm(camera.position), atol=1e-12)
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z"])
+def test_azimuth_zero_looks_at_the_front_and_azimuths_turn_towards_the_right(up):
+    """Front is ``right x up``; seen from above, views go counter-clockwise: front, right, back, left."""
+    right, up_vector = RIGHT_AXIS[up], UP_AXIS[up]
+    front = np.cross(right, up_vector)
+    distance = framing_distance(40.0)
+    positions = [c.position for c in orbit_cameras(4, 0.0, 40.0, 100, up)]
+    for position, direction in zip(positions, (front, right, -front, -right)):
+        np.testing.assert_allclose(position, distance * direction, atol=1e-12)
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z"])
+def test_the_image_is_neither_mirrored_nor_upside_down(up):
+    right, up_vector = RIGHT_AXIS[up], UP_AXIS[up]
+    front = np.cross(right, up_vector)
+    front_view, right_view = orbit_cameras(4, 0.0, 40.0, 100, up)[:2]
+    centre = 50.0
+    pixels, _ = project(np.stack([0.5 * right, 0.5 * up_vector, -0.5 * right]), front_view)
+    assert pixels[0, 0] > centre + 10 and pixels[0, 1] == pytest.approx(centre)  # the object's right, on the right
+    assert pixels[1, 1] < centre - 10 and pixels[1, 0] == pytest.approx(centre)  # its top, at the top
+    assert pixels[2, 0] < centre - 10
+    pixels, _ = project(np.stack([0.5 * front, -0.5 * front]), right_view)
+    assert pixels[0, 0] < centre - 10 and pixels[1, 0] > centre + 10  # from its right, the front is on the left
+
+
+def test_blender_camera_axes_are_opencv_axes_with_y_and_z_flipped():
+    for camera in orbit_cameras(5, 25.0, 40.0, 64, "z"):
+        blender = camera.blender_matrix_world()
+        rotation = camera.world_to_camera[:3, :3]  # rows: the camera's right, down and forward in the world
+        np.testing.assert_allclose(blender[:3, 0], rotation[0], atol=1e-12)   # Blender local +X: image right
+        np.testing.assert_allclose(blender[:3, 1], -rotation[1], atol=1e-12)  # local +Y: image up
+        np.testing.assert_allclose(blender[:3, 2], -rotation[2], atol=1e-12)  # local +Z: backwards
+        assert blender[2, 1] > 0  # image up leans towards world up (+z)

@@ -3,7 +3,7 @@ import pytest
 import trimesh
 
 from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.meshes import load_parts
+from ulip2_pipeline.meshes import FACE, VERTEX, Part, load_parts
 from ulip2_pipeline.points import object_seed, points_for_object
 from ulip2_pipeline.sampling import farthest_point_order, sample_object, sample_surface
 
@@ -148,3 +148,33 @@ def test_face_limit(tmp_path):
 def test_small_point_counts_are_ordered_too(count):
     xyz = np.random.default_rng(0).normal(size=(count, 3)).astype(np.float32)
     assert sorted(farthest_point_order(xyz).tolist()) == list(range(count))
+
+
+def two_coloured_triangles() -> list[Part]:
+    """Two equal triangles far apart: the left one red per face, the right one blue per vertex."""
+    left = np.array([[-3.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [-2.0, 1.5, 0.0]])
+    red = np.array([[255, 0, 0, 255]], np.uint8)
+    blue = np.tile(np.array([[0, 0, 255, 255]], np.uint8), (3, 1))
+    faces = np.array([[0, 1, 2]])
+    return [Part(left, faces, FACE, colours=red), Part(left * [-1, 1, 1], faces, VERTEX, colours=blue)]
+
+
+def test_each_point_keeps_its_own_colour_through_normalisation_and_farthest_point_order():
+    cloud = sample_object(two_coloured_triangles(), 600, object_seed(0, "pair"), (0.4, 0.4, 0.4))
+    on_left = cloud.xyz[:, 0] < 0
+    assert 200 < on_left.sum() < 400
+    np.testing.assert_array_equal(cloud.rgb[on_left], np.tile([255, 0, 0], (on_left.sum(), 1)))
+    np.testing.assert_array_equal(cloud.rgb[~on_left], np.tile([0, 0, 255], ((~on_left).sum(), 1)))
+    assert cloud.colour_sources == [FACE, VERTEX]
+
+
+def test_the_cloud_is_the_normalised_surface_sample_in_farthest_point_order():
+    parts = two_coloured_triangles()
+    surface = sample_surface(parts, 300, np.random.default_rng(object_seed(1, "pair")), (0.4, 0.4, 0.4))
+    cloud = sample_object(parts, 300, object_seed(1, "pair"), (0.4, 0.4, 0.4))
+    normalised = ((surface.xyz - surface.centroid) / cloud.scale).astype(np.float32)
+    order = farthest_point_order(normalised)
+    np.testing.assert_array_equal(cloud.xyz, normalised[order])
+    np.testing.assert_array_equal(cloud.rgb, surface.rgb[order])
+    np.testing.assert_allclose(cloud.center, surface.centroid)
+    assert np.linalg.norm(cloud.xyz, axis=1).max() == pytest.approx(1.0, abs=1e-6)
