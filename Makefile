@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint mutation
 
 $(STAMP): requirements.lock pyproject.toml scripts/setup-env.sh
 	bash scripts/setup-env.sh $(VENV)
@@ -25,3 +25,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint
+
+# Mutation testing of the core modules against the fast tests (not part of CI: about 20 minutes on two cores).
+# Ends with "mutation score: K/N killed (P %)"; see README "Development".
+mutation: $(STAMP)
+	$(VENV)/bin/python scripts/mutation.py
