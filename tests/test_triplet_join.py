@@ -5,6 +5,7 @@ has objects with points but no views, views but no points, and a view without ca
 so a join that pairs by position instead of by uid gives some object another's data.
 """
 import io
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,8 @@ from ulip2_pipeline.manifest import MANIFEST_SCHEMA
 from ulip2_pipeline.points import POINTS_SCHEMA
 from ulip2_pipeline.rank.stage import RANKED_SCHEMA
 from ulip2_pipeline.render.stage import RENDER_SCHEMA
-from ulip2_pipeline.triplets import run_triplets_shard
+from ulip2_pipeline import __version__
+from ulip2_pipeline.triplets import hf_features, run_triplets_shard, triplet_schema
 
 POINTS = 12
 OBJECTS = ["a_points_only", "b_two_views", "c_one_view_uncaptioned", "d_points_only", "e_views_only", "f_one_view"]
@@ -130,3 +132,28 @@ def test_the_objects_left_out_are_in_the_ledger_with_where_they_left(shard):
     left = {r["uid"]: r["reason"] for r in pq.read_table(folder / "left.parquet").to_pylist()}
     assert left == {"a_points_only": "no_views", "d_points_only": "no_views", "e_views_only": "no_points"}
     assert summary["left"] == 3
+
+
+def test_the_huggingface_features_describe_exactly_the_triplet_schema():
+    import datasets
+
+    features = datasets.Features.from_dict(hf_features(POINTS)["info"]["features"])
+    described = [(field.name, field.type) for field in features.arrow_schema]
+    assert described == [(field.name, field.type) for field in triplet_schema(POINTS)]
+    assert isinstance(features["images"].feature, datasets.Image)
+
+
+def test_the_shard_records_its_schema_stage_provenance_and_accounting(shard):
+    _, _, folder = shard
+    metadata = {k.decode(): v.decode() for k, v in pq.read_schema(folder / "triplets.parquet").metadata.items()}
+    assert metadata["ulip2.schema_version"] == "1"
+    assert (metadata["ulip2.stage"], metadata["ulip2.shard"]) == ("triplets", "00000")
+    provenance = json.loads(metadata["ulip2.provenance"])
+    assert provenance["dataset"] == "t"
+    assert {"ulip2_pipeline", "numpy", "pyarrow", "torch"} <= set(provenance["packages"])
+    assert provenance["packages"]["ulip2_pipeline"] == __version__
+    assert json.loads(metadata["huggingface"]) == hf_features(POINTS)
+    accounting = json.loads(metadata["ulip2.accounting"])
+    assert accounting["objects"] == len(OBJECTS)
+    assert accounting["stages"]["triplets"]["out"] == len(JOINED)
+    assert pq.ParquetFile(folder / "triplets.parquet").metadata.num_row_groups == 2  # row_group_rows 2
