@@ -2,8 +2,6 @@
 # src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, triplets,
 # embed, export_ulip, export_openshape, export_shapenet_ulip, dataset_card, train, eval, report.
 # See README.md.
-from pathlib import Path
-
 from ulip2_pipeline.config import validate_config
 
 
@@ -13,7 +11,7 @@ configfile: "config.yaml"
 report: "report/workflow.rst"
 
 
-validate_config(config, Path(workflow.basedir) / "config.schema.yaml")
+validate_config(config)  # against config.schema.yaml, which the package ships
 
 
 include: "rules/common.smk"

@@ -3,9 +3,9 @@
 
 rule tiny_models:
     output:
-        blip2=directory("results/models/tiny-blip2"),
-        clip_rank=directory("results/models/tiny-clip-rank"),
-        clip_embed=directory("results/models/tiny-clip-embed"),
+        blip2=directory(f"{paths.MODELS}/tiny-blip2"),
+        clip_rank=directory(f"{paths.MODELS}/tiny-clip-rank"),
+        clip_embed=directory(f"{paths.MODELS}/tiny-clip-embed"),
     log:
         "logs/models/tiny_models.log",
     conda:
@@ -17,10 +17,10 @@ rule tiny_models:
 rule caption_shard:
     input:
         unpack(caption_model_inputs),
-        render="results/{dataset}/render/{shard}.parquet",
+        render=rules.render_shard.output.render,
     output:
-        captions="results/{dataset}/captions/{shard}.parquet",
-        failures="results/{dataset}/failures/caption/{shard}.parquet",
+        captions=paths.CAPTIONS,
+        failures=paths.failures("caption"),
     params:
         caption=output_settings(config["caption"]),
     log:
@@ -40,11 +40,11 @@ rule caption_shard:
 rule rank_shard:
     input:
         unpack(rank_model_inputs),
-        render="results/{dataset}/render/{shard}.parquet",
-        captions="results/{dataset}/captions/{shard}.parquet",
+        render=rules.render_shard.output.render,
+        captions=rules.caption_shard.output.captions,
     output:
-        ranked="results/{dataset}/ranked/{shard}.parquet",
-        failures="results/{dataset}/failures/rank/{shard}.parquet",
+        ranked=paths.RANKED,
+        failures=paths.failures("rank"),
     params:
         rank=output_settings(config["rank"]),
     log:
@@ -63,9 +63,9 @@ rule rank_shard:
 
 rule caption:
     input:
-        per_shard("results/{dataset}/captions/{shard}.parquet"),
+        per_shard(paths.CAPTIONS),
 
 
 rule rank:
     input:
-        per_shard("results/{dataset}/ranked/{shard}.parquet"),
+        per_shard(paths.RANKED),

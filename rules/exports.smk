@@ -8,11 +8,11 @@ EMBED_NAME = config["embed"]["name"]
 
 rule export_ulip_shard:
     input:
-        "results/{dataset}/triplets/{shard}.parquet",
+        rules.triplets_shard.output.triplets,
     output:
-        "results/{dataset}/export/ulip/shards/{shard}.json",
+        paths.export("ulip", "shards/{shard}.json"),
     params:
-        root=lambda w: f"results/{w.dataset}/export/ulip",
+        root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="ulip"),
     log:
         "logs/{dataset}/export_ulip/{shard}.log",
     conda:
@@ -23,9 +23,9 @@ rule export_ulip_shard:
 
 rule export_ulip_captions:
     input:
-        shards_of_dataset("results/{dataset}/export/ulip/shards/{shard}.json"),
+        shards_of_dataset(paths.export("ulip", "shards/{shard}.json")),
     output:
-        "results/{dataset}/export/ulip/captions.json",
+        paths.export("ulip", "captions.json"),
     log:
         "logs/{dataset}/export_ulip/captions.log",
     localrule: True
@@ -37,11 +37,11 @@ rule export_ulip_captions:
 
 rule export_shapenet_ulip_shard:
     input:
-        "results/{dataset}/triplets/{shard}.parquet",
+        rules.triplets_shard.output.triplets,
     output:
-        "results/{dataset}/export/shapenet_ulip/shards/{shard}.json",
+        paths.export("shapenet_ulip", "shards/{shard}.json"),
     params:
-        root=lambda w: f"results/{w.dataset}/export/shapenet_ulip",
+        root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="shapenet_ulip"),
     log:
         "logs/{dataset}/export_shapenet_ulip/{shard}.log",
     benchmark:
@@ -54,14 +54,14 @@ rule export_shapenet_ulip_shard:
 
 rule export_shapenet_ulip_lists:
     input:
-        shards_of_dataset("results/{dataset}/export/shapenet_ulip/shards/{shard}.json"),
+        shards_of_dataset(paths.export("shapenet_ulip", "shards/{shard}.json")),
     output:
-        train="results/{dataset}/export/shapenet_ulip/train.txt",
-        test="results/{dataset}/export/shapenet_ulip/test.txt",
-        taxonomy="results/{dataset}/export/shapenet_ulip/taxonomy.json",
-        depth_encoding="results/{dataset}/export/shapenet_ulip/depth_encoding.json",
+        train=paths.export("shapenet_ulip", "train.txt"),
+        test=paths.export("shapenet_ulip", "test.txt"),
+        taxonomy=paths.export("shapenet_ulip", "taxonomy.json"),
+        depth_encoding=paths.export("shapenet_ulip", "depth_encoding.json"),
     params:
-        root=lambda w: f"results/{w.dataset}/export/shapenet_ulip",
+        root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="shapenet_ulip"),
     log:
         "logs/{dataset}/export_shapenet_ulip/lists.log",
     localrule: True
@@ -74,9 +74,9 @@ rule export_shapenet_ulip_lists:
 rule openshape_text_features_shard:
     input:
         unpack(embed_model_inputs),
-        triplets="results/{dataset}/triplets/{shard}.parquet",
+        triplets=rules.triplets_shard.output.triplets,
     output:
-        "results/{dataset}/text_features/{model}/{shard}.parquet",
+        paths.TEXT_FEATURES,
     params:
         embed=output_settings(config["embed"]),
     log:
@@ -95,13 +95,13 @@ rule openshape_text_features_shard:
 
 rule export_openshape_shard:
     input:
-        triplets="results/{dataset}/triplets/{shard}.parquet",
-        embed=f"results/{{dataset}}/embed/{EMBED_NAME}/{{shard}}.parquet",
-        text_features=f"results/{{dataset}}/text_features/{EMBED_NAME}/{{shard}}.parquet",
+        triplets=rules.triplets_shard.output.triplets,
+        embed=paths.fill(paths.EMBED, model=EMBED_NAME),
+        text_features=paths.fill(paths.TEXT_FEATURES, model=EMBED_NAME),
     output:
-        "results/{dataset}/export/openshape/shards/{shard}.json",
+        paths.export("openshape", "shards/{shard}.json"),
     params:
-        root=lambda w: f"results/{w.dataset}/export/openshape",
+        root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="openshape"),
     log:
         "logs/{dataset}/export_openshape/{shard}.log",
     benchmark:
@@ -114,11 +114,11 @@ rule export_openshape_shard:
 
 rule export_openshape_split:
     input:
-        shards_of_dataset("results/{dataset}/export/openshape/shards/{shard}.json"),
+        shards_of_dataset(paths.export("openshape", "shards/{shard}.json")),
     output:
-        "results/{dataset}/export/openshape/train.json",
+        paths.export("openshape", "train.json"),
     params:
-        root=lambda w: f"results/{w.dataset}/export/openshape",
+        root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="openshape"),
     log:
         "logs/{dataset}/export_openshape/split.log",
     localrule: True
@@ -130,10 +130,10 @@ rule export_openshape_split:
 
 rule dataset_card_file:
     input:
-        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
-        summary="results/{dataset}/summary.json",
+        triplets=shards_of_dataset(paths.TRIPLETS),
+        summary=rules.summary.output[0],
     output:
-        "results/{dataset}/README.md",
+        paths.DATASET_CARD,
     log:
         "logs/{dataset}/dataset_card.log",
     localrule: True
@@ -145,19 +145,19 @@ rule dataset_card_file:
 
 rule export_ulip:
     input:
-        expand("results/{dataset}/export/ulip/captions.json", dataset=DATASETS),
+        expand(paths.export("ulip", "captions.json"), dataset=DATASETS),
 
 
 rule export_shapenet_ulip:
     input:
-        expand("results/{dataset}/export/shapenet_ulip/train.txt", dataset=shapenet_ulip_datasets(config, DATASETS)),
+        expand(paths.export("shapenet_ulip", "train.txt"), dataset=shapenet_ulip_datasets(config, DATASETS)),
 
 
 rule export_openshape:
     input:
-        expand("results/{dataset}/export/openshape/train.json", dataset=DATASETS),
+        expand(paths.export("openshape", "train.json"), dataset=DATASETS),
 
 
 rule dataset_card:
     input:
-        expand("results/{dataset}/README.md", dataset=DATASETS),
+        expand(paths.DATASET_CARD, dataset=DATASETS),

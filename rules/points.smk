@@ -5,8 +5,8 @@ rule points_shard:
     input:
         manifest=manifest_slice,
     output:
-        points="results/{dataset}/points/{shard}.parquet",
-        failures="results/{dataset}/failures/points/{shard}.parquet",
+        points=paths.POINTS,
+        failures=paths.failures("points"),
     params:
         dataset=dataset_config,
     log:
@@ -25,4 +25,4 @@ rule points_shard:
 
 rule points:
     input:
-        per_shard("results/{dataset}/points/{shard}.parquet"),
+        per_shard(paths.POINTS),

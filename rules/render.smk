@@ -5,10 +5,10 @@
 rule render_shard:
     input:
         manifest=manifest_slice,
-        points="results/{dataset}/points/{shard}.parquet",
+        points=rules.points_shard.output.points,
     output:
-        render="results/{dataset}/render/{shard}.parquet",
-        failures="results/{dataset}/failures/render/{shard}.parquet",
+        render=paths.RENDER,
+        failures=paths.failures("render"),
     params:
         dataset=dataset_config,
         settings=render_output_settings,
@@ -30,4 +30,4 @@ rule render_shard:
 
 rule render:
     input:
-        per_shard("results/{dataset}/render/{shard}.parquet"),
+        per_shard(paths.RENDER),

@@ -5,32 +5,32 @@
 
 rule report_dataset:
     input:
-        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
-        ranked=shards_of_dataset("results/{dataset}/ranked/{shard}.parquet"),
+        triplets=shards_of_dataset(paths.TRIPLETS),
+        ranked=shards_of_dataset(paths.RANKED),
     output:
         sheet=report(
-            "results/{dataset}/report/contact_sheet.html",
+            f"{paths.REPORT}/contact_sheet.html",
             caption="../report/contact_sheet.rst",
             category="{dataset}",
             subcategory="1. Views and captions",
             labels={"page": "contact sheet"},
         ),
         captions=report(
-            "results/{dataset}/report/caption_extremes.html",
+            f"{paths.REPORT}/caption_extremes.html",
             caption="../report/caption_extremes.rst",
             category="{dataset}",
             subcategory="1. Views and captions",
             labels={"page": "lowest and highest scores"},
         ),
         histograms=report(
-            "results/{dataset}/report/caption_statistics.html",
+            f"{paths.REPORT}/caption_statistics.html",
             caption="../report/caption_statistics.rst",
             category="{dataset}",
             subcategory="1. Views and captions",
             labels={"page": "statistics"},
         ),
         points=report(
-            "results/{dataset}/report/point_clouds.html",
+            f"{paths.REPORT}/point_clouds.html",
             caption="../report/point_clouds.rst",
             category="{dataset}",
             subcategory="2. Point clouds",
@@ -49,11 +49,11 @@ rule report_dataset:
 
 rule report_failures:
     input:
-        summary="results/{dataset}/summary.json",
+        summary=rules.summary.output[0],
         failures=failure_files,
     output:
         report(
-            "results/{dataset}/report/failures.html",
+            f"{paths.REPORT}/failures.html",
             caption="../report/failures.rst",
             category="{dataset}",
             subcategory="3. Failures",
@@ -72,11 +72,11 @@ rule report_failures:
 
 rule report_training:
     input:
-        metrics="results/{dataset}/train/{run}/metrics.json",
-        zero_shot="results/{dataset}/eval/{run}/zero_shot.json",
+        metrics=rules.train_run.output.metrics,
+        zero_shot=rules.eval_run.output[0],
     output:
         report(
-            "results/{dataset}/report/training_{run}.html",
+            f"{paths.REPORT}/training_{{run}}.html",
             caption="../report/training.rst",
             category="{dataset}",
             subcategory="4. Training",
@@ -94,12 +94,12 @@ rule report_training:
 rule report:
     input:
         expand(
-            "results/{dataset}/report/{page}.html",
+            f"{paths.REPORT}/{{page}}.html",
             dataset=DATASETS,
             page=["contact_sheet", "caption_extremes", "caption_statistics", "point_clouds", "failures"],
         ),
         expand(
-            "results/{dataset}/report/training_{run}.html",
+            f"{paths.REPORT}/training_{{run}}.html",
             dataset=DATASETS,
             run=config["train"]["run"],
         ),

@@ -3,7 +3,7 @@
 
 rule demo_meshes:
     output:
-        directory("results/{dataset}/demo_meshes"),
+        directory(paths.DEMO_MESHES),
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         seed=lambda w: config["datasets"][w.dataset]["seed"],
@@ -24,8 +24,8 @@ checkpoint manifest:
     input:
         unpack(source_inputs),
     output:
-        manifest=update("results/{dataset}/manifest.parquet"),
-        failures="results/{dataset}/failures/manifest.parquet",
+        manifest=update(paths.MANIFEST),
+        failures=paths.MANIFEST_FAILURES,
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         shard_size=lambda w: config["datasets"][w.dataset]["shard_size"],
@@ -39,4 +39,4 @@ checkpoint manifest:
 
 rule manifests:
     input:
-        expand("results/{dataset}/manifest.parquet", dataset=DATASETS),
+        expand(paths.MANIFEST, dataset=DATASETS),

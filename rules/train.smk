@@ -5,17 +5,17 @@
 rule train_run:
     input:
         unpack(embed_model_inputs),
-        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
-        embed=shards_of_dataset(f"results/{{dataset}}/embed/{config['embed']['name']}/{{shard}}.parquet"),
+        triplets=shards_of_dataset(paths.TRIPLETS),
+        embed=shards_of_dataset(paths.fill(paths.EMBED, model=config["embed"]["name"])),
     output:
-        model="results/{dataset}/train/{run}/model.pt",
-        metrics="results/{dataset}/train/{run}/metrics.json",
+        model=paths.MODEL,
+        metrics=paths.METRICS,
     params:
         # batch_size changes what training learns; workers, threads and device only its speed.
         train=output_settings(config["train"], keep=("batch_size",)),
         embed=output_settings(config["embed"]),
         up_axis=lambda w: config["datasets"][w.dataset]["up_axis"],
-        out_dir=lambda w: f"results/{w.dataset}/train/{w.run}",
+        out_dir=lambda w: paths.fill(paths.TRAIN_RUN, dataset=w.dataset, run=w.run),
     log:
         "logs/{dataset}/train/{run}.log",
     threads: config["train"]["threads"]
@@ -31,10 +31,10 @@ rule train_run:
 rule eval_run:
     input:
         unpack(embed_model_inputs),
-        model="results/{dataset}/train/{run}/model.pt",
-        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
+        model=rules.train_run.output.model,
+        triplets=shards_of_dataset(paths.TRIPLETS),
     output:
-        "results/{dataset}/eval/{run}/zero_shot.json",
+        paths.ZERO_SHOT,
     params:
         eval=output_settings(config["eval"]),
         embed=output_settings(config["embed"]),
@@ -52,9 +52,9 @@ rule eval_run:
 
 rule train:
     input:
-        expand("results/{dataset}/train/{run}/model.pt", dataset=DATASETS, run=config["train"]["run"]),
+        expand(paths.MODEL, dataset=DATASETS, run=config["train"]["run"]),
 
 
 rule eval:
     input:
-        expand("results/{dataset}/eval/{run}/zero_shot.json", dataset=DATASETS, run=config["train"]["run"]),
+        expand(paths.ZERO_SHOT, dataset=DATASETS, run=config["train"]["run"]),

@@ -4,17 +4,17 @@
 rule triplets_shard:
     input:
         manifest=manifest_slice,
-        points="results/{dataset}/points/{shard}.parquet",
-        render="results/{dataset}/render/{shard}.parquet",
-        captions="results/{dataset}/captions/{shard}.parquet",
-        ranked="results/{dataset}/ranked/{shard}.parquet",
-        points_failures="results/{dataset}/failures/points/{shard}.parquet",
-        render_failures="results/{dataset}/failures/render/{shard}.parquet",
-        caption_failures="results/{dataset}/failures/caption/{shard}.parquet",
-        rank_failures="results/{dataset}/failures/rank/{shard}.parquet",
+        points=rules.points_shard.output.points,
+        render=rules.render_shard.output.render,
+        captions=rules.caption_shard.output.captions,
+        ranked=rules.rank_shard.output.ranked,
+        points_failures=rules.points_shard.output.failures,
+        render_failures=rules.render_shard.output.failures,
+        caption_failures=rules.caption_shard.output.failures,
+        rank_failures=rules.rank_shard.output.failures,
     output:
-        triplets="results/{dataset}/triplets/{shard}.parquet",
-        failures="results/{dataset}/failures/triplets/{shard}.parquet",
+        triplets=paths.TRIPLETS,
+        failures=paths.failures("triplets"),
     params:
         provenance=triplet_provenance,
         points=lambda w: config["datasets"][w.dataset]["points"]["count"],
@@ -29,11 +29,11 @@ rule triplets_shard:
 
 rule summary:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        manifest_failures="results/{dataset}/failures/manifest.parquet",
-        triplets=shards_of_dataset("results/{dataset}/triplets/{shard}.parquet"),
+        manifest=rules.manifest.output.manifest,
+        manifest_failures=rules.manifest.output.failures,
+        triplets=shards_of_dataset(paths.TRIPLETS),
     output:
-        "results/{dataset}/summary.json",
+        paths.SUMMARY,
     log:
         "logs/{dataset}/summary.log",
     localrule: True
@@ -46,9 +46,9 @@ rule summary:
 rule embed_shard:
     input:
         unpack(embed_model_inputs),
-        triplets="results/{dataset}/triplets/{shard}.parquet",
+        triplets=rules.triplets_shard.output.triplets,
     output:
-        "results/{dataset}/embed/{model}/{shard}.parquet",
+        paths.EMBED,
     params:
         embed=output_settings(config["embed"]),
     log:
@@ -65,10 +65,10 @@ rule embed_shard:
 
 rule triplets:
     input:
-        per_shard("results/{dataset}/triplets/{shard}.parquet"),
-        expand("results/{dataset}/summary.json", dataset=DATASETS),
+        per_shard(paths.TRIPLETS),
+        expand(paths.SUMMARY, dataset=DATASETS),
 
 
 rule embed:
     input:
-        per_shard(f"results/{{dataset}}/embed/{config['embed']['name']}/{{shard}}.parquet"),
+        per_shard(paths.fill(paths.EMBED, model=config["embed"]["name"])),
