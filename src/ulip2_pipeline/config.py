@@ -15,6 +15,9 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data; the repository's top-level file
+
+
 class ConfigError(ValueError):
     """The configuration does not satisfy the schema; the message names every bad key."""
 
@@ -67,8 +70,11 @@ def _describe(error) -> str:
     return f"key '{where}': {error.message}"
 
 
-def validate_config(config: dict, schema: dict | str | Path) -> dict:
-    """Validate ``config`` in place, filling defaults; raise ConfigError naming every bad key."""
+def validate_config(config: dict, schema: dict | str | Path = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place, filling defaults; raise ConfigError naming every bad key.
+
+    ``schema``: the schema (or its file); by default the one shipped with the package.
+    """
     if not isinstance(schema, dict):
         schema = load_schema(schema)
     validator = _DefaultFillingValidator(schema)

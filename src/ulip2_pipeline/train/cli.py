@@ -17,11 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from ..config import validate_config
+from .. import paths
+from ..config import SCHEMA_PATH, validate_config
 from ..workflow import log_to
 from .launch import TrainJob, launch, run_rank
-
-SCHEMA = Path(__file__).resolve().parents[3] / "config.schema.yaml"
 
 
 def _override(config: dict, assignment: str) -> None:
@@ -46,12 +45,13 @@ def job_from_config(args) -> TrainJob:
     if dataset not in config["datasets"]:
         raise SystemExit(f"--dataset: give one of {', '.join(datasets)}")
     train, embed = config["train"], config["embed"]
-    results = Path(args.results) / dataset
-    triplets = args.triplets or sorted(str(p) for p in (results / "triplets").glob("*.parquet"))
+    shard_pattern = paths.under(args.results, paths.TRIPLETS, dataset=dataset)
+    triplets = args.triplets or sorted(str(p) for p in shard_pattern.parent.glob("*.parquet"))
     if not triplets:
-        raise SystemExit(f"no triplet shards under {results / 'triplets'}; build them or pass --triplets")
-    embeds = args.embed or [str(results / "embed" / embed["name"] / Path(p).name) for p in triplets]
-    out_dir = Path(args.out or results / "train" / train["run"])
+        raise SystemExit(f"no triplet shards under {shard_pattern.parent}; build them or pass --triplets")
+    embeds = args.embed or [str(paths.under(args.results, paths.EMBED, dataset=dataset, model=embed["name"],
+                                            shard=Path(p).stem)) for p in triplets]
+    out_dir = Path(args.out or paths.under(args.results, paths.TRAIN_RUN, dataset=dataset, run=train["run"]))
     return TrainJob(triplets=list(triplets), embed=list(embeds), train=train, embed_settings=embed,
                     up_axis=config["datasets"][dataset].get("up_axis", "y"), out_dir=str(out_dir),
                     model=str(out_dir / "model.pt"), log=str(out_dir / "train.log"))
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus", type=int, help="ranks to run (default: train.gpus)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. train.epochs=50 (repeatable)")
-    parser.add_argument("--schema", default=str(SCHEMA), help="config.schema.yaml (default: the repository's)")
+    parser.add_argument("--schema", default=str(SCHEMA_PATH), help="config.schema.yaml (default: the package's)")
     return parser
 
 
