@@ -1,7 +1,9 @@
 import gzip
 import hashlib
 import json
+import os
 
+import pyarrow.parquet as pq
 import pytest
 import trimesh
 
@@ -112,3 +114,22 @@ def test_demo_set_has_every_kind_of_appearance(tmp_path):
         multi_part += len(parts) > 1
     assert {"texture", "vertex", "material", "none"} <= sources
     assert multi_part >= 3 * 4
+
+
+def test_a_file_name_that_is_not_utf8_is_a_ledger_row_and_the_others_are_listed(tmp_path):
+    """One such name used to stop the whole manifest: its path cannot be stored in a Parquet string."""
+    from ulip2_pipeline.manifest import run_manifest
+
+    root = tmp_path / "meshes"
+    root.mkdir()
+    (root / "plain.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.obj"), "w") as f:
+        f.write("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    source = {"kind": "folder", "path": str(root), "extensions": ["obj"], "category": "none"}
+    summary = run_manifest(source, 10, tmp_path / "manifest.parquet", tmp_path / "failures.parquet")
+    assert summary["objects"] == 1
+    assert pq.read_table(tmp_path / "manifest.parquet").column("uid").to_pylist() == ["plain.obj"]
+    [failure] = pq.read_table(tmp_path / "failures.parquet").to_pylist()
+    assert failure["reason"] == "non_utf8_name"
+    assert failure["uid"].startswith("caf_.obj-")
+    assert "caf\\xe9.obj" in failure["detail"] and "rename" in failure["detail"]

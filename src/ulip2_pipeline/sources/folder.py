@@ -35,7 +35,8 @@ def folder_uid(rel_parts: tuple[str, ...]) -> str:
                           for part in rel_parts))
     if reversible:
         return plain
-    tag = hashlib.sha256("/".join(rel_parts).encode()).hexdigest()[:16]
+    # The name's bytes as the file system holds them: a name that is not UTF-8 arrives with surrogate escapes.
+    tag = hashlib.sha256("/".join(rel_parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     mapped = _REPEATED_DOT.sub("_", _UNSAFE.sub("_", plain))
     if not mapped[0].isalnum():
         mapped = "u" + mapped
@@ -56,6 +57,14 @@ def _walk(root: str):
                     yield parts, entry
 
 
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_folder(root: Path, extensions: list[str], category: str) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
     """The mesh files under ``root``, and the ones that cannot be admitted as (uid, reason, detail).
 
@@ -71,6 +80,10 @@ def list_folder(root: Path, extensions: list[str], category: str) -> tuple[list[
         if suffix not in wanted or "." not in entry.name:
             continue
         uid = folder_uid(parts)
+        if not _is_utf8(entry.path):  # Parquet strings are UTF-8: the manifest could not record its path
+            printable = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+            rejected.append((uid, "non_utf8_name", f"{printable}: the file name is not UTF-8; rename the file"))
+            continue
         try:
             if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(resolved_root):
                 rejected.append((uid, "outside_root", f"{entry.path} is a link to {Path(entry.path).resolve()}, "
