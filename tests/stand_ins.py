@@ -1,18 +1,50 @@
-"""The tiny stand-ins of the paper's models, built once per test session, and small shard builders."""
+"""The tiny stand-ins of the paper's models, built once per machine and version of their code, and small shard
+builders."""
+import fcntl
+import hashlib
 import io
+import json
+import shutil
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
 
+# open_clip and the BLIP-2 classes (which transformers imports lazily, in seconds) are loaded at collection:
+# mutation testing forks one test session per mutant from a process that has collected the tests.
+import open_clip  # noqa: F401
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from transformers import Blip2ForConditionalGeneration, Blip2Processor  # noqa: F401
 
-from ulip2_pipeline.tiny_models import build_tiny_models
+from ulip2_pipeline import opt_vocab, real_models, tiny_models
+
+
+def stand_ins_key() -> str:
+    """Changes with the code that builds the stand-ins and the libraries that save them."""
+    digest = hashlib.sha256()
+    for module in (tiny_models, real_models, opt_vocab):
+        digest.update(Path(module.__file__).read_bytes())
+    for package in ("torch", "transformers", "open_clip_torch"):
+        digest.update(version(package).encode())
+    return digest.hexdigest()[:16]
 
 
 @pytest.fixture(scope="session")
-def stand_ins(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stand-ins")
-    return build_tiny_models(root / "tiny-blip2", root / "tiny-clip-rank", root / "tiny-clip-embed")
+def stand_ins():
+    """Built once into the temporary folder and then only loaded: building takes seconds, and mutation testing
+    starts a test session per mutant. Tests only read them."""
+    root = Path(tempfile.gettempdir()) / f"ulip2-stand-ins-{stand_ins_key()}"
+    built = root / "built.json"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            models = tiny_models.build_tiny_models(root / "tiny-blip2", root / "tiny-clip-rank",
+                                                   root / "tiny-clip-embed")
+            built.write_text(json.dumps(models))
+    return json.loads(built.read_text())
 
 
 def png(colour, size=64) -> bytes:
