@@ -1,4 +1,6 @@
 """Colour conversions: the sRGB transfer function both ways, and Blender image buffers as display bytes."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,22 @@ def test_three_channel_images_are_opaque():
     values, width, height, channels = buffer([[[0.2, 0.4, 0.6]]])
     np.testing.assert_array_equal(image_buffer_to_srgb_bytes(values, width, height, channels, False)[0, 0],
                                   [51, 102, 153, 255])
+
+
+def test_float32_colours_are_converted_in_float64_both_ways():
+    colours = np.array([[0.5, 0.2, 0.9]], dtype=np.float32)
+    assert srgb_to_linear(colours).dtype == np.float64
+    assert linear_to_srgb(colours).dtype == np.float64
+
+
+def test_out_of_range_alpha_in_a_float_buffer_is_clipped_to_bytes():
+    values, width, height, channels = buffer([[[0.0, 0.0, 0.0, 1.5], [1.0, 1.0, 1.0, -0.5]]])
+    pixels = image_buffer_to_srgb_bytes(values, width, height, channels, is_float=True)
+    np.testing.assert_array_equal(pixels[0, :, 3], [255, 0])
+
+
+def test_negative_srgb_values_continue_the_linear_segment_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        linear = srgb_to_linear(np.array([-0.5, -0.01, 0.5]))
+    np.testing.assert_allclose(linear[:2], [-0.5 / 12.92, -0.01 / 12.92])

@@ -1,11 +1,13 @@
+import warnings
+
 import numpy as np
 import pytest
 import trimesh
 
 from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.meshes import FACE, VERTEX, Part, load_parts
+from ulip2_pipeline.meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, load_parts
 from ulip2_pipeline.points import object_seed, points_for_object
-from ulip2_pipeline.sampling import farthest_point_order, sample_object, sample_surface
+from ulip2_pipeline.sampling import _texture_lookup, farthest_point_order, normalise, sample_object, sample_surface
 
 from conftest import expected_quadrant_colour, points_cfg
 
@@ -147,7 +149,9 @@ def test_face_limit(tmp_path):
 @pytest.mark.parametrize("count", [1, 2, 5, 31, 33])
 def test_small_point_counts_are_ordered_too(count):
     xyz = np.random.default_rng(0).normal(size=(count, 3)).astype(np.float32)
-    assert sorted(farthest_point_order(xyz).tolist()) == list(range(count))
+    order = farthest_point_order(xyz)
+    assert sorted(order.tolist()) == list(range(count))
+    assert order.dtype == np.int64
 
 
 def two_coloured_triangles() -> list[Part]:
@@ -178,3 +182,163 @@ def test_the_cloud_is_the_normalised_surface_sample_in_farthest_point_order():
     np.testing.assert_array_equal(cloud.rgb, surface.rgb[order])
     np.testing.assert_allclose(cloud.center, surface.centroid)
     assert np.linalg.norm(cloud.xyz, axis=1).max() == pytest.approx(1.0, abs=1e-6)
+
+
+# 2 rows x 4 columns of distinct texels: the value of row r, column c is 10 * r + c.
+GRID_TEXTURE = (10 * np.arange(2)[:, None] + np.arange(4)[None, :]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("u,v,row,column", [
+    (0.1, 0.9, 0, 0),     # v up: the top row holds v in (0.5, 1)
+    (0.9, 0.1, 1, 3),
+    (0.3, 0.6, 0, 1),
+    (1.3, 0.6, 0, 1),     # REPEAT: whole periods drop out, both ways
+    (-0.7, -0.4, 0, 1),
+    (2.6, 1.1, 1, 2),
+    (0.0, 0.0, 1, 0),     # v = 0 is the bottom edge of the bottom row
+    (1.0, 1.0, 1, 0),     # one full period from (0, 0)
+    (-1e-20, 0.7, 0, 3),  # just left of u = 0 wraps to the last column
+])
+def test_texture_lookup_takes_the_nearest_texel_with_repeat_wrapping(u, v, row, column):
+    texel = _texture_lookup(GRID_TEXTURE, np.array([[u, v]]))
+    assert texel.tolist() == [GRID_TEXTURE[row, column]]
+
+
+class QueuedRandom:
+    """A stand-in for np.random.Generator whose random(n) calls return the given arrays in turn."""
+
+    def __init__(self, *draws):
+        self.draws = [np.asarray(d, dtype=np.float64) for d in draws]
+
+    def random(self, count):
+        draw = self.draws.pop(0)
+        assert len(draw) == count
+        return draw.copy()
+
+
+RIGHT_TRIANGLE = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.array([[0, 1, 2]]), VERTEX,
+                      colours=np.array([[0, 0, 0, 255], [255, 0, 0, 255], [0, 255, 0, 255]], np.uint8))
+
+
+def test_uniform_pairs_inside_the_triangle_stay_and_pairs_outside_are_reflected():
+    rng = QueuedRandom([0.1, 0.5, 0.9], [0.25, 0.6, 0.25], [0.5, 0.7, 0.75])
+    surface = sample_surface([RIGHT_TRIANGLE], 3, rng, (0.4, 0.4, 0.4))
+    # (u, v) -> a + u (b - a) + v (c - a); (0.25, 0.75) lies on the edge u + v = 1 and is not reflected.
+    np.testing.assert_allclose(surface.xyz, [[0.25, 0.5, 0.0], [0.4, 0.3, 0.0], [0.25, 0.75, 0.0]], atol=1e-15)
+
+
+def test_vertex_colours_are_interpolated_at_the_sampled_place():
+    surface = sample_surface([RIGHT_TRIANGLE], 500, np.random.default_rng(0), (0.4, 0.4, 0.4))
+    expected = np.rint(np.stack([surface.xyz[:, 0], surface.xyz[:, 1], 0 * surface.xyz[:, 0]], axis=1) * 255)
+    np.testing.assert_array_equal(surface.rgb, expected.astype(np.uint8))
+
+
+def test_face_colours_keep_their_byte_values():
+    colours = np.array([[10, 128, 200, 255]], np.uint8)
+    part = Part(RIGHT_TRIANGLE.vertices, RIGHT_TRIANGLE.faces, FACE, colours=colours)
+    surface = sample_surface([part], 50, np.random.default_rng(0), (0.4, 0.4, 0.4))
+    assert surface.rgb.dtype == np.uint8
+    np.testing.assert_array_equal(surface.rgb, np.tile([10, 128, 200], (50, 1)))
+    assert surface.colour_sources == [FACE]
+
+
+def test_a_material_colour_and_the_default_colour_become_bytes():
+    material = Part(RIGHT_TRIANGLE.vertices, RIGHT_TRIANGLE.faces, MATERIAL, colours=np.array([0.2, 0.5, 1.0, 1.0]))
+    plain = Part(RIGHT_TRIANGLE.vertices + [5.0, 0.0, 0.0], RIGHT_TRIANGLE.faces, NONE)
+    surface = sample_surface([material, plain], 200, np.random.default_rng(0), (0.1, 0.3, 0.7))
+    on_plain = surface.xyz[:, 0] > 2.0
+    assert 0 < on_plain.sum() < 200
+    np.testing.assert_array_equal(surface.rgb[~on_plain], np.tile([51, 128, 255], ((~on_plain).sum(), 1)))
+    np.testing.assert_array_equal(surface.rgb[on_plain], np.tile([26, 76, 178], (on_plain.sum(), 1)))
+    assert surface.colour_sources == [MATERIAL, NONE]
+
+
+def test_texels_are_multiplied_by_the_base_colour_factor():
+    square = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]),
+                  np.array([[0, 1, 2], [0, 2, 3]]), TEXTURE,
+                  uv=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
+                  image=np.full((4, 4, 4), 200, np.uint8), factor=np.array([1.0, 0.5, 0.25, 1.0]))
+    surface = sample_surface([square], 100, np.random.default_rng(0), (0.4, 0.4, 0.4))
+    np.testing.assert_array_equal(surface.rgb, np.tile([200, 100, 50], (100, 1)))
+    assert surface.colour_sources == [TEXTURE]
+
+
+def test_the_centroid_is_the_exact_area_weighted_centroid_of_all_parts():
+    big = Part(np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), np.array([[0, 1, 2]]), NONE)  # area 2
+    small = Part(np.array([[9.0, 0.0, 3.0], [10.0, 0.0, 3.0], [9.0, 1.0, 3.0]]), np.array([[0, 1, 2]]), NONE)
+    surface = sample_surface([big, small], 10, np.random.default_rng(0), (0.4, 0.4, 0.4))
+    big_centre, small_centre = np.array([2 / 3, 2 / 3, 0.0]), np.array([28 / 3, 1 / 3, 3.0])
+    np.testing.assert_allclose(surface.centroid, (2.0 * big_centre + 0.5 * small_centre) / 2.5, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("scale", [0.0, 1e200, np.nan])
+def test_a_surface_without_finite_positive_area_is_a_no_area_failure(scale):
+    """All triangles degenerate (area 0), or areas that overflow to infinity or are NaN."""
+    triangle = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) * scale,
+                    np.array([[0, 1, 2]]), NONE)
+    with pytest.raises(ObjectFailure) as info:
+        sample_surface([triangle], 10, np.random.default_rng(0), (0.4, 0.4, 0.4))
+    assert info.value.reason == "no_area"
+    assert "degenerate" in info.value.detail
+
+
+@pytest.mark.parametrize("points", [np.ones((5, 3)), np.full((5, 3), np.nan)])
+def test_normalising_points_without_extent_is_a_no_area_failure(points):
+    with pytest.raises(ObjectFailure) as info:
+        normalise(points, np.ones(3))
+    assert info.value.reason == "no_area"
+    assert info.value.detail == "all sampled points coincide; the object has no extent"
+
+
+def test_normalise_returns_float32_points_in_the_unit_ball_with_the_centre_and_scale():
+    points = np.array([[1.0, 2.0, 3.0], [4.0, 6.0, 3.0], [1.0, 2.0, 5.0]])
+    xyz, center, scale = normalise(points, np.array([1.0, 2.0, 3.0]))
+    assert xyz.dtype == np.float32
+    assert scale == 5.0
+    np.testing.assert_array_equal(center, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(xyz, [[0, 0, 0], [0.6, 0.8, 0], [0, 0, 0.4]], rtol=1e-7)
+
+
+def triangle_row(x_offset: float, colour: list[int]) -> Part:
+    """A FACE part: a zero-area triangle, then the right triangle moved by ``x_offset``, in ``colour``."""
+    vertices = np.concatenate([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]], RIGHT_TRIANGLE.vertices])
+    return Part(vertices + [x_offset, 0.0, 0.0], np.array([[0, 1, 2], [3, 4, 5]]), FACE,
+                colours=np.array([[255, 255, 255, 255], colour + [255]], np.uint8))
+
+
+def test_zero_area_faces_are_never_sampled_even_by_a_zero_draw():
+    rng = QueuedRandom([0.0, 0.0], [0.25, 0.5], [0.25, 0.25])
+    surface = sample_surface([triangle_row(0.0, [0, 0, 200])], 2, rng, (0.4, 0.4, 0.4))
+    np.testing.assert_allclose(surface.xyz, [[0.25, 0.25, 0.0], [0.5, 0.25, 0.0]])
+    np.testing.assert_array_equal(surface.rgb, [[0, 0, 200], [0, 0, 200]])
+
+
+def test_parts_without_samples_are_skipped_and_add_no_colour_source():
+    colours = [[200, 0, 0], [0, 200, 0], [0, 0, 200]]
+    first, unsampled, last = (triangle_row(10.0 * k, colour) for k, colour in enumerate(colours))
+    unsampled.colour_source = VERTEX
+    unsampled.colours = np.zeros((6, 4), np.uint8)
+    rng = QueuedRandom([0.1, 0.9, 0.95], [0.25, 0.25, 0.5], [0.25, 0.5, 0.25])  # the draws pick first, last, last
+    surface = sample_surface([first, unsampled, last], 3, rng, (0.4, 0.4, 0.4))
+    np.testing.assert_allclose(surface.xyz, [[0.25, 0.25, 0.0], [20.25, 0.5, 0.0], [20.5, 0.25, 0.0]])
+    np.testing.assert_array_equal(surface.rgb, [[200, 0, 0], [0, 0, 200], [0, 0, 200]])
+    assert surface.colour_sources == [FACE]
+
+
+def test_sampling_a_textured_mesh_raises_no_warnings(textured_square_glb):
+    parts = load_parts(textured_square_glb, max_faces=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sample_object(parts + two_coloured_triangles(), 200, object_seed(0, "quiet"), (0.4, 0.4, 0.4))
+
+
+def test_colours_beyond_0_to_1_are_clipped_to_bytes():
+    """Blender can give a texture factor over 1 (an HDR colour constant) or, set from Python, below 0."""
+    square = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]),
+                  np.array([[0, 1, 2], [0, 2, 3]]), TEXTURE,
+                  uv=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
+                  image=np.full((4, 4, 4), 200, np.uint8), factor=np.array([2.0, -0.5, 1.0, 1.0]))
+    surface = sample_surface([square], 20, np.random.default_rng(0), (0.4, 0.4, 0.4))
+    np.testing.assert_array_equal(surface.rgb, np.tile([255, 0, 200], (20, 1)))

@@ -70,8 +70,8 @@ def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
         raise ObjectFailure("no_area", f"total surface area is {total!r}; every triangle is degenerate")
     centroid = sum(t[1] for t in terms) / total
 
+    # random() < 1 gives draws below the total, so side="right" never runs past the last face with area.
     picks = np.searchsorted(cumulative, rng.random(count) * total, side="right")
-    np.minimum(picks, len(areas) - 1, out=picks)
     u, v = rng.random(count), rng.random(count)
     outside = u + v > 1.0
     u[outside], v[outside] = 1.0 - u[outside], 1.0 - v[outside]
@@ -83,7 +83,7 @@ def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
     # Group the samples by part in one pass (scenes can have thousands of parts).
     part_starts = np.cumsum([0] + [len(p.faces) for p in parts])
     part_of = np.searchsorted(part_starts, picks, side="right") - 1
-    by_part = np.argsort(part_of, kind="stable")
+    by_part = np.argsort(part_of)  # any order within a part will do: each sample is computed on its own
     bounds = np.searchsorted(part_of[by_part], np.arange(len(parts) + 1))
     sources = []
     for index, part in enumerate(parts):
@@ -117,7 +117,21 @@ def farthest_point_order(xyz: np.ndarray) -> np.ndarray:
     if len(xyz) < 2:
         return np.arange(len(xyz), dtype=np.int64)
     height = min(5, int(np.log2(len(xyz))))  # the kd-tree may not be deeper than the points allow
-    return np.asarray(fpsample.bucket_fps_kdline_sampling(xyz, len(xyz), h=height, start_idx=0), dtype=np.int64)
+    order = np.asarray(fpsample.bucket_fps_kdline_sampling(xyz, len(xyz), h=height, start_idx=0), dtype=np.int64)
+    return _complete_permutation(order, len(xyz))
+
+
+def _complete_permutation(order: np.ndarray, count: int) -> np.ndarray:
+    """``order`` with repeated indices dropped and the missing ones appended.
+
+    Once every point left coincides with one already taken, fpsample repeats an index and
+    leaves another out; those points are all at distance 0, so any order of them is greedy.
+    """
+    _, first = np.unique(order, return_index=True)
+    if len(first) == len(order):
+        return order
+    kept = order[np.sort(first)]
+    return np.concatenate([kept, np.setdiff1d(np.arange(count, dtype=np.int64), kept)])
 
 
 def sample_object(parts: list[Part], count: int, seed_sequence, default_rgb) -> SampledCloud:
