@@ -105,8 +105,6 @@ FPS_SETTINGS = settings(REPRODUCIBLE, max_examples=60, deadline=None, suppress_h
 START_IGNORED = ("fpsample 1.0.2's bucket_fps_kdline_sampling applies start_idx after its kd-tree has reordered the "
                  "points (c_wrapper.cpp: buildKDtree(), then init(points[start_idx])), so the order starts wherever "
                  "the tree put point 0")
-REPEATS_BREAK_THE_PERMUTATION = ("fpsample 1.0.2 returns an index again, and leaves another out, once every point "
-                                 "left coincides with a sampled one: two equal points give [0 0]")
 
 
 @FPS_SETTINGS
@@ -123,11 +121,11 @@ def test_farthest_point_order_starts_at_the_first_point(xyz):
     assert farthest_point_order(xyz)[0] == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=REPEATS_BREAK_THE_PERMUTATION)
 @FPS_SETTINGS
 @given(xyz=point_sets_with_repeats())
 @example(xyz=np.zeros((2, 3), dtype=np.float32))
 def test_farthest_point_order_of_repeated_points_is_a_greedy_permutation(xyz):
+    """fpsample 1.0.2 repeats an index (and leaves one out) once every point left coincides with a taken one."""
     assert_greedy_permutation(xyz)
 
 

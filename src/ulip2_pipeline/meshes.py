@@ -39,6 +39,20 @@ def _rgba(value) -> np.ndarray | None:
     return arr[:4]
 
 
+def _accessor_colour_bytes(values) -> np.ndarray:
+    """(V, 4) uint8 RGBA of vertex colours as trimesh keeps a glTF COLOR_0 accessor beside a material: floats in
+    0..1, normalised unsigned shorts or bytes, RGB or RGBA (RGB gets opaque alpha)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        values = np.clip(np.rint(values * 255.0), 0, 255)
+    elif values.dtype == np.uint16:
+        values = np.rint(values / 257.0)
+    values = values.astype(np.uint8)
+    if values.shape[1] == 3:
+        values = np.concatenate([values, np.full((len(values), 1), 255, np.uint8)], axis=1)
+    return values
+
+
 def _material_image_and_colour(material) -> tuple[object, np.ndarray | None]:
     """(PIL image or None, RGBA base colour in 0..1 or None) of a trimesh material."""
     if isinstance(material, trimesh.visual.material.PBRMaterial):
@@ -64,7 +78,7 @@ def _part_from_mesh(mesh: trimesh.Trimesh, transform: np.ndarray) -> Part:
             return part
         vertex_colour = getattr(visual, "vertex_attributes", {}).get("color")
         if vertex_colour is not None and len(vertex_colour) == len(vertices):
-            part.colour_source, part.colours = VERTEX, np.asarray(vertex_colour, dtype=np.uint8)
+            part.colour_source, part.colours = VERTEX, _accessor_colour_bytes(vertex_colour)
         elif base is not None:
             part.colour_source, part.colours = MATERIAL, base
         return part
