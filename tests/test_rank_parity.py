@@ -33,6 +33,8 @@ from ulip2_pipeline.train.trainer import Trainer
 from synthetic_shards import write_shards
 from test_train import small_train_cfg
 
+pytestmark = pytest.mark.slow  # two gloo ranks start once for the module (about 25 s)
+
 WORLD = 2
 ROWS_PER_RANK = 4
 POINTS = 128

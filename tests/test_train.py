@@ -247,6 +247,7 @@ def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(
         assert heldout["per_class_top1"][name] == pytest.approx(100 * matrix[i][i] / sum(matrix[i]), abs=0.01)
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_train_the_same_weights_and_resume(tmp_path, shards, tiny_clip):
     triplets, embeds = shards
     out = tmp_path / "run"
