@@ -88,3 +88,44 @@ def test_blender_camera_axes_are_opencv_axes_with_y_and_z_flipped():
         np.testing.assert_allclose(blender[:3, 1], -rotation[1], atol=1e-12)  # local +Y: image up
         np.testing.assert_allclose(blender[:3, 2], -rotation[2], atol=1e-12)  # local +Z: backwards
         assert blender[2, 1] > 0  # image up leans towards world up (+z)
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z"])
+@pytest.mark.parametrize("elevation", [90.0, -90.0])
+def test_a_camera_straight_above_or_below_is_a_proper_camera_on_the_up_axis(up, elevation):
+    """Looking along the up axis, ``right x up`` is zero: the camera still gets a right-handed, unmirrored frame."""
+    distance = framing_distance(40.0)
+    camera = orbit_cameras(1, elevation, 40.0, 100, up)[0]
+    np.testing.assert_allclose(camera.position, np.sign(elevation) * distance * UP_AXIS[up], atol=1e-12)
+    rotation = camera.world_to_camera[:3, :3]
+    assert np.isfinite(rotation).all()
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rotation) == pytest.approx(1.0)
+    np.testing.assert_allclose(rotation[2], -camera.position / distance, atol=1e-12)  # looks at the centre
+    centre, depth = project(np.zeros((1, 3)), camera)
+    np.testing.assert_allclose(centre[0], [50.0, 50.0], atol=1e-9)
+    assert depth[0] == pytest.approx(distance)
+
+
+def test_cameras_record_their_view_index_distance_field_of_view_and_size():
+    cameras = orbit_cameras(3, 10.0, 35.0, 64, "y", distance=3.0)
+    assert [c.view for c in cameras] == [0, 1, 2]
+    assert {c.distance for c in cameras} == {3.0}
+    assert {c.fov_deg for c in cameras} == {35.0}
+    assert {(c.width, c.height) for c in cameras} == {(64, 64)}
+    for camera in cameras:
+        assert np.linalg.norm(camera.position) == pytest.approx(3.0)
+
+
+def test_intrinsics_put_the_principal_point_in_the_middle_and_fit_the_width_to_the_field_of_view():
+    from ulip2_pipeline.render.cameras import intrinsics
+
+    k = intrinsics(90.0, 200, 100)
+    np.testing.assert_allclose(k, [[100.0, 0.0, 100.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]], atol=1e-9)
+
+
+@pytest.mark.parametrize("up,front", [("y", [0.0, 0.0, 1.0]), ("z", [0.0, -1.0, 0.0]), ("x", [0.0, 0.0, -1.0])])
+def test_the_front_view_sits_on_each_up_axis_conventional_front(up, front):
+    """glTF (y up) faces +z; Blender-style z-up models face -y; with x up, right is +y and front -z."""
+    camera = orbit_cameras(4, 0.0, 40.0, 100, up)[0]
+    np.testing.assert_allclose(camera.position / camera.distance, front, atol=1e-12)

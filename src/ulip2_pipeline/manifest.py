@@ -29,7 +29,7 @@ from .sources import SourceObject, list_objects
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "2"
-UID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+UID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # used with fullmatch: "$" also matches before a final newline
 SHARD_FILE = re.compile(r"^\d{5,}\.parquet$")
 
 MANIFEST_SCHEMA = pa.schema([
@@ -66,7 +66,7 @@ def admit(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Failure
     admitted, failures, seen = [], [], {}
     for obj in sorted(objects, key=_uid):  # stable: sources list in a deterministic order
         problem = None
-        if not obj.checked and (not UID_PATTERN.match(obj.uid) or ".." in obj.uid):
+        if not obj.checked and (not UID_PATTERN.fullmatch(obj.uid) or ".." in obj.uid):
             problem = ("unsafe_uid", f"uid {obj.uid!r} is not a safe file name: uids may hold only letters, "
                        "digits, '.', '_' and '-', start with a letter or digit, must not contain '..', and "
                        "have at most 200 characters")
@@ -103,8 +103,7 @@ def hash_objects(objects: list[SourceObject], previous: dict[str, tuple], worker
         except OSError as exc:
             failures.append(Failure(obj.uid, "manifest", source, "unreadable_file", f"{type(exc).__name__}: {exc}"))
             continue
-        row = {"uid": obj.uid, "source": source, "sha256": None, "bytes": size, "mtime_ns": mtime,
-               "category": obj.category}
+        row = {"uid": obj.uid, "source": source, "bytes": size, "mtime_ns": mtime, "category": obj.category}
         known = previous.get(obj.uid)
         if known and known[0] == source and known[1] == size and known[2] == mtime:
             row["sha256"] = known[3]
