@@ -6,6 +6,7 @@ so a join that pairs by position instead of by uid gives some object another's d
 """
 import io
 import json
+from importlib.metadata import PackageNotFoundError
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +20,8 @@ from ulip2_pipeline.manifest import MANIFEST_SCHEMA
 from ulip2_pipeline.points import POINTS_SCHEMA
 from ulip2_pipeline.rank.stage import RANKED_SCHEMA
 from ulip2_pipeline.render.stage import RENDER_SCHEMA
-from ulip2_pipeline import __version__
-from ulip2_pipeline.triplets import hf_features, run_triplets_shard, triplet_schema
+from ulip2_pipeline import __version__, triplets
+from ulip2_pipeline.triplets import hf_features, join_failures, package_versions, run_triplets_shard, triplet_schema
 
 POINTS = 12
 OBJECTS = ["a_points_only", "b_two_views", "c_one_view_uncaptioned", "d_points_only", "e_views_only", "f_one_view"]
@@ -56,8 +57,12 @@ def camera(uid: str, view: int) -> dict:
             "intrinsics": [float(index + view)] * 9, "world_to_camera": [float(10 * index + view)] * 16}
 
 
-@pytest.fixture
-def shard(tmp_path):
+def depth_map(uid: str, view: int) -> bytes:
+    return np.full((4, 4), OBJECTS.index(uid) + view / 10, np.float32).tobytes()
+
+
+def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = None):
+    """Write every stage's shard for OBJECTS and join them: (summary, triplet rows, folder)."""
     manifest = [{"uid": u, "source": f"/data/{u}.glb", "sha256": f"{i:064d}", "bytes": 1, "mtime_ns": 1,
                  "category": f"class_{u[0]}", "shard": "00000"} for i, u in enumerate(OBJECTS)]
     pq.write_table(pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA), tmp_path / "slice.parquet")
@@ -70,8 +75,9 @@ def shard(tmp_path):
                        "up_axis": "y", "num_faces": 2, "source_sha256": f"{index:064d}", "reader": "trimesh"})
     pq.write_table(pa.Table.from_pylist(points, schema=POINTS_SCHEMA), tmp_path / "points.parquet")
     renders = [{"uid": u, "category": f"class_{u[0]}", "view": v, **camera(u, v), "distance": 3.0, "fov_deg": 40.0,
-                "width": 4, "height": 4, "png": view_png(u, v), "depth": None, "center": [0.0, 0.0, 0.0],
-                "scale": 1.0, "normalisation_source": "points", "up_axis": "y", "missing_textures": 0}
+                "width": 4, "height": 4, "png": view_png(u, v), "depth": depth_map(u, v) if with_depth else None,
+                "center": [0.0, 0.0, 0.0], "scale": 1.0, "normalisation_source": "points", "up_axis": "y",
+                "missing_textures": 0}
                for u, v in RENDERED]
     pq.write_table(pa.Table.from_pylist(renders, schema=RENDER_SCHEMA), tmp_path / "render.parquet")
     pq.write_table(pa.Table.from_pylist([{"uid": u, "view": v, "captions": captions(u, v), "empty_captions": 0,
@@ -87,8 +93,14 @@ def shard(tmp_path):
         write_failures([], ledgers[stage])
     summary = run_triplets_shard(tmp_path / "slice.parquet", tmp_path / "points.parquet", tmp_path / "render.parquet",
                                  tmp_path / "captions.parquet", tmp_path / "ranked.parquet", ledgers, "00000",
-                                 {"dataset": "t"}, POINTS, 2, tmp_path / "triplets.parquet", tmp_path / "left.parquet")
+                                 provenance or {"dataset": "t"}, POINTS, 2, tmp_path / "triplets.parquet",
+                                 tmp_path / "left.parquet")
     return summary, pq.read_table(tmp_path / "triplets.parquet").to_pylist(), tmp_path
+
+
+@pytest.fixture
+def shard(tmp_path):
+    return join_shard(tmp_path)
 
 
 def test_only_objects_with_points_and_captioned_views_are_joined(shard):
@@ -154,6 +166,150 @@ def test_the_shard_records_its_schema_stage_provenance_and_accounting(shard):
     assert provenance["packages"]["ulip2_pipeline"] == __version__
     assert json.loads(metadata["huggingface"]) == hf_features(POINTS)
     accounting = json.loads(metadata["ulip2.accounting"])
+    assert set(accounting) == {"objects", "stages"}  # where each object left is in the ledger, not here
     assert accounting["objects"] == len(OBJECTS)
     assert accounting["stages"]["triplets"]["out"] == len(JOINED)
     assert pq.ParquetFile(folder / "triplets.parquet").metadata.num_row_groups == 2  # row_group_rows 2
+
+
+def test_with_a_depth_preset_every_object_gets_its_own_depth_maps_in_view_order(tmp_path):
+    _, rows, _ = join_shard(tmp_path, with_depth=True)
+    for row in rows:
+        views = sorted(v for u, v in RANKED if u == row["uid"])
+        assert row["depth"] == [depth_map(row["uid"], v) for v in views]
+
+
+TRIPLET_COLUMNS = [
+    ("uid", pa.string()), ("category", pa.string()),
+    ("xyz", pa.list_(pa.list_(pa.float32(), 3), POINTS)), ("rgb", pa.list_(pa.list_(pa.uint8(), 3), POINTS)),
+    ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+    ("views", pa.list_(pa.int16())), ("azimuth_deg", pa.list_(pa.float64())),
+    ("elevation_deg", pa.list_(pa.float64())), ("intrinsics", pa.list_(pa.list_(pa.float64(), 9))),
+    ("world_to_camera", pa.list_(pa.list_(pa.float64(), 16))), ("depth", pa.list_(pa.binary())),
+    ("center", pa.list_(pa.float64(), 3)), ("scale", pa.float64()), ("up_axis", pa.string()),
+    ("captions", pa.list_(pa.list_(pa.string()))), ("caption_scores", pa.list_(pa.list_(pa.float32()))),
+    ("kept", pa.list_(pa.list_(pa.string()))),
+]
+
+
+def test_the_triplet_schema_is_the_published_one():
+    """README "Output format": names, order and types are a contract with every reader of the dataset."""
+    schema = triplet_schema(POINTS)
+    assert schema.names == [name for name, _ in TRIPLET_COLUMNS]
+    for name, expected in TRIPLET_COLUMNS:
+        assert schema.field(name).type == expected, name
+
+
+def test_only_the_uid_of_a_triplet_is_required():
+    schema = triplet_schema(POINTS)
+    assert not schema.field("uid").nullable
+    assert all(field.nullable for field in schema if field.name != "uid")
+
+
+def test_the_point_count_sets_the_fixed_length_of_the_point_columns():
+    schema = triplet_schema(8192)
+    assert schema.field("xyz").type.list_size == 8192
+    assert schema.field("rgb").type.list_size == 8192
+
+
+def test_the_huggingface_features_are_the_published_ones():
+    """What `datasets` reads from the file metadata, so readers written against it keep working."""
+    features = hf_features(POINTS)["info"]["features"]
+    assert list(features) == [name for name, _ in TRIPLET_COLUMNS]
+    assert features["uid"] == {"dtype": "string", "_type": "Value"}
+    assert features["xyz"] == {"feature": {"feature": {"dtype": "float32", "_type": "Value"}, "length": 3,
+                                           "_type": "List"}, "length": POINTS, "_type": "List"}
+    assert features["images"] == {"feature": {"_type": "Image"}, "_type": "List"}
+    assert features["depth"] == {"feature": {"dtype": "binary", "_type": "Value"}, "_type": "List"}
+    assert features["kept"] == {"feature": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"},
+                                "_type": "List"}
+
+
+def test_the_provenance_names_the_version_of_every_package_that_shapes_the_data(monkeypatch):
+    monkeypatch.setattr(triplets, "version", lambda name: f"{name}-1.0")
+    assert package_versions() == {
+        "ulip2_pipeline": __version__, **{name: f"{name}-1.0" for name in (
+            "bpy", "trimesh", "torch", "transformers", "open_clip_torch", "pyarrow", "numpy")}}
+
+
+def test_a_package_that_is_not_installed_is_left_out_of_the_provenance(monkeypatch):
+    def version(name):
+        if name in ("bpy", "open_clip_torch"):
+            raise PackageNotFoundError(name)
+        return "1.0"
+
+    monkeypatch.setattr(triplets, "version", version)
+    assert set(package_versions()) == {"ulip2_pipeline", "trimesh", "torch", "transformers", "pyarrow", "numpy"}
+
+
+def test_the_job_log_names_every_object_left_out_and_the_shard_summary(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="ulip2_pipeline.triplets"):
+        summary, _, _ = join_shard(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "a_points_only: no_views: left at the render stage: unrecorded: "
+        "the stage wrote no ledger row for this object (a bug: please report it)",
+        "d_points_only: no_views: left at the render stage: unrecorded: "
+        "the stage wrote no ledger row for this object (a bug: please report it)",
+        "e_views_only: no_points: left at the points stage: unrecorded: "
+        "the stage wrote no ledger row for this object (a bug: please report it)"]
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert infos == [f"shard summary: {json.dumps(summary)}"]
+    assert summary == {"shard": "00000", "objects": len(OBJECTS), "triplets": len(JOINED), "left": 3}
+
+
+def test_the_ledger_rows_of_the_join_name_the_stage_the_source_and_the_shard(shard):
+    _, _, folder = shard
+    ledger = pq.read_table(folder / "left.parquet")
+    assert ledger.schema.metadata[b"ulip2.stage"] == b"triplets"
+    assert ledger.schema.metadata[b"ulip2.shard"] == b"00000"
+    rows = ledger.to_pylist()
+    assert [r["uid"] for r in rows] == ["a_points_only", "d_points_only", "e_views_only"]
+    assert {r["stage"] for r in rows} == {"triplets"}
+    assert [r["source"] for r in rows] == [f"/data/{r['uid']}.glb" for r in rows]
+
+
+def _left(stage, reason="timeout", detail="killed after 600 s"):
+    return {"stage": stage, "reason": reason, "detail": detail}
+
+
+def test_the_join_reason_says_which_modality_is_missing():
+    account = {"left": {"p": _left("points"), "r": _left("render"), "c": _left("caption"), "k": _left("rank"),
+                        "t": _left("triplets")}}
+    reasons = {f.uid: f.reason for f in join_failures(account, {})}
+    assert reasons == {"p": "no_points", "r": "no_views", "c": "no_captions", "k": "no_captions", "t": "not_joined"}
+
+
+def test_join_failures_come_in_uid_order_with_the_source_where_the_shard_has_one():
+    account = {"left": {"b": _left("render"), "a": _left("points")}}
+    failures = join_failures(account, {"a": "/data/a.glb"})
+    assert [f.uid for f in failures] == ["a", "b"]
+    assert [f.source for f in failures] == ["/data/a.glb", ""]
+    assert {f.stage for f in failures} == {"triplets"}
+
+
+def test_the_join_detail_keeps_only_the_first_line_of_the_stage_detail():
+    traceback = "\n  ValueError: not a mesh\nTraceback (most recent call last)\n"
+    account = {"left": {"a": _left("points", "unreadable", traceback),
+                        "b": _left("render", "no_gpu", "   \n"), "c": _left("caption", "model_error", "")}}
+    details = {f.uid: f.detail for f in join_failures(account, {})}
+    assert details == {"a": "left at the points stage: unreadable: ValueError: not a mesh",
+                       "b": "left at the render stage: no_gpu: ", "c": "left at the caption stage: model_error: "}
+
+
+def test_the_shard_is_written_in_exactly_the_triplet_schema(shard):
+    _, _, folder = shard
+    assert pq.read_schema(folder / "triplets.parquet").remove_metadata() == triplet_schema(POINTS)
+
+
+def test_the_json_in_the_shard_metadata_is_canonical_whatever_order_the_provenance_came_in(tmp_path):
+    """Sorted keys: the same run writes the same metadata bytes, so shards compare byte for byte."""
+    metadata = []
+    for name, provenance in (("first", {"seed": 0, "dataset": "t", "config_hash": "abc"}),
+                             ("second", {"config_hash": "abc", "dataset": "t", "seed": 0})):
+        (tmp_path / name).mkdir()
+        _, _, folder = join_shard(tmp_path / name, provenance=provenance)
+        metadata.append(pq.read_schema(folder / "triplets.parquet").metadata)
+    for key in (b"ulip2.provenance", b"ulip2.accounting"):
+        assert metadata[0][key] == metadata[1][key], key
+        assert metadata[0][key].decode() == json.dumps(json.loads(metadata[0][key]), sort_keys=True), key
