@@ -1,12 +1,16 @@
-"""The caption loop ends captions where the model does, and greedily gives exactly transformers' own tokens."""
+"""The caption loop ends captions where the model does, and greedily gives exactly transformers' own tokens;
+the token ids it needs are read from the model's configs, and captions are decoded up to their end token."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from stand_ins import stand_ins  # noqa: F401 - fixture
-from ulip2_pipeline.caption.blip2 import (GenerationSettings, caption_batch, end_tokens, load_captioner, pad_token,
-                                          prompt_ids, sample_caption_tokens)
+from ulip2_pipeline.caption.blip2 import (GenerationSettings, caption_batch, caption_dtype, clean_caption,
+                                          decode_captions, end_tokens, load_captioner, pad_token, prompt_ids,
+                                          sample_caption_tokens)
 
 CPU = torch.device("cpu")
 NEWLINE = 50118
@@ -126,3 +130,88 @@ def test_the_stand_in_ends_its_sampled_captions_at_the_newline(stand_ins):
     assert 5 <= min(lengths) and max(lengths) <= 20
     captions = caption_batch(model, processor, images, [0, 1, 2, 3], GenerationSettings(max_new_tokens=30))
     assert all(c and "\n" not in c for group in captions for c in group)
+
+
+def configured(generation: dict, text: dict) -> SimpleNamespace:
+    """A model as far as the token-id readers look: its generation config and its text config."""
+    return SimpleNamespace(generation_config=SimpleNamespace(**generation),
+                           config=SimpleNamespace(text_config=SimpleNamespace(**text)))
+
+
+@pytest.fixture(scope="module")
+def processor(stand_ins):
+    from transformers import Blip2Processor
+
+    return Blip2Processor.from_pretrained(stand_ins["blip2"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer(processor):
+    return processor.tokenizer
+
+
+@pytest.mark.parametrize("generation", [{}, {"eos_token_id": None}, {"eos_token_id": []}])
+def test_without_a_generation_end_token_the_text_configs_ends_captions(generation):
+    assert end_tokens(configured(generation, {"eos_token_id": 50118})) == [50118]
+
+
+def test_the_generation_configs_end_tokens_win_over_the_text_configs():
+    assert end_tokens(configured({"eos_token_id": [7, 8]}, {"eos_token_id": 2})) == [7, 8]
+
+
+def test_a_model_that_names_no_end_token_is_refused():
+    with pytest.raises(ValueError, match="no end token"):
+        end_tokens(configured({"eos_token_id": None}, {"eos_token_id": None}))
+
+
+@pytest.mark.parametrize("generation, expected", [({"pad_token_id": 0}, 0), ({"pad_token_id": 5}, 5),
+                                                  ({"pad_token_id": None}, 1), ({}, 1)])
+def test_the_pad_token_is_the_generation_configs_else_the_tokenizers(generation, expected):
+    tokenizer = SimpleNamespace(pad_token_id=1)
+    assert pad_token(configured(generation, {}), tokenizer) == expected
+
+
+@pytest.mark.parametrize("generation, expected", [({"bos_token_id": 0}, 0), ({"bos_token_id": 5}, 5),
+                                                  ({"bos_token_id": None}, 7), ({}, 7)])
+def test_the_prefix_starts_with_the_generation_configs_bos_else_the_text_configs(generation, expected, processor):
+    ids = prompt_ids(configured(generation, {"bos_token_id": 7}), processor, "", CPU)
+    assert ids.tolist() == [expected]
+    assert ids.dtype == torch.long
+
+
+def test_the_prompt_follows_bos_without_special_tokens_of_its_own(processor, tokenizer):
+    ids = prompt_ids(configured({"bos_token_id": 2}, {}), processor, "a photo of", CPU).tolist()
+    assert ids[0] == 2
+    assert 2 not in ids[1:]  # the tokenizer's own </s> would repeat BOS
+    assert tokenizer.decode(ids[1:]) == "a photo of"
+
+
+def test_the_prefix_is_made_on_the_given_device(processor):
+    ids = prompt_ids(configured({"bos_token_id": 2}, {}), processor, "a photo of", torch.device("meta"))
+    assert ids.device.type == "meta"
+
+
+def test_decoding_stops_at_the_first_of_any_end_token_and_drops_special_tokens(tokenizer):
+    words = tokenizer("a red box", add_special_tokens=False)["input_ids"]
+    rows = [words + [NEWLINE, 1, 1],            # ended at the newline, then padding
+            [2] + words + [7, 1],               # </s> sampled mid-caption is not text; 7 is an end token too
+            [NEWLINE] + words + [1, 1],         # ended at once: an empty caption
+            words + [2] + words[:2]]            # never ended: all of it, less the special token
+    texts = decode_captions(tokenizer, torch.tensor(rows), [NEWLINE, 7])
+    assert texts == ["a red box", "a red box", "", "a red box" + tokenizer.decode(words[:2])]
+
+
+def test_clean_caption_collapses_whitespace():
+    assert clean_caption("  a  red\n box \t") == "a red box"
+
+
+def test_an_unknown_caption_precision_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"caption precision must be auto or one of \['bfloat16', 'float16', "
+                                         r"'float32'\], not 'half'"):
+        caption_dtype("half", CPU)
+
+
+def test_the_captioner_is_loaded_onto_the_requested_device(stand_ins):
+    """The meta device stands in for a GPU: a model left on the CPU would not meet its inputs there."""
+    model, _ = load_captioner(stand_ins["blip2"], torch.device("meta"))
+    assert {p.device.type for p in model.parameters()} == {"meta"}

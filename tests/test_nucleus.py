@@ -100,3 +100,34 @@ def test_a_wide_nucleus_beyond_the_first_candidates_matches_the_definition():
     for u in (0.0, 0.3, 0.7, 0.95, 0.999):
         assert pick(logits, u, top_p=0.9) == reference_pick(probs, u, 0.9, 1.0), u
     assert pick(logits, 0.999, top_p=0.9) > 200
+
+
+def test_a_nucleus_whose_mass_reaches_top_p_exactly_takes_no_further_token():
+    # Powers of two are exact in float32: tokens 0 and 1 hold exactly 0.75, so token 2 is not kept.
+    probs = [0.5, 0.25, 0.125, 0.0625, 0.0625]
+    assert pick(logits_of(probs), 0.9, top_p=0.75) == 1
+    assert reference_pick(probs, 0.9, 0.75, 1.0) == 1
+
+
+def test_a_top_p_of_one_can_pick_the_least_likely_token():
+    assert pick(logits_of(PROBS), 0.999, top_p=1.0) == 3
+    assert pick(logits_of(PROBS), 0.96, top_p=1.0) == 3
+    assert pick(logits_of(PROBS), 0.94, top_p=1.0) == 2
+
+
+def test_rows_of_different_distributions_and_scales_are_picked_independently():
+    """Each row is normalised and cut on its own: a batch mixes captions at different steps."""
+    other_probs, other_order = [0.6, 0.25, 0.1, 0.05], [3, 1, 0, 2]
+    logits = torch.cat([logits_of(PROBS), logits_of(other_probs, other_order) + 5.0])
+    for u_first, u_second in [(0.63, 0.2), (0.99, 0.75), (0.3, 0.95)]:
+        picked = _nucleus_pick(logits, torch.tensor([u_first, u_second]), 0.7, 1.0).tolist()
+        alone = [pick(logits[:1], u_first, top_p=0.7), pick(logits[1:], u_second, top_p=0.7)]
+        expected = [reference_pick(PROBS, u_first, 0.7, 1.0),
+                    other_order[reference_pick(other_probs, u_second, 0.7, 1.0)]]
+        assert alone == expected
+        assert picked == expected
+
+
+def test_an_empty_batch_picks_nothing():
+    picked = _nucleus_pick(torch.empty(0, 5), torch.empty(0), 0.9, 1.0)
+    assert picked.shape == (0,)

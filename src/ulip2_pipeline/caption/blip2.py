@@ -90,7 +90,7 @@ def _nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, te
     The set is found among the k most likely tokens, k growing until it holds top_p of
     the mass (a trained captioner's set is a handful of tokens; a full sort of 50k is not needed).
     """
-    logits = logits.float() if temperature == 1.0 else logits.float() / temperature
+    logits = logits.float() / temperature
     log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
     vocab, k = logits.shape[-1], min(64, logits.shape[-1])
     while True:

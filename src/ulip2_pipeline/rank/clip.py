@@ -54,8 +54,8 @@ def needs_quick_gelu(arch: str, pretrained: str | None) -> bool:
     tag = open_clip.get_pretrained_cfg(name, pretrained)
     if not tag:
         return False
-    arch_quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu", False))
-    tag_quick = bool(tag.get("quick_gelu", False))
+    arch_quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu"))
+    tag_quick = bool(tag.get("quick_gelu"))
     if tag_quick and not arch_quick:
         log.warning("%s/%s: these weights were trained with QuickGELU but the %s config uses GELU; "
                     "loading with QuickGELU (as %s-quickgelu)", arch, pretrained, arch, arch)
