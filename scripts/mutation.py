@@ -85,20 +85,31 @@ def report(found: dict[str, str], equivalents: dict[str, str]) -> tuple[int, int
     return killed, len(scored)
 
 
+def run_mutmut(jobs: int, *mutants: str) -> None:
+    exe = str(Path(sys.executable).with_name("mutmut"))
+    run = subprocess.run([exe, "run", "--max-children", str(jobs), *mutants], cwd=REPO)
+    if run.returncode != 0:
+        raise SystemExit(f"mutmut run failed (exit {run.returncode}); its output is above")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resume", action="store_true", help="keep mutants/ and its results from an earlier run")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep mutants/ and its results from an earlier run; re-test changed code and the survivors")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--fail-under", type=float, default=85.0, help="exit 1 below this score (percent)")
     args = parser.parse_args()
     if not args.resume:
         shutil.rmtree(REPO / "mutants", ignore_errors=True)
     started = time.perf_counter()
-    run = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", str(args.jobs)],
-                         cwd=REPO)
-    if run.returncode != 0:
-        raise SystemExit(f"mutmut run failed (exit {run.returncode}); its output is above")
-    print()
+    run_mutmut(args.jobs)
+    if args.resume:  # mutmut re-tests changed functions only: give the survivors the tests added since
+        equivalent = load_equivalents()
+        survivors = [name for name, status in statuses().items()
+                     if status not in KILLED | NOT_RUN and name not in equivalent]
+        if survivors:
+            run_mutmut(args.jobs, *survivors)
     killed, total = report(statuses(), load_equivalents())
     score = 100.0 * killed / total if total else 0.0
     print(f"mutmut ran for {time.perf_counter() - started:.0f} s with {args.jobs} job(s)")
