@@ -1,6 +1,7 @@
 """Shared builders of small meshes with known geometry and colour."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 import yaml
 from PIL import Image
@@ -55,6 +57,17 @@ def textured_square_obj(tmp_path: Path) -> Path:
         "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
         "usemtl quad\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n")
     return tmp_path / "square.obj"
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """As the launcher sets it (train.threads); torch's default of every core crawls on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def points_cfg(**overrides) -> dict:

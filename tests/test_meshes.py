@@ -124,26 +124,16 @@ def test_a_material_without_texture_or_vertex_colours_gives_its_colour(tmp_path)
     np.testing.assert_allclose(part.colours, [0.2, 0.4, 1.0, 1.0])
 
 
-def test_ply_face_colours_are_face_colours(tmp_path):
+@pytest.mark.parametrize("kind,source", [("face", FACE), ("vertex", VERTEX)])
+def test_ply_face_and_vertex_colours_keep_their_kind_and_bytes(tmp_path, kind, source):
     box = trimesh.creation.box()
-    colours = np.tile(np.array([[10, 20, 30, 255]], np.uint8), (len(box.faces), 1))
-    colours[5] = [200, 100, 50, 128]
-    box.visual.face_colors = colours
-    box.export(tmp_path / "box.ply")
-    part = only_part(tmp_path / "box.ply")
-    assert part.colour_source == FACE
-    assert part.colours.dtype == np.uint8
-    np.testing.assert_array_equal(part.colours, colours)
-
-
-def test_ply_vertex_colours_are_vertex_colours(tmp_path):
-    box = trimesh.creation.box()
-    colours = np.tile(np.array([[10, 20, 30, 255]], np.uint8), (len(box.vertices), 1))
+    count = len(box.faces) if kind == "face" else len(box.vertices)
+    colours = np.tile(np.array([[10, 20, 30, 255]], np.uint8), (count, 1))
     colours[3] = [200, 100, 50, 128]
-    box.visual.vertex_colors = colours
+    setattr(box.visual, f"{kind}_colors", colours)
     box.export(tmp_path / "box.ply")
     part = only_part(tmp_path / "box.ply")
-    assert part.colour_source == VERTEX
+    assert part.colour_source == source
     assert part.colours.dtype == np.uint8
     np.testing.assert_array_equal(part.colours, colours)
 

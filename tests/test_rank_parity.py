@@ -30,6 +30,7 @@ from ulip2_pipeline.tiny_models import build_tiny_clip
 from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.trainer import Trainer
 
+from conftest import one_torch_thread
 from synthetic_shards import write_shards
 from test_train import small_train_cfg
 
@@ -169,10 +170,8 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from ulip2_pipeline.train.run import run_evaluation
 from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint
 from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings, confusion
 
-from conftest import REPO, snakemake
+from conftest import REPO, one_torch_thread, snakemake
 from synthetic_shards import write_shards
 
 
@@ -163,11 +163,8 @@ def small_train_cfg(**overrides):
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """As the launcher sets it (train.threads); torch's default of every core crawls on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
