@@ -280,3 +280,17 @@ def test_gltf_rgb_vertex_colours_beside_a_material_can_be_sampled(tmp_path):
     path.write_bytes(gltf_triangle_with_material_and_vertex_colours(np.full((3, 3), 200, np.uint8), 5121))
     surface = sample_surface(load_parts(path, max_faces=10), 5, np.random.default_rng(0), (0.4, 0.4, 0.4))
     np.testing.assert_array_equal(surface.rgb, np.full((5, 3), 200))
+
+
+@pytest.mark.parametrize("values,expected", [
+    (np.array([[-0.2, 0.0, 1.5, 0.5]], np.float32), [0, 0, 255, 128]),             # floats: scaled, clipped
+    (np.array([[0, 257, 65535, 32768]], np.uint16), [0, 1, 255, 128]),             # normalised shorts
+    (np.array([[0, 7, 255]], np.uint8), [0, 7, 255, 255]),                          # RGB bytes: opaque alpha
+    (np.array([[0.2, 0.6, 1.0]], np.float64), [51, 153, 255, 255]),                 # RGB floats: opaque alpha
+])
+def test_accessor_colours_become_rgba_bytes(values, expected):
+    from ulip2_pipeline.meshes import _accessor_colour_bytes
+
+    colours = _accessor_colour_bytes(values)
+    assert colours.dtype == np.uint8
+    np.testing.assert_array_equal(colours, [expected])
