@@ -1,5 +1,6 @@
 """The caption loop ends captions where the model does, and greedily gives exactly transformers' own tokens;
 the token ids it needs are read from the model's configs, and captions are decoded up to their end token."""
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -130,6 +131,41 @@ def test_the_stand_in_ends_its_sampled_captions_at_the_newline(stand_ins):
     assert 5 <= min(lengths) and max(lengths) <= 20
     captions = caption_batch(model, processor, images, [0, 1, 2, 3], GenerationSettings(max_new_tokens=30))
     assert all(c and "\n" not in c for group in captions for c in group)
+
+
+def test_greedy_captions_after_a_prompt_are_transformers_continuations(biased):
+    model, processor, images = biased
+    settings = GenerationSettings(num_captions=1, max_new_tokens=STEPS, do_sample=False, prompt="a photo of")
+    ours = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3], settings)]
+    unprompted = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3],
+                                                      replace(settings, prompt=""))]
+    assert ours != unprompted  # the prompt changes what follows it, so the comparison below can tell
+    inputs = processor(images=images, text=[settings.prompt] * len(images), return_tensors="pt")
+    generated = model.generate(**inputs, do_sample=False, max_new_tokens=STEPS)[:, inputs["input_ids"].shape[1]:]
+    assert ours == decode_captions(processor.tokenizer, generated, [NEWLINE])
+
+
+def test_min_new_tokens_holds_back_the_end_of_every_caption(biased):
+    model, processor, images = biased
+    free = GenerationSettings(num_captions=1, max_new_tokens=STEPS, do_sample=False)
+    ended = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3], free)]
+    held = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3],
+                                                replace(free, min_new_tokens=STEPS))]
+    assert ended != held  # the caption that ended at the newline goes on to the full length
+    for short, full in zip(ended, held):
+        assert full.startswith(short)
+
+
+def test_without_a_generation_pad_token_captions_pad_with_the_tokenizers(biased):
+    model, processor, images = biased
+    settings = GenerationSettings(num_captions=2, max_new_tokens=STEPS)
+    expected = caption_batch(model, processor, images, [0, 1, 2, 3], settings)
+    saved = model.generation_config.pad_token_id
+    model.generation_config.pad_token_id = None
+    try:
+        assert caption_batch(model, processor, images, [0, 1, 2, 3], settings) == expected
+    finally:
+        model.generation_config.pad_token_id = saved
 
 
 def configured(generation: dict, text: dict) -> SimpleNamespace:

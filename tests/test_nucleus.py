@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ulip2_pipeline.caption.blip2 import _nucleus_pick
 
@@ -131,3 +132,29 @@ def test_rows_of_different_distributions_and_scales_are_picked_independently():
 def test_an_empty_batch_picks_nothing():
     picked = _nucleus_pick(torch.empty(0, 5), torch.empty(0), 0.9, 1.0)
     assert picked.shape == (0,)
+
+
+class RecordTopk(TorchFunctionMode):
+    """Records how many candidates each ``topk`` call ranks."""
+
+    def __init__(self):
+        super().__init__()
+        self.ks = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.topk, torch.topk):
+            self.ks.append(int(args[1] if len(args) > 1 else kwargs["k"]))
+        return func(*args, **kwargs)
+
+
+def test_a_small_nucleus_does_not_rank_the_whole_vocabulary():
+    """BLIP-2 OPT has 50k tokens and a trained captioner's nucleus a handful: no full sort per step."""
+    vocab = 50272
+    head = [0.3, 0.25, 0.2, 0.15, 0.09]  # top_p 0.95 needs all five
+    logits = torch.full((2, vocab), math.log(0.01 / (vocab - len(head))))
+    logits[:, :len(head)] = torch.tensor([math.log(p) for p in head])
+    with RecordTopk() as recorded:
+        picked = _nucleus_pick(logits, torch.tensor([0.0, 0.999]), 0.95, 1.0)
+    assert picked.tolist() == [0, 4]
+    assert recorded.ks and max(recorded.ks) < vocab
