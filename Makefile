@@ -26,7 +26,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint
 
-# Mutation testing of the core modules against the fast tests (not part of CI: about 20 minutes on two cores).
+# Mutation testing of the core modules against the fast tests (not part of CI: a full run takes over an hour on two cores;
+# `$(VENV)/bin/python scripts/mutation.py --resume` re-tests only changed code and the survivors).
 # Ends with "mutation score: K/N killed (P %)"; see README "Development".
 mutation: $(STAMP)
 	$(VENV)/bin/python scripts/mutation.py
