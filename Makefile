@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakemake --lint
 
 # Mutation testing of the core modules against the fast tests (not part of CI: a full run takes over an hour on two cores;

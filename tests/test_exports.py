@@ -352,7 +352,7 @@ def test_the_card_documents_every_column_sizes_provenance_failures_and_loads_wit
                                 "data_files": [{"split": "train", "path": "triplets/*.parquet"}], "batch_size": 32}]
     assert meta["size_categories"] == ["n<1K"]
     for column in triplet_schema(N_POINTS).names:
-        line = next(l for l in body.splitlines() if l.startswith(f"| `{column}` |"))
+        line = next(text for text in body.splitlines() if text.startswith(f"| `{column}` |"))
         assert "not described" not in line, line
     assert "| `xyz` | 10000 × 3 × float32 |" in body and "| `images` | list of Image |" in body
     total = sum(p.stat().st_size for p in paths)
