@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from ulip2_pipeline import paths
+from ulip2_pipeline.accounting import CHAIN
 from ulip2_pipeline.config import config_hash, selected_dataset_names
 from ulip2_pipeline.manifest import manifest_shards, slice_path
 from ulip2_pipeline.workflow import output_settings
@@ -100,7 +101,7 @@ def failure_files(wildcards):
     dataset = wildcards.dataset
     return [paths.fill(paths.MANIFEST_FAILURES, dataset=dataset)] + [
         paths.fill(paths.failures(stage), dataset=dataset, shard=shard)
-        for stage in paths.LEDGER_STAGES
+        for stage in CHAIN  # every stage after the manifest writes one ledger per shard
         for shard in shards_of(dataset)
     ]
 

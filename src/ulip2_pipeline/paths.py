@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 RESULTS = "results"
-LOGS = "logs"
 MODELS = f"{RESULTS}/models"
 DATASET = f"{RESULTS}/{{dataset}}"
 
@@ -33,9 +32,6 @@ METRICS = f"{TRAIN_RUN}/metrics.json"
 ZERO_SHOT = f"{DATASET}/eval/{{run}}/zero_shot.json"
 REPORT = f"{DATASET}/report"
 
-# The stages whose shard jobs write a failure ledger, in pipeline order (the manifest has one file).
-LEDGER_STAGES = ("points", "render", "caption", "rank", "triplets")
-
 
 def fill(pattern: str, **values: str) -> str:
     """``pattern`` with the given fields filled in; fields not given stay wildcards."""
@@ -52,11 +48,6 @@ def failures(stage: str) -> str:
 def export(layout: str, name: str) -> str:
     """A file of one export layout (``ulip``, ``shapenet_ulip``, ``openshape``)."""
     return f"{fill(EXPORT, layout=layout)}/{name}"
-
-
-def dataset_dir(dataset: str, results: str | Path = RESULTS) -> Path:
-    """``results/{dataset}`` under another results folder, for tools run outside the workflow."""
-    return Path(results) / dataset
 
 
 def under(results: str | Path, pattern: str, **values: str) -> Path:
