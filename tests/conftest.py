@@ -119,3 +119,15 @@ def demo_run(tmp_path_factory):
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     return workdir, config, done.read_text()
 
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under mutmut's fork server, run a mutant's fastest tests first (its plain fork mode does the same):
+    the run stops at the first failure, so a killed mutant costs its fastest killing test, not a model load."""
+    stats = Path("mutmut-stats.json")
+    if not os.environ.get("MUTANT_UNDER_TEST") or not stats.exists():
+        return
+    import json
+    duration = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: duration.get(item.nodeid, float("inf")))
