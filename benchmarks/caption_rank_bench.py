@@ -28,13 +28,27 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ulip2_pipeline.caption.blip2 import (GenerationSettings, caption_batch, caption_dtype, end_tokens,
-                                          load_captioner, pad_token, sample_caption_tokens, vision_dtype)
 from ulip2_pipeline.devices import run_in_batches
-from ulip2_pipeline.rank.clip import load_clip, score_views
-from ulip2_pipeline.real_models import (BLIP2_GENERATION_CONFIG, BLIP2_TINY_SIZES, CLIP_RANK, CLIP_TINY_SIZES,
-                                        blip2_config, clip_arch_config)
-from ulip2_pipeline.tiny_models import build_tiny_blip2, build_tiny_clip, sharpen_next_token_distribution
+from ulip2_pipeline.models.blip2 import (
+    GenerationSettings,
+    caption_batch,
+    caption_dtype,
+    end_tokens,
+    load_captioner,
+    pad_token,
+    sample_caption_tokens,
+    vision_dtype,
+)
+from ulip2_pipeline.models.clip import load_clip, score_views
+from ulip2_pipeline.models.real_models import (
+    BLIP2_GENERATION_CONFIG,
+    BLIP2_TINY_SIZES,
+    CLIP_RANK,
+    CLIP_TINY_SIZES,
+    blip2_config,
+    clip_arch_config,
+)
+from ulip2_pipeline.models.tiny_models import build_tiny_blip2, build_tiny_clip, sharpen_next_token_distribution
 
 
 def synthetic_views(count: int, size: int = 224) -> list[Image.Image]:

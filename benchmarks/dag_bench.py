@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from ulip2_pipeline.failures import write_failures  # noqa: E402
-from ulip2_pipeline.manifest import (MANIFEST_SCHEMA, shard_name, shard_slices, write_manifest,  # noqa: E402
-                                     write_slices)
+from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA, shard_name, shard_slices, write_manifest, write_slices  # noqa: E402
 
 
 def synthetic_manifest(objects: int, shard_size: int, out: Path) -> int:

@@ -17,7 +17,7 @@ import resource
 import time
 from pathlib import Path
 
-from ulip2_pipeline.manifest import run_manifest
+from ulip2_pipeline.stages.manifest import run_manifest
 
 OUT = Path(__file__).resolve().parent / "out" / "manifest"
 

@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ulip2_pipeline.meshes import load_parts  # noqa: E402
-from ulip2_pipeline.points import PointsWorker, object_seed, points_for_object  # noqa: E402
-from ulip2_pipeline.sampling import farthest_point_order, normalise, sample_surface  # noqa: E402
+from ulip2_pipeline.stages.points.meshes import load_parts  # noqa: E402
+from ulip2_pipeline.stages.points.sampling import farthest_point_order, normalise, sample_surface  # noqa: E402
+from ulip2_pipeline.stages.points.stage import object_seed, points_for_object, points_worker  # noqa: E402
 
 
 def textured_grid(cells: int) -> trimesh.Trimesh:
@@ -116,7 +116,7 @@ def quiet_stdout():
 
 def bench_blender(cells: int, repeats: int, count: int, workdir: Path) -> list[dict]:
     """The Blender reader (import + extraction in the file frame) and the sampling after it."""
-    from ulip2_pipeline.render import blender_mesh  # loads bpy into this process
+    from ulip2_pipeline.stages.render import blender_mesh  # loads bpy into this process
 
     source = workdir / f"grid_{cells}.glb"
     fbx, draco = workdir / f"grid_{cells}.fbx", workdir / f"grid_{cells}_draco.glb"
@@ -154,7 +154,7 @@ def bench_worker(repeats: int, count: int, workdir: Path) -> dict:
                "timeout_s": 600.0, "max_memory_mb": 8000}
         task = {"uid": "box", "path": str(box), "sha256": digest}
         in_process_ms, _ = time_ms(lambda: points_for_object(box, "box", digest, cfg, 0), repeats)
-        worker = PointsWorker({"points": cfg, "seed": 0, "up_axis": "y"})
+        worker = points_worker({"points": cfg, "seed": 0, "up_axis": "y"})
         try:
             first_ms, _ = time_ms(lambda: worker.call(task, 600.0), 1)
             worker_ms, _ = time_ms(lambda: worker.call(task, 600.0), repeats)

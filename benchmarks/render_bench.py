@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from points_bench import textured_grid  # noqa: E402
 
-from ulip2_pipeline.points import points_for_object  # noqa: E402
-from ulip2_pipeline.render.supervisor import RenderWorker  # noqa: E402
+from ulip2_pipeline.stages.points.stage import points_for_object  # noqa: E402
+from ulip2_pipeline.stages.render.stage import render_worker  # noqa: E402
 
 MESHES = {"1k": 22, "100k": 224, "1M": 707}  # grid cells -> 2 * cells^2 triangles
 
@@ -50,7 +50,7 @@ def main() -> None:
             cloud = points_for_object(meshes[name], name, None, points_cfg, seed=0).cloud
             frames[name] = (cloud.center.tolist(), cloud.scale)  # as the pipeline hands them over
         for resolution in (int(s) for s in args.sizes.split(",")):
-            worker = RenderWorker(settings_for(resolution, args.device), args.threads, tmp)
+            worker = render_worker(settings_for(resolution, args.device), args.threads, tmp)
             try:
                 for name, path in meshes.items():
                     center, scale = frames[name]
@@ -58,7 +58,7 @@ def main() -> None:
                             "log": str(tmp / f"{name}.log")}
                     startups_before = sum(worker.startups)
                     started = time.perf_counter()
-                    result = worker.render(task, timeout_s=3600.0)
+                    result = worker.call(task, timeout_s=3600.0)
                     total = time.perf_counter() - started
                     startup = sum(worker.startups) - startups_before
                     results.append({

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from ulip2_pipeline.atomic import write_parquet
-from ulip2_pipeline.loader import TripletDataset
 from ulip2_pipeline.point_columns import to_arrow
-from ulip2_pipeline.triplets import hf_features, triplet_schema
+from ulip2_pipeline.stages.triplets import hf_features, triplet_schema
+from ulip2_pipeline.train.loader import TripletDataset
 
 
 def synthetic_table(objects: int, views: int, size: int = 224) -> pa.Table:

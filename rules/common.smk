@@ -4,7 +4,7 @@ from pathlib import Path
 from ulip2_pipeline import paths
 from ulip2_pipeline.accounting import CHAIN
 from ulip2_pipeline.config import config_hash, selected_dataset_names
-from ulip2_pipeline.manifest import manifest_shards, slice_path
+from ulip2_pipeline.stages.manifest import manifest_shards, slice_path
 from ulip2_pipeline.workflow import output_settings
 
 

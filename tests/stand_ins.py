@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor  # noqa: F401
 
-from ulip2_pipeline import opt_vocab, real_models, tiny_models
+from ulip2_pipeline.models import opt_vocab, real_models, tiny_models
 
 
 def stand_ins_key() -> str:

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 
 from ulip2_pipeline.atomic import write_parquet
-from ulip2_pipeline.embed import EMBED_SCHEMA
-from ulip2_pipeline.triplets import triplet_schema
+from ulip2_pipeline.stages.embed import EMBED_SCHEMA
+from ulip2_pipeline.stages.triplets import triplet_schema
 
 CATEGORIES = ("mug", "chair", "lamp", "ball")
 

@@ -7,14 +7,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from ulip2_pipeline.caption.stage import CAPTIONS_SCHEMA
-from ulip2_pipeline.failures import Failure, write_failures
-from ulip2_pipeline.manifest import MANIFEST_SCHEMA
-from ulip2_pipeline.points import POINTS_SCHEMA
-from ulip2_pipeline.rank.stage import RANKED_SCHEMA
-from ulip2_pipeline.render.stage import RENDER_SCHEMA
 from ulip2_pipeline.accounting import CHAIN, account_shard, merge_accounts
-from ulip2_pipeline.triplets import dataset_summary, run_triplets_shard
+from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.stages.caption import CAPTIONS_SCHEMA
+from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA
+from ulip2_pipeline.stages.points.stage import POINTS_SCHEMA
+from ulip2_pipeline.stages.rank import RANKED_SCHEMA
+from ulip2_pipeline.stages.render.stage import RENDER_SCHEMA
+from ulip2_pipeline.stages.triplets import dataset_summary, run_triplets_shard
 
 N = 16
 
@@ -178,7 +178,7 @@ def test_a_summary_that_misses_a_shard_does_not_add_up_and_the_log_says_so(tmp_p
     pq.write_table(pa.concat_tables([pq.read_table(tmp_path / "manifest.parquet"), extra]),
                    tmp_path / "manifest.parquet")
     caplog.clear()
-    with caplog.at_level("ERROR", logger="ulip2_pipeline.triplets"):
+    with caplog.at_level("ERROR", logger="ulip2_pipeline.stages.triplets"):
         report = dataset_summary(tmp_path / "manifest.parquet", tmp_path / "failures_manifest.parquet",
                                  [tmp_path / "triplets.parquet"])
     assert report["objects_in"] == 4

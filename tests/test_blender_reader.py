@@ -7,12 +7,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import trimesh
-
-from ulip2_pipeline.points import read_points
-
 from conftest import expected_quadrant_colour, textured_square
 from projection import assert_points_on_silhouette, run_bpy
 from test_render_stage import DATASET, render
+
+from ulip2_pipeline.stages.points.stage import read_points
 
 pytestmark = pytest.mark.render
 
@@ -149,7 +148,7 @@ FLOAT_TEXTURE = textwrap.dedent("""
     bpy.ops.wm.save_as_mainfile(filepath=str(out / "square.blend"))
     is_float = texture.image.is_float
 
-    from ulip2_pipeline.render.blender_mesh import read_parts
+    from ulip2_pipeline.stages.render.blender_mesh import read_parts
     parts = read_parts(out / "square.blend", "z", 1000)
     (out / "parts.json").write_text(json.dumps({"sources": [p.colour_source for p in parts],
                                                 "float": is_float,

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO
 
 from ulip2_pipeline.config import validate_config
-from ulip2_pipeline.render.cameras import RIGHT_AXIS, UP_AXIS, framing_distance, orbit_cameras, project
-
-from conftest import REPO
+from ulip2_pipeline.stages.render.cameras import RIGHT_AXIS, UP_AXIS, framing_distance, orbit_cameras, project
 
 
 def presets():
@@ -118,7 +117,7 @@ def test_cameras_record_their_view_index_distance_field_of_view_and_size():
 
 
 def test_intrinsics_put_the_principal_point_in_the_middle_and_fit_the_width_to_the_field_of_view():
-    from ulip2_pipeline.render.cameras import intrinsics
+    from ulip2_pipeline.stages.render.cameras import intrinsics
 
     k = intrinsics(90.0, 200, 100)
     np.testing.assert_allclose(k, [[100.0, 0.0, 100.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]], atol=1e-9)

@@ -7,11 +7,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from stand_ins import stand_ins  # noqa: F401 - fixture
-from ulip2_pipeline.caption.blip2 import (GenerationSettings, caption_batch, caption_dtype, clean_caption,
-                                          decode_captions, end_tokens, load_captioner, pad_token, prompt_ids,
-                                          sample_caption_tokens)
+
+from ulip2_pipeline.models.blip2 import (
+    GenerationSettings,
+    caption_batch,
+    caption_dtype,
+    clean_caption,
+    decode_captions,
+    end_tokens,
+    load_captioner,
+    pad_token,
+    prompt_ids,
+    sample_caption_tokens,
+)
 
 CPU = torch.device("cpu")
 NEWLINE = 50118

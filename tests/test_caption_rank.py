@@ -7,13 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-
 from stand_ins import caption_cfg, png, rank_cfg, stand_ins, write_render_shard  # noqa: F401 - fixture
-from ulip2_pipeline.caption.blip2 import GenerationSettings, caption_batch, load_captioner
-from ulip2_pipeline.caption.stage import run_caption_shard
+
 from ulip2_pipeline.devices import run_in_batches
-from ulip2_pipeline.rank.clip import load_clip, top_k
-from ulip2_pipeline.rank.stage import run_rank_shard
+from ulip2_pipeline.models.blip2 import GenerationSettings, caption_batch, load_captioner
+from ulip2_pipeline.models.clip import load_clip, top_k
+from ulip2_pipeline.stages.caption import run_caption_shard
+from ulip2_pipeline.stages.rank import run_rank_shard
 
 CPU = torch.device("cpu")
 

@@ -4,11 +4,18 @@ import logging
 import numpy as np
 import pytest
 import torch
+from stand_ins import stand_ins  # noqa: F401 - fixture
 from torch import nn
 
-from stand_ins import stand_ins  # noqa: F401 - fixture
-from ulip2_pipeline.rank.clip import (Clip, _cast_input_to, load_clip, model_activation, needs_quick_gelu,
-                                      score_views, top_k)
+from ulip2_pipeline.models.clip import (
+    Clip,
+    _cast_input_to,
+    load_clip,
+    model_activation,
+    needs_quick_gelu,
+    score_views,
+    top_k,
+)
 
 CPU = torch.device("cpu")
 
@@ -87,7 +94,7 @@ def test_openai_vit_l_14_weights_need_quick_gelu_on_the_gelu_config(arch):
 
 
 def test_the_quick_gelu_fix_is_logged_with_what_is_loaded_instead(caplog):
-    with caplog.at_level(logging.WARNING, logger="ulip2_pipeline.rank.clip"):
+    with caplog.at_level(logging.WARNING, logger="ulip2_pipeline.models.clip"):
         needs_quick_gelu("ViT-L-14", "openai")
     [message] = [r.getMessage() for r in caplog.records]
     assert message.startswith("ViT-L-14/openai: ")

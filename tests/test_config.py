@@ -2,10 +2,9 @@ import copy
 
 import pytest
 import yaml
+from conftest import REPO
 
 from ulip2_pipeline.config import ConfigError, selected_dataset_names, validate_config
-
-from conftest import REPO
 
 SCHEMA = REPO / "config.schema.yaml"
 

@@ -18,23 +18,28 @@ import pytest
 import torch
 import trimesh
 import yaml
+from conftest import snakemake, write_config
 from PIL import Image
 
 from ulip2_pipeline.atomic import write_parquet
-from ulip2_pipeline.embed import EMBED_SCHEMA, run_embed_shard
 from ulip2_pipeline.exports.card import dataset_card, write_dataset_card
 from ulip2_pipeline.exports.openshape import MisalignedShards, export_openshape_shard, write_openshape_split
 from ulip2_pipeline.exports.openshape_texts import kept_by_score, openshape_texts
-from ulip2_pipeline.exports.shapenet_ulip import (ULIP_AZIMUTHS, camera_distance, decode_depth_png,
-                                                  encode_depth_png, export_shapenet_ulip_shard, merge_shapenet_ulip,
-                                                  shapenet_ulip_applies)
-from ulip2_pipeline.exports.text_features import encode_both_ways, run_text_features_shard
-from ulip2_pipeline.rank.clip import load_clip
-from ulip2_pipeline.tiny_models import build_tiny_clip
+from ulip2_pipeline.exports.shapenet_ulip import (
+    ULIP_AZIMUTHS,
+    camera_distance,
+    decode_depth_png,
+    encode_depth_png,
+    export_shapenet_ulip_shard,
+    merge_shapenet_ulip,
+    shapenet_ulip_applies,
+)
+from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.models.tiny_models import build_tiny_clip
+from ulip2_pipeline.stages.embed import EMBED_SCHEMA, run_embed_shard
+from ulip2_pipeline.stages.text_features import encode_both_ways, run_text_features_shard
+from ulip2_pipeline.stages.triplets import hf_features, triplet_schema
 from ulip2_pipeline.train.zeroshot import TEMPLATES, class_embeddings
-from ulip2_pipeline.triplets import hf_features, triplet_schema
-
-from conftest import snakemake, write_config
 
 N_POINTS = 10000
 

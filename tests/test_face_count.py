@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from ulip2_pipeline import face_count
-from ulip2_pipeline.face_count import declared_faces, uses_draco
+from ulip2_pipeline.stages.points import face_count
+from ulip2_pipeline.stages.points.face_count import declared_faces, uses_draco
 
 
 def sphere():

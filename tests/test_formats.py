@@ -8,13 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import trimesh
 import yaml
-
-from ulip2_pipeline.points import read_points
-
 from conftest import REPO
 from projection import assert_points_on_silhouette, run_bpy
 from test_render_stage import render
 from third_party import pybullet_data_dir
+
+from ulip2_pipeline.stages.points.stage import read_points
 
 pytestmark = pytest.mark.render
 

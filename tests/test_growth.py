@@ -4,10 +4,9 @@ import re
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-from ulip2_pipeline.demo_set import build_object
-
 from conftest import snakemake, write_config
+
+from ulip2_pipeline.sources.demo import build_object
 
 pytestmark = pytest.mark.e2e
 

@@ -6,11 +6,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from ulip2_pipeline.epoch_plan import batches_per_rank, epoch_windows
-from ulip2_pipeline.loader import ShardError, TripletDataset
-
 from synthetic_shards import write_shards
+
+from ulip2_pipeline.train.epoch_plan import batches_per_rank, epoch_windows
+from ulip2_pipeline.train.loader import ShardError, TripletDataset
 
 COUNTS = [16, 0, 15, 13, 9]  # 53 objects, one empty shard
 

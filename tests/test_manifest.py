@@ -6,10 +6,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from ulip2_pipeline import manifest as manifest_module
-from ulip2_pipeline.manifest import (build_manifest, manifest_shards, read_shard, run_manifest, slice_path,
-                                     write_manifest)
 from ulip2_pipeline.sources import SourceObject
 from ulip2_pipeline.sources.folder import folder_uid
+from ulip2_pipeline.stages.manifest import (
+    build_manifest,
+    manifest_shards,
+    read_shard,
+    run_manifest,
+    slice_path,
+    write_manifest,
+)
 
 
 def make_objects(root, names):
@@ -376,7 +382,7 @@ def test_objects_the_source_could_not_list_are_ledger_rows_and_warnings(tmp_path
     source = _folder(tmp_path, {"a.obj": "v 0 0 0\n"})
     (tmp_path / "secret.obj").write_text("v 1 0 0\n")
     os.symlink(tmp_path / "secret.obj", tmp_path / "meshes" / "link.obj")
-    with caplog.at_level("WARNING", logger="ulip2_pipeline.manifest"):
+    with caplog.at_level("WARNING", logger="ulip2_pipeline.stages.manifest"):
         summary = run_manifest(source, 4, tmp_path / "m.parquet", tmp_path / "f.parquet")
     assert summary["objects"] == 1 and summary["unavailable"] == 1
     [row] = pq.read_table(tmp_path / "f.parquet").to_pylist()
@@ -402,7 +408,7 @@ def test_the_log_gives_the_summary_and_names_the_shards_whose_jobs_rerun(tmp_pat
     import json
 
     scan = Rescans(tmp_path, count=50, shard_size=1)
-    with caplog.at_level("INFO", logger="ulip2_pipeline.manifest"):
+    with caplog.at_level("INFO", logger="ulip2_pipeline.stages.manifest"):
         summary = scan.run()
     messages = [r.getMessage() for r in caplog.records]
     first_fifty = ", ".join(f"{i:05d}" for i in range(50))
@@ -412,11 +418,11 @@ def test_the_log_gives_the_summary_and_names_the_shards_whose_jobs_rerun(tmp_pat
         scan.write(f"obj{i:02d}.obj", 1000 + i)
     scan.write("zz_new.obj", 7)
     caplog.clear()
-    with caplog.at_level("INFO", logger="ulip2_pipeline.manifest"):
+    with caplog.at_level("INFO", logger="ulip2_pipeline.stages.manifest"):
         scan.run()
     rerun = [m for m in (r.getMessage() for r in caplog.records) if m.startswith("shards whose")]
     assert rerun == [f"shards whose objects changed (their jobs rerun): {first_fifty} ..."]
     caplog.clear()
-    with caplog.at_level("INFO", logger="ulip2_pipeline.manifest"):
+    with caplog.at_level("INFO", logger="ulip2_pipeline.stages.manifest"):
         scan.run()
     assert not [r for r in caplog.records if r.getMessage().startswith("shards whose")]

@@ -2,13 +2,23 @@
 import numpy as np
 import pytest
 import trimesh
+from conftest import textured_square
 from PIL import Image
 
 from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.meshes import (FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, _material_image_and_colour,
-                                   _part_from_mesh, _rgba, check_parts, load_parts)
-
-from conftest import textured_square
+from ulip2_pipeline.stages.points.meshes import (
+    FACE,
+    MATERIAL,
+    NONE,
+    TEXTURE,
+    VERTEX,
+    Part,
+    _material_image_and_colour,
+    _part_from_mesh,
+    _rgba,
+    check_parts,
+    load_parts,
+)
 
 
 def only_part(path) -> Part:
@@ -274,7 +284,7 @@ def test_gltf_float_and_short_vertex_colours_beside_a_material_are_scaled_to_byt
 
 
 def test_gltf_rgb_vertex_colours_beside_a_material_can_be_sampled(tmp_path):
-    from ulip2_pipeline.sampling import sample_surface
+    from ulip2_pipeline.stages.points.sampling import sample_surface
 
     path = tmp_path / "triangle.glb"
     path.write_bytes(gltf_triangle_with_material_and_vertex_colours(np.full((3, 3), 200, np.uint8), 5121))
@@ -289,7 +299,7 @@ def test_gltf_rgb_vertex_colours_beside_a_material_can_be_sampled(tmp_path):
     (np.array([[0.2, 0.6, 1.0]], np.float64), [51, 153, 255, 255]),                 # RGB floats: opaque alpha
 ])
 def test_accessor_colours_become_rgba_bytes(values, expected):
-    from ulip2_pipeline.meshes import _accessor_colour_bytes
+    from ulip2_pipeline.stages.points.meshes import _accessor_colour_bytes
 
     colours = _accessor_colour_bytes(values)
     assert colours.dtype == np.uint8

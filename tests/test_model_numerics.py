@@ -9,15 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from stand_ins import caption_cfg, embed_cfg, png, rank_cfg, stand_ins, triplet_shard, write_render_shard  # noqa: F401 - fixture
 
-from stand_ins import (caption_cfg, embed_cfg, png, rank_cfg, stand_ins,  # noqa: F401 - fixture
-                       triplet_shard, write_render_shard)
-from ulip2_pipeline.caption.blip2 import caption_dtype, load_captioner, vision_dtype
-from ulip2_pipeline.caption.stage import run_caption_shard
-from ulip2_pipeline.embed import run_embed_shard
-from ulip2_pipeline.rank.clip import clip_precision, load_clip, needs_quick_gelu
-from ulip2_pipeline.rank.stage import run_rank_shard
-from ulip2_pipeline.real_models import BLIP2_MODEL_ID, CLIP_EMBED, CLIP_RANK, CLIP_TINY_SIZES, clip_arch_config
+from ulip2_pipeline.models.blip2 import caption_dtype, load_captioner, vision_dtype
+from ulip2_pipeline.models.clip import clip_precision, load_clip, needs_quick_gelu
+from ulip2_pipeline.models.real_models import BLIP2_MODEL_ID, CLIP_EMBED, CLIP_RANK, CLIP_TINY_SIZES, clip_arch_config
+from ulip2_pipeline.stages.caption import run_caption_shard
+from ulip2_pipeline.stages.embed import run_embed_shard
+from ulip2_pipeline.stages.rank import run_rank_shard
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]

@@ -2,14 +2,13 @@
 import pyarrow.parquet as pq
 import pytest
 import torch
+from stand_ins import caption_cfg, embed_cfg, png, rank_cfg, stand_ins, triplet_shard, write_render_shard  # noqa: F401 - fixture
 
-from stand_ins import (caption_cfg, embed_cfg, png, rank_cfg, stand_ins,  # noqa: F401 - fixture
-                       triplet_shard, write_render_shard)
-from ulip2_pipeline.caption import stage as caption_stage
 from ulip2_pipeline.devices import run_in_batches
-from ulip2_pipeline.embed import run_embed_shard
-from ulip2_pipeline.rank import stage as rank_stage
-from ulip2_pipeline.views import view_seed
+from ulip2_pipeline.stages import caption as caption_stage
+from ulip2_pipeline.stages import rank as rank_stage
+from ulip2_pipeline.stages.embed import run_embed_shard
+from ulip2_pipeline.stages.views import view_seed
 
 RED, GREEN, BLUE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128)
 
@@ -120,7 +119,7 @@ def test_an_empty_render_shard_writes_empty_captions_and_ranks_without_a_model(t
 
 
 def test_an_empty_triplet_shard_writes_empty_embeddings_without_a_model(tmp_path, stand_ins, monkeypatch):
-    from ulip2_pipeline import embed
+    from ulip2_pipeline.stages import embed
 
     monkeypatch.setattr(embed, "load_clip", no_model)
     shard = triplet_shard(tmp_path / "t.parquet", [])

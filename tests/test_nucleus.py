@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ulip2_pipeline.caption.blip2 import _nucleus_pick
+from ulip2_pipeline.models.blip2 import _nucleus_pick
 
 PROBS = [0.5, 0.3, 0.15, 0.05]
 

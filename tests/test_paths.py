@@ -3,11 +3,10 @@ from importlib import resources
 
 import pytest
 import yaml
+from conftest import REPO
 
 from ulip2_pipeline import paths
 from ulip2_pipeline.config import SCHEMA_PATH, validate_config
-
-from conftest import REPO
 
 
 @pytest.mark.parametrize("pattern,values,expected", [

@@ -6,15 +6,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trimesh
-
-from ulip2_pipeline import readers
-from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.manifest import MANIFEST_SCHEMA, write_manifest
-from ulip2_pipeline.points import points_for_object, read_points, run_points_shard
-from ulip2_pipeline.atomic import file_sha256
-from ulip2_pipeline.workflow import log_to
-
 from conftest import points_cfg
+
+from ulip2_pipeline.atomic import file_sha256
+from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA, write_manifest
+from ulip2_pipeline.stages.points import readers
+from ulip2_pipeline.stages.points.stage import points_for_object, read_points, run_points_shard
+from ulip2_pipeline.workflow import log_to
 
 
 def dataset_cfg(**points):
@@ -122,4 +121,4 @@ def test_every_failure_names_its_uid_and_reason_in_the_job_log(tmp_path, good):
     failures = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert {f["uid"] for f in failures} == {"broken", "gone"}
     for failure in failures:
-        assert f"WARNING ulip2_pipeline.points: {failure['uid']}: {failure['reason']}: " in text
+        assert f"WARNING ulip2_pipeline.stages.points.stage: {failure['uid']}: {failure['reason']}: " in text

@@ -1,12 +1,11 @@
 import numpy as np
 import pyarrow.parquet as pq
 import trimesh
-
-from ulip2_pipeline.manifest import build_manifest, write_manifest
-from ulip2_pipeline.points import read_points, run_points_shard
-from ulip2_pipeline.sources import SourceObject
-
 from conftest import points_cfg
+
+from ulip2_pipeline.sources import SourceObject
+from ulip2_pipeline.stages.manifest import build_manifest, write_manifest
+from ulip2_pipeline.stages.points.stage import read_points, run_points_shard
 
 
 def dataset_cfg(**points):

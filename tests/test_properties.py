@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from test_manifest import Rescans
 
-from ulip2_pipeline.manifest import UID_PATTERN, assign_shards, manifest_shards, shard_name
-from ulip2_pipeline.meshes import FACE, Part
-from ulip2_pipeline.sampling import farthest_point_order, normalise, sample_object, sample_surface
 from ulip2_pipeline.sources.folder import MAX_UID, UID_SEPARATOR, folder_uid
+from ulip2_pipeline.stages.manifest import UID_PATTERN, assign_shards, manifest_shards, shard_name
+from ulip2_pipeline.stages.points.meshes import FACE, Part
+from ulip2_pipeline.stages.points.sampling import farthest_point_order, normalise, sample_object, sample_surface
 
 REPRODUCIBLE = settings(derandomize=True, database=None)
 

@@ -25,14 +25,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-from ulip2_pipeline.tiny_models import build_tiny_clip
-from ulip2_pipeline.train import distributed
-from ulip2_pipeline.train.trainer import Trainer
-
 from conftest import one_torch_thread
 from synthetic_shards import write_shards
 from test_train import small_train_cfg
+
+from ulip2_pipeline.models.tiny_models import build_tiny_clip
+from ulip2_pipeline.train import distributed
+from ulip2_pipeline.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # two gloo ranks start once for the module (about 25 s)
 

@@ -2,8 +2,8 @@
 import pytest
 import trimesh
 
-from ulip2_pipeline import readers
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.points import readers
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import snakemake, write_config
 from third_party import pybullet_data_dir
 

@@ -10,15 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trimesh
-from PIL import Image
-
-from ulip2_pipeline.manifest import MANIFEST_SCHEMA, write_manifest
-from ulip2_pipeline.points import read_points, run_points_shard
-from ulip2_pipeline.render.stage import run_render_shard
-from ulip2_pipeline.atomic import file_sha256
-
 from conftest import points_cfg, textured_square
+from PIL import Image
 from projection import alpha, assert_points_on_silhouette, project
+
+from ulip2_pipeline.atomic import file_sha256
+from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA, write_manifest
+from ulip2_pipeline.stages.points.stage import read_points, run_points_shard
+from ulip2_pipeline.stages.render.stage import run_render_shard
 
 pytestmark = pytest.mark.render
 
@@ -194,7 +193,7 @@ def test_draco_compressed_gltf_renders(tmp_path):
 
 KILLABLE_RUN = textwrap.dedent("""
     import sys, json
-    from ulip2_pipeline.render.stage import run_render_shard
+    from ulip2_pipeline.stages.render.stage import run_render_shard
     args = json.loads(sys.argv[-1])
     run_render_shard(args["manifest"], None, "00000", args["dataset"], args["settings"], args["out"],
                      args["failures"], args["logs"], threads=1)

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import REPO, snakemake
 from PIL import Image
 
 from ulip2_pipeline.config import validate_config
-from ulip2_pipeline.render.cameras import orbit_cameras
 from ulip2_pipeline.report import collect as collect_module
 from ulip2_pipeline.report.collect import collect, kept_scores, read_objects, word_counts
 from ulip2_pipeline.report.failures import failure_examples, failures_page
@@ -25,9 +25,8 @@ from ulip2_pipeline.report.pages import Settings, build_dataset_pages
 from ulip2_pipeline.report.splat import splat
 from ulip2_pipeline.report.svg import histogram, line_chart, nice_ticks
 from ulip2_pipeline.report.training import training_page
-from ulip2_pipeline.triplets import triplet_schema
-
-from conftest import REPO, snakemake
+from ulip2_pipeline.stages.render.cameras import orbit_cameras
+from ulip2_pipeline.stages.triplets import triplet_schema
 
 POINTS = 400
 VIEWS = 3

@@ -3,13 +3,18 @@ import warnings
 import numpy as np
 import pytest
 import trimesh
+from conftest import expected_quadrant_colour, points_cfg
 
 from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, load_parts
-from ulip2_pipeline.points import object_seed, points_for_object
-from ulip2_pipeline.sampling import _texture_lookup, farthest_point_order, normalise, sample_object, sample_surface
-
-from conftest import expected_quadrant_colour, points_cfg
+from ulip2_pipeline.stages.points.meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, load_parts
+from ulip2_pipeline.stages.points.sampling import (
+    _texture_lookup,
+    farthest_point_order,
+    normalise,
+    sample_object,
+    sample_surface,
+)
+from ulip2_pipeline.stages.points.stage import object_seed, points_for_object
 
 
 def test_sphere_points_lie_on_the_unit_sphere_after_normalisation(tmp_path):
@@ -83,7 +88,7 @@ def test_area_weighting_is_uniform_over_the_surface():
 
 
 def load_parts_from(meshes):
-    from ulip2_pipeline.meshes import _part_from_mesh
+    from ulip2_pipeline.stages.points.meshes import _part_from_mesh
 
     return [_part_from_mesh(m, np.eye(4)) for m in meshes]
 

@@ -4,7 +4,6 @@ import re
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import REPO, snakemake
 from slurm_cluster import OneNodeSlurm, unavailable_reason
 

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 import trimesh
 
-from ulip2_pipeline.demo_set import CLASSES, generate_demo_set
 from ulip2_pipeline.sources import SourceError, list_objects
+from ulip2_pipeline.sources.demo import CLASSES, generate_demo_set
 
 
 def box_bytes():
@@ -104,7 +104,7 @@ def test_demo_set_is_deterministic_and_labelled(tmp_path):
 
 
 def test_demo_set_has_every_kind_of_appearance(tmp_path):
-    from ulip2_pipeline.meshes import load_parts
+    from ulip2_pipeline.stages.points.meshes import load_parts
 
     files = generate_demo_set(tmp_path / "d", objects_per_class=4, broken_objects=0)
     sources, multi_part = set(), 0
@@ -118,7 +118,7 @@ def test_demo_set_has_every_kind_of_appearance(tmp_path):
 
 def test_a_file_name_that_is_not_utf8_is_a_ledger_row_and_the_others_are_listed(tmp_path):
     """One such name used to stop the whole manifest: its path cannot be stored in a Parquet string."""
-    from ulip2_pipeline.manifest import run_manifest
+    from ulip2_pipeline.stages.manifest import run_manifest
 
     root = tmp_path / "meshes"
     root.mkdir()

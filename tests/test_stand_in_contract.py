@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-
 from stand_ins import stand_ins  # noqa: F401 - fixture
-from ulip2_pipeline.caption.blip2 import end_tokens, load_captioner
-from ulip2_pipeline.rank.clip import load_clip
-from ulip2_pipeline.real_models import BLIP2_CONFIG, CLIP_EMBED, CLIP_RANK, blip2_config, clip_arch_config
+
+from ulip2_pipeline.models.blip2 import end_tokens, load_captioner
+from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.models.real_models import BLIP2_CONFIG, CLIP_EMBED, CLIP_RANK, blip2_config, clip_arch_config
 
 CPU = torch.device("cpu")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -11,21 +11,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import REPO, one_torch_thread, snakemake
+from synthetic_shards import write_shards
 
+from ulip2_pipeline.models.tiny_models import build_tiny_clip
+from ulip2_pipeline.stages.points.sampling import farthest_point_order
 from ulip2_pipeline.train.augment import augment
 from ulip2_pipeline.train.benchmarks import read_benchmark
-from ulip2_pipeline.train.loss import LOGIT_SCALE_MAX, UlipLoss
-from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig, farthest_point_sample
-from ulip2_pipeline.sampling import farthest_point_order
-from ulip2_pipeline.tiny_models import build_tiny_clip
 from ulip2_pipeline.train.cli import build_parser, job_from_config
 from ulip2_pipeline.train.launch import TrainJob, launch
+from ulip2_pipeline.train.loss import LOGIT_SCALE_MAX, UlipLoss
+from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig, farthest_point_sample
 from ulip2_pipeline.train.run import run_evaluation
 from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint
 from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings, confusion
-
-from conftest import REPO, one_torch_thread, snakemake
-from synthetic_shards import write_shards
 
 
 def test_pointbert_sizes_and_output_width():

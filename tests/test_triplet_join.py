@@ -14,14 +14,21 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ulip2_pipeline.caption.stage import CAPTIONS_SCHEMA
+from ulip2_pipeline import __version__
 from ulip2_pipeline.failures import write_failures
-from ulip2_pipeline.manifest import MANIFEST_SCHEMA
-from ulip2_pipeline.points import POINTS_SCHEMA
-from ulip2_pipeline.rank.stage import RANKED_SCHEMA
-from ulip2_pipeline.render.stage import RENDER_SCHEMA
-from ulip2_pipeline import __version__, triplets
-from ulip2_pipeline.triplets import hf_features, join_failures, package_versions, run_triplets_shard, triplet_schema
+from ulip2_pipeline.stages import triplets
+from ulip2_pipeline.stages.caption import CAPTIONS_SCHEMA
+from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA
+from ulip2_pipeline.stages.points.stage import POINTS_SCHEMA
+from ulip2_pipeline.stages.rank import RANKED_SCHEMA
+from ulip2_pipeline.stages.render.stage import RENDER_SCHEMA
+from ulip2_pipeline.stages.triplets import (
+    hf_features,
+    join_failures,
+    package_versions,
+    run_triplets_shard,
+    triplet_schema,
+)
 
 POINTS = 12
 OBJECTS = ["a_points_only", "b_two_views", "c_one_view_uncaptioned", "d_points_only", "e_views_only", "f_one_view"]
@@ -243,7 +250,7 @@ def test_a_package_that_is_not_installed_is_left_out_of_the_provenance(monkeypat
 
 
 def test_the_job_log_names_every_object_left_out_and_the_shard_summary(tmp_path, caplog):
-    with caplog.at_level("INFO", logger="ulip2_pipeline.triplets"):
+    with caplog.at_level("INFO", logger="ulip2_pipeline.stages.triplets"):
         summary, _, _ = join_shard(tmp_path)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [

@@ -6,10 +6,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-from ulip2_pipeline.points import read_points
-
 from conftest import REPO, snakemake, write_config
+
+from ulip2_pipeline.stages.points.stage import read_points
 
 pytestmark = pytest.mark.e2e
 

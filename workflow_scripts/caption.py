@@ -1,7 +1,7 @@
-# Thin adapter: caption one shard's rendered views (see ulip2_pipeline.caption.stage).
+# Thin adapter: caption one shard's rendered views (see ulip2_pipeline.stages.caption).
 import torch
 
-from ulip2_pipeline.caption.stage import run_caption_shard
+from ulip2_pipeline.stages.caption import run_caption_shard
 from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])

@@ -1,5 +1,5 @@
-# Thin adapter: generate the embedded demo set (see ulip2_pipeline.demo_set).
-from ulip2_pipeline.demo_set import generate_demo_set
+# Thin adapter: generate the embedded demo set (see ulip2_pipeline.sources.demo).
+from ulip2_pipeline.sources.demo import generate_demo_set
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])

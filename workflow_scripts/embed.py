@@ -1,7 +1,7 @@
-# Thin adapter: frozen CLIP embeddings of one triplet shard (see ulip2_pipeline.embed).
+# Thin adapter: frozen CLIP embeddings of one triplet shard (see ulip2_pipeline.stages.embed).
 import torch
 
-from ulip2_pipeline.embed import run_embed_shard
+from ulip2_pipeline.stages.embed import run_embed_shard
 from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])

@@ -1,5 +1,5 @@
-# Thin adapter: list, check, hash and shard one dataset (see ulip2_pipeline.manifest).
-from ulip2_pipeline.manifest import run_manifest
+# Thin adapter: list, check, hash and shard one dataset (see ulip2_pipeline.stages.manifest).
+from ulip2_pipeline.stages.manifest import run_manifest
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])

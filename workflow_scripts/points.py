@@ -1,5 +1,5 @@
-# Thin adapter: sample one shard's objects (see ulip2_pipeline.points).
-from ulip2_pipeline.points import run_points_shard
+# Thin adapter: sample one shard's objects (see ulip2_pipeline.stages.points.stage).
+from ulip2_pipeline.stages.points.stage import run_points_shard
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])

@@ -1,7 +1,7 @@
-# Thin adapter: rank one shard's captions with CLIP (see ulip2_pipeline.rank.stage).
+# Thin adapter: rank one shard's captions with CLIP (see ulip2_pipeline.stages.rank).
 import torch
 
-from ulip2_pipeline.rank.stage import run_rank_shard
+from ulip2_pipeline.stages.rank import run_rank_shard
 from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])

@@ -1,5 +1,5 @@
-# Thin adapter: render one shard's objects (see ulip2_pipeline.render.stage).
-from ulip2_pipeline.render.stage import run_render_shard
+# Thin adapter: render one shard's objects (see ulip2_pipeline.stages.render.stage).
+from ulip2_pipeline.stages.render.stage import run_render_shard
 from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])

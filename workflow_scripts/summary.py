@@ -1,8 +1,8 @@
-# Thin adapter: the dataset summary (see ulip2_pipeline.triplets.dataset_summary).
+# Thin adapter: the dataset summary (see ulip2_pipeline.stages.triplets.dataset_summary).
 import json
 
 from ulip2_pipeline.atomic import atomic_path
-from ulip2_pipeline.triplets import dataset_summary
+from ulip2_pipeline.stages.triplets import dataset_summary
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])

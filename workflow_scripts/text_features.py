@@ -1,8 +1,8 @@
 # Thin adapter: category and caption text features for the OpenShape export, from the embed stage's CLIP
-# (see ulip2_pipeline.exports.text_features).
+# (see ulip2_pipeline.stages.text_features).
 import torch
 
-from ulip2_pipeline.exports.text_features import run_text_features_shard
+from ulip2_pipeline.stages.text_features import run_text_features_shard
 from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])

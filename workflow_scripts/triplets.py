@@ -1,5 +1,5 @@
-# Thin adapter: join one shard's modalities into triplets (see ulip2_pipeline.triplets).
-from ulip2_pipeline.triplets import run_triplets_shard
+# Thin adapter: join one shard's modalities into triplets (see ulip2_pipeline.stages.triplets).
+from ulip2_pipeline.stages.triplets import run_triplets_shard
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])

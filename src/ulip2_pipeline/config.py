@@ -14,7 +14,6 @@ from typing import Any, Iterable
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data; the repository's top-level file
 
 

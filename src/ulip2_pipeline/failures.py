@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .atomic import write_parquet
+from ulip2_pipeline.atomic import write_parquet
 
 FAILURE_SCHEMA = pa.schema([
     pa.field("uid", pa.string()),

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .atomic import file_sha256
-from .failures import ObjectFailure
+from ulip2_pipeline.atomic import file_sha256
+from ulip2_pipeline.failures import ObjectFailure
 
 
 def check_source(path: str | Path, expected_sha256: str | None) -> None:

@@ -24,7 +24,7 @@ from typing import Callable
 
 import psutil
 
-from .failures import ObjectFailure
+from ulip2_pipeline.failures import ObjectFailure
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from ..atomic import write_bytes
-from .common import read_json
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.exports.common import read_json
 
 TRIPLET_GLOB = "triplets/*.parquet"
 LOAD_BATCH_ROWS = 32

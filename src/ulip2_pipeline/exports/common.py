@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_path
+from ulip2_pipeline.atomic import atomic_path
 
 
 def iter_rows(parquet_path, columns: list[str], batch_size: int = 16) -> Iterator[dict]:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..atomic import write_bytes
-from .common import iter_rows, npy_bytes, read_json, write_json
-from .openshape_texts import TRIPLET_TEXT_COLUMNS, openshape_texts
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.exports.openshape_texts import TRIPLET_TEXT_COLUMNS, openshape_texts
 
 
 class MisalignedShards(ValueError):

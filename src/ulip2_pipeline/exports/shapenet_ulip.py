@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..atomic import write_bytes
-from .common import iter_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
 
 ULIP_AZIMUTHS = tuple(range(0, 360, 12))
 ULIP_POINTS = 8192

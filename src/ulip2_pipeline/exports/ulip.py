@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes
-from .common import iter_rows, read_json, write_json
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.exports.common import iter_rows, read_json, write_json
 
 ULIP_POINTS = 8192
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import point_columns
+from ulip2_pipeline import point_columns
 
 SCORE_RANGE = (-1.0, 1.0)   # cosine similarity
 SCORE_BINS = 2000           # fine bins; charts merge them over the occupied range

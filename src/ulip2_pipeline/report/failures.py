@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ..accounting import CHAIN
-from ..atomic import write_bytes
-from .html import Raw, esc, page, stat_boxes, table
+from ulip2_pipeline.accounting import CHAIN
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.report.html import Raw, esc, page, stat_boxes, table
 
 STAGE_ORDER = ("manifest", *CHAIN)
 

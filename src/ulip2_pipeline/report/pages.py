@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..atomic import write_bytes
-from . import svg
-from .collect import DatasetDigest, KeptCaption, collect, read_objects
-from .html import array_thumbnail, esc, img, page, score_text, stat_boxes, thumbnail
-from .splat import splat
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.report import svg
+from ulip2_pipeline.report.collect import DatasetDigest, KeptCaption, collect, read_objects
+from ulip2_pipeline.report.html import array_thumbnail, esc, img, page, score_text, stat_boxes, thumbnail
+from ulip2_pipeline.report.splat import splat
 
 
 @dataclass(frozen=True)

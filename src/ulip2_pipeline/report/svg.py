@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .html import esc
+from ulip2_pipeline.report.html import esc
 
 PALETTE = ("#0b5cad", "#e07b00", "#2a9d3a", "#c0392b", "#7b4bb7", "#5d6d7e")
 FONT = 'font-family="system-ui,sans-serif" font-size="11"'

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_bytes
-from . import svg
-from .html import Raw, esc, page, stat_boxes, table
+from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.report import svg
+from ulip2_pipeline.report.html import Raw, esc, page, stat_boxes, table
 
 CURVES = (
     ("Loss", "loss", ("loss", "loss_text", "loss_image")),

@@ -28,17 +28,17 @@ def list_objects(source: dict, demo_dir: str | Path | None = None) -> tuple[list
     """
     kind = source["kind"]
     if kind == "folder":
-        from .folder import list_folder
+        from ulip2_pipeline.sources.folder import list_folder
         return list_folder(Path(source["path"]), source["extensions"], source["category"])
     if kind == "demo":
-        from .folder import list_folder
+        from ulip2_pipeline.sources.folder import list_folder
         if demo_dir is None:
             raise SourceError("the demo source needs the folder the demo_meshes rule generated")
         return list_folder(Path(demo_dir), ["glb", "obj", "ply", "stl"], "parent_dir")
     if kind == "shapenet":
-        from .shapenet import list_shapenet
+        from ulip2_pipeline.sources.shapenet import list_shapenet
         return list_shapenet(Path(source["path"]), source["synsets"]), []
     if kind == "objaverse":
-        from .objaverse_uids import list_objaverse
+        from ulip2_pipeline.sources.objaverse_uids import list_objaverse
         return list_objaverse(source)
     raise SourceError(f"unknown source kind {kind!r}")

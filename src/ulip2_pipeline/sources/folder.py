@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from . import SourceError, SourceObject
+from ulip2_pipeline.sources import SourceError, SourceObject
 
 UID_SEPARATOR = "__"
 MAX_UID = 200

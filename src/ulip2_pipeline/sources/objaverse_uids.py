@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from . import SourceError, SourceObject
+from ulip2_pipeline.sources import SourceError, SourceObject
 
 CHUNK = 1000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import SourceError, SourceObject
+from ulip2_pipeline.sources import SourceError, SourceObject
 
 # The 55 ShapeNetCore synsets, used when the tree has no taxonomy.json.
 SYNSET_NAMES = {

@@ -1,4 +1,4 @@
 """``python -m ulip2_pipeline.train``: see ulip2_pipeline.train.cli."""
-from .cli import main
+from ulip2_pipeline.train.cli import main
 
 main()

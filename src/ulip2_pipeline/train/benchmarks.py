@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..sampling import farthest_point_order
-from ..splits import holdout
+from ulip2_pipeline.stages.points.sampling import farthest_point_order
+from ulip2_pipeline.train.splits import holdout
 
 GREY = 0.4
 SCANOBJECTNN_CLASSES = ["bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",

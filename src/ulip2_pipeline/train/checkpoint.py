@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
-from .fingerprint import differences
+from ulip2_pipeline.atomic import atomic_path
+from ulip2_pipeline.train.fingerprint import differences
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from .. import paths
-from ..config import SCHEMA_PATH, validate_config
-from ..workflow import log_to
-from .launch import TrainJob, launch, run_rank
+from ulip2_pipeline import paths
+from ulip2_pipeline.config import SCHEMA_PATH, validate_config
+from ulip2_pipeline.train.launch import TrainJob, launch, run_rank
+from ulip2_pipeline.workflow import log_to
 
 
 def _override(config: dict, assignment: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import content_digest
+from ulip2_pipeline.atomic import content_digest
 
 
 def run_fingerprint(settings: dict, shards: dict[str, list]) -> dict:

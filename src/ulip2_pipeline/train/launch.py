@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .run import run_training
+from ulip2_pipeline.train import distributed
+from ulip2_pipeline.train.run import run_training
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path
-from ..devices import pick_device
-from .benchmarks import read_benchmark
-from .pointbert import PointBert, PointBertConfig
-from .trainer import Trainer, encode_texts, frozen_towers
-from .zeroshot import class_embeddings, evaluate
+from ulip2_pipeline.atomic import atomic_path
+from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.train.benchmarks import read_benchmark
+from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
+from ulip2_pipeline.train.trainer import Trainer, encode_texts, frozen_towers
+from ulip2_pipeline.train.zeroshot import class_embeddings, evaluate
 
 log = logging.getLogger(__name__)
 

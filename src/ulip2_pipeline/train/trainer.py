@@ -29,18 +29,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from ..atomic import atomic_path
-from ..devices import pick_device
-from ..loader import TripletDataset
-from ..rank.clip import load_clip
-from ..workflow import output_settings
-from . import distributed
-from .augment import augment
-from .checkpoint import load_matching, restore_rng, rng_state, save_atomic
-from .fingerprint import run_fingerprint
-from .loss import UlipLoss
-from .pointbert import PointBert, PointBertConfig
-from .zeroshot import TEMPLATES
+from ulip2_pipeline.atomic import atomic_path
+from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.train import distributed
+from ulip2_pipeline.train.augment import augment
+from ulip2_pipeline.train.checkpoint import load_matching, restore_rng, rng_state, save_atomic
+from ulip2_pipeline.train.fingerprint import run_fingerprint
+from ulip2_pipeline.train.loader import TripletDataset
+from ulip2_pipeline.train.loss import UlipLoss
+from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
+from ulip2_pipeline.train.zeroshot import TEMPLATES
+from ulip2_pipeline.workflow import output_settings
 
 log = logging.getLogger(__name__)
 

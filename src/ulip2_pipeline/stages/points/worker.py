@@ -1,13 +1,13 @@
 """The points worker: a child process that reads and samples one object per request.
 
-Started by the points stage (``points.PointsWorker``) as ``python -m
-ulip2_pipeline.points_worker FD``; see ``ulip2_pipeline.supervisor`` for the protocol.
+Started by the points stage (``stage.points_worker``) as ``python -m
+ulip2_pipeline.stages.points.worker FD``; see ``ulip2_pipeline.supervisor`` for the protocol.
 Blender (bpy) is loaded only when an object needs the Blender reader.
 """
 from __future__ import annotations
 
-from .points import points_for_object
-from .supervisor import main
+from ulip2_pipeline.stages.points.stage import points_for_object
+from ulip2_pipeline.supervisor import main
 
 
 def setup(hello: dict):

@@ -17,14 +17,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .. import __version__
-from ..atomic import write_parquet
-from ..devices import pick_device, run_in_batches
-from ..model_stage import numerics_metadata
-from ..rank.clip import load_clip
-from ..train.zeroshot import TEMPLATES
-from .common import iter_rows
-from .openshape_texts import TRIPLET_TEXT_COLUMNS, strings_to_encode
+from ulip2_pipeline import __version__
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.devices import pick_device, run_in_batches
+from ulip2_pipeline.exports.common import iter_rows
+from ulip2_pipeline.exports.openshape_texts import TRIPLET_TEXT_COLUMNS, strings_to_encode
+from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.stages.model_stage import numerics_metadata
+from ulip2_pipeline.train.zeroshot import TEMPLATES
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import NamedTuple
 import fpsample
 import numpy as np
 
-from .failures import ObjectFailure
-from .meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part
+from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.points.meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part
 
 
 @dataclass

@@ -6,10 +6,10 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from .devices import is_out_of_memory, run_in_batches
-from .failures import Failure
-from .progress import Progress
-from .views import View
+from ulip2_pipeline.devices import is_out_of_memory, run_in_batches
+from ulip2_pipeline.failures import Failure
+from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.stages.views import View
 
 R = TypeVar("R")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .failures import Failure
+from ulip2_pipeline.failures import Failure
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
-from ..atomic import write_parquet
-from ..config import config_hash
-from ..failures import Failure, ObjectFailure, write_failures
-from ..manifest import read_shard
-from ..progress import Progress
-from ..source_check import check_source
-from ..supervisor import log_tail
-from .cameras import orbit_cameras
-from .supervisor import RenderWorker
+from ulip2_pipeline import __version__
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.config import config_hash
+from ulip2_pipeline.failures import Failure, ObjectFailure, write_failures
+from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.source_check import check_source
+from ulip2_pipeline.stages.manifest import read_shard
+from ulip2_pipeline.stages.render.cameras import orbit_cameras
+from ulip2_pipeline.supervisor import SupervisedWorker, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +72,21 @@ def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[di
     } for cam, view in zip(cameras, result["views"])]
 
 
-def _render_one(worker: RenderWorker, row: dict, task: dict, settings: dict) -> tuple[list[dict], list[Failure], dict | None]:
+def render_worker(settings: dict, threads: int, log_dir: Path, max_memory_mb: float | None = None) -> SupervisedWorker:
+    """The Blender child (``stages/render/worker.py``): one start-up per shard, a kill-and-restart per hang."""
+    return SupervisedWorker("ulip2_pipeline.stages.render.worker",
+                            {"settings": settings, "threads": threads, "worker_log": str(Path(log_dir) / "_worker.log")},
+                            activity="import and render", max_memory_mb=max_memory_mb)
+
+
+def _render_one(worker: SupervisedWorker, row: dict, task: dict, settings: dict) -> tuple[list[dict], list[Failure], dict | None]:
     """The view rows of one object, its failure or flag rows, and its timings (None when it failed)."""
     object_log = Path(task["log"])
     started = time.perf_counter()
     try:
         # That it exists; its content is compared in the worker, under the time limit.
         check_source(row["source"], None)
-        result = worker.render(task, settings["timeout_s"])
+        result = worker.call(task, settings["timeout_s"])
     except ObjectFailure as failure:
         detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{log_tail(object_log, LOG_TAIL_CHARS)}"
         log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
@@ -111,7 +117,7 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
     normalisations = read_normalisations(points)
     up_axis = dataset_cfg["up_axis"]
     rows, failures, timings = [], [], []
-    worker = RenderWorker(settings, threads, log_dir, max_memory_mb=settings.get("max_memory_mb"))
+    worker = render_worker(settings, threads, log_dir, max_memory_mb=settings.get("max_memory_mb"))
     started = time.perf_counter()
     try:
         shard_rows = read_shard(manifest, shard)

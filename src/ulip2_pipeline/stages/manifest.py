@@ -21,10 +21,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import DIGEST_KEY, file_sha256, table_digest, write_parquet
-from .config import config_hash
-from .failures import Failure, write_failures
-from .sources import SourceObject, list_objects
+from ulip2_pipeline.atomic import DIGEST_KEY, file_sha256, table_digest, write_parquet
+from ulip2_pipeline.config import config_hash
+from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.sources import SourceObject, list_objects
 
 log = logging.getLogger(__name__)
 

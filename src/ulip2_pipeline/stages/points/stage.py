@@ -17,16 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, point_columns
-from .atomic import write_parquet
-from .config import config_hash
-from .failures import Failure, ObjectFailure, write_failures
-from .manifest import read_shard
-from .progress import Progress
-from .readers import read_parts
-from .sampling import SampledCloud, sample_object
-from .source_check import check_source
-from .supervisor import SupervisedWorker, log_tail
+from ulip2_pipeline import __version__, point_columns
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.config import config_hash
+from ulip2_pipeline.failures import Failure, ObjectFailure, write_failures
+from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.source_check import check_source
+from ulip2_pipeline.stages.manifest import read_shard
+from ulip2_pipeline.stages.points.readers import read_parts
+from ulip2_pipeline.stages.points.sampling import SampledCloud, sample_object
+from ulip2_pipeline.supervisor import SupervisedWorker, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,12 @@ def points_table(rows: list[dict], results: list[ObjectPoints], up_axis: str, co
     }, schema=POINTS_SCHEMA)
 
 
-class PointsWorker(SupervisedWorker):
-    """A ``python -m ulip2_pipeline.points_worker`` child (started on first use) that samples objects."""
-
-    def __init__(self, dataset_cfg: dict):
-        points_cfg = dataset_cfg["points"]
-        super().__init__("ulip2_pipeline.points_worker",
-                         {"points": points_cfg, "seed": dataset_cfg["seed"], "up_axis": dataset_cfg["up_axis"]},
-                         activity="reading and sampling", max_memory_mb=points_cfg["max_memory_mb"])
+def points_worker(dataset_cfg: dict) -> SupervisedWorker:
+    """The child (``stages/points/worker.py``) that reads and samples one object per request, started on first use."""
+    points_cfg = dataset_cfg["points"]
+    return SupervisedWorker("ulip2_pipeline.stages.points.worker",
+                            {"points": points_cfg, "seed": dataset_cfg["seed"], "up_axis": dataset_cfg["up_axis"]},
+                            activity="reading and sampling", max_memory_mb=points_cfg["max_memory_mb"])
 
 
 def _worker_output(path: Path) -> str:
@@ -106,7 +104,7 @@ def _worker_output(path: Path) -> str:
     return f"\n--- worker output ---\n{text}" if text else ""
 
 
-def _sample_one(worker: PointsWorker, row: dict, object_log: Path, timeout_s: float) -> ObjectPoints | Failure:
+def _sample_one(worker: SupervisedWorker, row: dict, object_log: Path, timeout_s: float) -> ObjectPoints | Failure:
     task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "log": str(object_log)}
     started = time.perf_counter()
     try:
@@ -125,7 +123,7 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
     points_cfg, seed = dataset_cfg["points"], dataset_cfg["seed"]
     done_rows, results, failures = [], [], []
     started = time.perf_counter()
-    worker = PointsWorker(dataset_cfg)
+    worker = points_worker(dataset_cfg)
     with tempfile.TemporaryDirectory(prefix="ulip2-points-") as tmp:
         try:
             rows = read_shard(manifest, shard)

@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__
-from ..atomic import write_parquet
-from ..devices import pick_device
-from ..failures import write_failures
-from ..model_stage import numerics_metadata, process_views
-from ..views import read_views, view_seed
-from .blip2 import GenerationSettings, caption_batch, clean_caption, end_tokens, load_captioner, vision_dtype
+from ulip2_pipeline import __version__
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.failures import write_failures
+from ulip2_pipeline.models.blip2 import (
+    GenerationSettings,
+    caption_batch,
+    clean_caption,
+    end_tokens,
+    load_captioner,
+    vision_dtype,
+)
+from ulip2_pipeline.stages.model_stage import numerics_metadata, process_views
+from ulip2_pipeline.stages.views import read_views, view_seed
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from ..colour import image_buffer_to_srgb_bytes, linear_to_srgb
-from ..failures import ObjectFailure
-from ..meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, check_parts
-from . import blender_scene
+from ulip2_pipeline.colour import image_buffer_to_srgb_bytes, linear_to_srgb
+from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.points.meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, check_parts
+from ulip2_pipeline.stages.render import blender_scene
 
 MAX_TRACE_DEPTH = 12
 

@@ -21,9 +21,18 @@ from pathlib import Path
 
 import torch
 
-from .opt_vocab import write_tokenizer_files
-from .real_models import (BLIP2_GENERATION_CONFIG, BLIP2_PREPROCESSOR_CONFIG, BLIP2_PROCESSOR_CONFIG,
-                          BLIP2_TINY_SIZES, CLIP_EMBED, CLIP_RANK, CLIP_TINY_SIZES, blip2_config, clip_arch_config)
+from ulip2_pipeline.models.opt_vocab import write_tokenizer_files
+from ulip2_pipeline.models.real_models import (
+    BLIP2_GENERATION_CONFIG,
+    BLIP2_PREPROCESSOR_CONFIG,
+    BLIP2_PROCESSOR_CONFIG,
+    BLIP2_TINY_SIZES,
+    CLIP_EMBED,
+    CLIP_RANK,
+    CLIP_TINY_SIZES,
+    blip2_config,
+    clip_arch_config,
+)
 
 CHECKPOINT_NAME = "open_clip_model.pt"
 # Spread of the random language model's next-token logits: a trained captioner is confident (its

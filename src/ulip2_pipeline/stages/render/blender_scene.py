@@ -15,9 +15,9 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..colour import srgb_to_linear
-from ..failures import ObjectFailure
-from .cameras import UP_AXIS, Camera
+from ulip2_pipeline.colour import srgb_to_linear
+from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.render.cameras import UP_AXIS, Camera
 
 # Import arguments that keep an obj/ply/stl file's own axes, so Blender's world is the
 # file frame (file_to_blender() gives the rotation for the other importers).

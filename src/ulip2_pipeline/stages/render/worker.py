@@ -1,6 +1,6 @@
 """The render worker: a child process that imports bpy once and renders objects on request.
 
-Started by the supervisor as ``python -m ulip2_pipeline.render.worker FD``; FD is its
+Started by the supervisor as ``python -m ulip2_pipeline.stages.render.worker FD``; FD is its
 end of a socket pair carrying pickled messages (``ulip2_pipeline.supervisor``). Blender's
 own output (fd 1 and 2) goes to one log file per object, so a failure can be explained
 from its log. The file's content is checked against the manifest here, under the
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..failures import ObjectFailure
-from ..source_check import check_source
-from ..supervisor import main
-from .cameras import orbit_cameras
+from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.source_check import check_source
+from ulip2_pipeline.stages.render.cameras import orbit_cameras
+from ulip2_pipeline.supervisor import main
 
 
 def _compose_png(path: Path, background: str) -> bytes:
@@ -49,7 +49,7 @@ def _read_depth(path: Path) -> bytes:
 
 
 def render_object(task: dict, settings: dict, threads: int) -> dict:
-    from . import blender_scene as scene
+    from ulip2_pipeline.stages.render import blender_scene as scene
 
     started = time.perf_counter()
     scene.reset_scene()

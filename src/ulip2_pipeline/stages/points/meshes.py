@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from .failures import ObjectFailure
+from ulip2_pipeline.failures import ObjectFailure
 
 TEXTURE, VERTEX, FACE, MATERIAL, NONE = "texture", "vertex", "face", "material", "none"
 

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, point_columns
-from .accounting import JOIN_REASONS, account_shard, merge_accounts
-from .atomic import write_parquet
-from .failures import Failure, write_failures
-from .manifest import read_shard
+from ulip2_pipeline import __version__, point_columns
+from ulip2_pipeline.accounting import JOIN_REASONS, account_shard, merge_accounts
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.stages.manifest import read_shard
 
 log = logging.getLogger(__name__)
 

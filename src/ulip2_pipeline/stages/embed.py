@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from . import __version__
-from .atomic import write_parquet
-from .devices import pick_device, run_in_batches
-from .model_stage import numerics_metadata
-from .progress import Progress
-from .rank.clip import load_clip
+from ulip2_pipeline import __version__
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.devices import pick_device, run_in_batches
+from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.stages.model_stage import numerics_metadata
 
 log = logging.getLogger(__name__)
 

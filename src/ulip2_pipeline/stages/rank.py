@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
-from ..atomic import write_parquet
-from ..devices import pick_device
-from ..failures import write_failures
-from ..model_stage import numerics_metadata, process_views
-from ..views import read_views
-from .clip import load_clip, score_views, top_k
+from ulip2_pipeline import __version__
+from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.failures import write_failures
+from ulip2_pipeline.models.clip import load_clip, score_views, top_k
+from ulip2_pipeline.stages.model_stage import numerics_metadata, process_views
+from ulip2_pipeline.stages.views import read_views
 
 log = logging.getLogger(__name__)
 

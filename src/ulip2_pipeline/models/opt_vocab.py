@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .real_models import BLIP2_PROCESSOR_CONFIG, BLIP2_TOKENIZER
+from ulip2_pipeline.models.real_models import BLIP2_PROCESSOR_CONFIG, BLIP2_TOKENIZER
 
 VOCAB_ENTRIES = BLIP2_TOKENIZER["image_token_id"]  # BPE entries before <image>: ids 0 .. 50264
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import point_columns
-from .epoch_plan import Window, batches_per_rank, epoch_windows
-from .splits import holdout
+from ulip2_pipeline import point_columns
+from ulip2_pipeline.train.epoch_plan import Window, batches_per_rank, epoch_windows
+from ulip2_pipeline.train.splits import holdout
 
 TRIPLET_COLUMNS = ("uid", "category", "xyz", "rgb", "kept", "views")
 EMBED_COLUMNS = ("uid", "image_embeddings", "caption_embeddings")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .face_count import declared_faces, uses_draco
-from .failures import ObjectFailure
-from .meshes import Part, load_parts
+from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.points.face_count import declared_faces, uses_draco
+from ulip2_pipeline.stages.points.meshes import Part, load_parts
 
 TRIMESH, BLENDER = "trimesh", "blender"
 BLENDER_ONLY = {"fbx", "blend", "usd", "usda", "usdc", "usdz", "abc"}
@@ -54,6 +54,8 @@ def read_parts(path: str | Path, max_faces: int, up_axis: str) -> tuple[list[Par
 
 
 def _blender(path: Path, max_faces: int, up_axis: str) -> list[Part]:
-    from .render import blender_mesh  # loads Blender (bpy) on first use: only workers that need it pay
+    from ulip2_pipeline.stages.render import (
+        blender_mesh,  # loads Blender (bpy) on first use: only workers that need it pay
+    )
 
     return blender_mesh.read_parts(path, up_axis, max_faces)

@@ -1,1 +1,0 @@
-"""Caption stage: BLIP-2 writes several captions per rendered view."""
