@@ -14,6 +14,7 @@ smoke-tests the GPU numerics on the CPU).
 
 Usage: python benchmarks/caption_rank_bench.py [--real-size [--tiny]] [--images N] [--batch B]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ def synthetic_views(count: int, size: int = 224) -> list[Image.Image]:
     for _ in range(count):
         pixels = np.full((size, size, 3), 255, np.uint8)
         x0, y0 = rng.integers(20, size // 2, 2)
-        pixels[y0:y0 + size // 3, x0:x0 + size // 3] = rng.integers(0, 255, 3)
+        pixels[y0 : y0 + size // 3, x0 : x0 + size // 3] = rng.integers(0, 255, 3)
         out = io.BytesIO()
         Image.fromarray(pixels).save(out, format="PNG")
         images.append(Image.open(io.BytesIO(out.getvalue())).convert("RGB"))
@@ -79,22 +80,41 @@ def cpu_benchmark(images: int, batch: int) -> dict:
         clip_spec = build_tiny_clip(Path(tmp) / "clip", CLIP_RANK)
         load_caption_s, (model, processor) = timed(lambda: load_captioner(str(blip2), cpu))
         settings = GenerationSettings()
-        caption_s, captions = timed(lambda: run_in_batches(
-            list(range(images)), lambda idx: caption_batch(model, processor, [views[i] for i in idx], list(idx),
-                                                           settings), batch))
-        load_rank_s, clip = timed(lambda: load_clip(clip_spec["arch"], clip_spec["pretrained"],
-                                                    clip_spec["arch_config"], cpu))
-        rank_s, _ = timed(lambda: run_in_batches(
-            list(range(images)), lambda idx: list(score_views(clip, [views[i] for i in idx],
-                                                              [captions[i] for i in idx])), batch))
-    return {"benchmark": "caption_rank", "device": "cpu", "threads": 1,
-            "models": "tiny stand-ins (real configs, sizes shrunk; random weights)",
-            "images": images, "batch": batch, "captions_per_image": 10, "max_new_tokens": 30,
-            "caption_dtype": str(vision_dtype(model)), "caption_end_tokens": end_tokens(model),
-            "clip_dtype": str(clip.dtype), "clip_activation": clip.activation,
-            "caption_model_load_s": round(load_caption_s, 2),
-            "caption_ms_per_image": round(1000 * caption_s / images, 2),
-            "rank_model_load_s": round(load_rank_s, 2), "rank_ms_per_view": round(1000 * rank_s / images, 2)}
+        caption_s, captions = timed(
+            lambda: run_in_batches(
+                list(range(images)),
+                lambda idx: caption_batch(model, processor, [views[i] for i in idx], list(idx), settings),
+                batch,
+            )
+        )
+        load_rank_s, clip = timed(
+            lambda: load_clip(clip_spec["arch"], clip_spec["pretrained"], clip_spec["arch_config"], cpu)
+        )
+        rank_s, _ = timed(
+            lambda: run_in_batches(
+                list(range(images)),
+                lambda idx: list(score_views(clip, [views[i] for i in idx], [captions[i] for i in idx])),
+                batch,
+            )
+        )
+    return {
+        "benchmark": "caption_rank",
+        "device": "cpu",
+        "threads": 1,
+        "models": "tiny stand-ins (real configs, sizes shrunk; random weights)",
+        "images": images,
+        "batch": batch,
+        "captions_per_image": 10,
+        "max_new_tokens": 30,
+        "caption_dtype": str(vision_dtype(model)),
+        "caption_end_tokens": end_tokens(model),
+        "clip_dtype": str(clip.dtype),
+        "clip_activation": clip.activation,
+        "caption_model_load_s": round(load_caption_s, 2),
+        "caption_ms_per_image": round(1000 * caption_s / images, 2),
+        "rank_model_load_s": round(load_rank_s, 2),
+        "rank_ms_per_view": round(1000 * rank_s / images, 2),
+    }
 
 
 def real_size_blip2(tiny: bool, device: torch.device, dtype: torch.dtype):
@@ -150,18 +170,25 @@ def gpu_benchmark(images: int, batch: int, tiny: bool, caption_precision: str, c
     score_views(clip, views, texts)
     rank_seconds = [timed(lambda: score_views(clip, views, texts))[0] for _ in range(rounds)]
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    return {"benchmark": "caption_rank_real_size", "device": torch.cuda.get_device_name() if device.type == "cuda"
-            else "cpu", "tiny_smoke_test": tiny,
-            "blip2_params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
-            "caption_dtype": str(vision_dtype(model)), "caption_end_tokens": eos_ids,
-            "clip_params_m": round(sum(p.numel() for p in clip.model.parameters()) / 1e6, 1),
-            "clip_dtype": str(clip.dtype), "clip_activation": clip.activation,
-            "build_s": round(build_s, 1), "batch": batch, "captions_per_image": 10,
-            "new_tokens_per_caption": int((tokens[:batch * 10] != pad_id).sum(dim=1).float().mean()),
-            "images_per_s": round(batch / statistics.median(seconds), 2),
-            "views_ranked_per_s": round(batch / statistics.median(rank_seconds), 2),
-            "peak_gpu_memory_gib": round(peak, 1) if peak else None,
-            "goal": ">= 100 images/s captioned on one H100"}
+    return {
+        "benchmark": "caption_rank_real_size",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "tiny_smoke_test": tiny,
+        "blip2_params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+        "caption_dtype": str(vision_dtype(model)),
+        "caption_end_tokens": eos_ids,
+        "clip_params_m": round(sum(p.numel() for p in clip.model.parameters()) / 1e6, 1),
+        "clip_dtype": str(clip.dtype),
+        "clip_activation": clip.activation,
+        "build_s": round(build_s, 1),
+        "batch": batch,
+        "captions_per_image": 10,
+        "new_tokens_per_caption": int((tokens[: batch * 10] != pad_id).sum(dim=1).float().mean()),
+        "images_per_s": round(batch / statistics.median(seconds), 2),
+        "views_ranked_per_s": round(batch / statistics.median(rank_seconds), 2),
+        "peak_gpu_memory_gib": round(peak, 1) if peak else None,
+        "goal": ">= 100 images/s captioned on one H100",
+    }
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ Prints JSON figures.
     python benchmarks/manifest_bench.py                 # 1,000,000 objects, shard size 256
     python benchmarks/manifest_bench.py --objects 20000 # a quick run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,15 +65,31 @@ def main() -> None:
         for path in sorted(extra.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         extra.rmdir()
-    keys = ("objects", "shards", "hashed", "hash_reused", "new_objects", "slices_written", "slices_unchanged",
-            "list_s", "wall_s")
-    print(json.dumps({
-        "objects": args.objects, "shard_size": args.shard_size, "cores": os.cpu_count(),
-        "first_build": {k: first[k] for k in keys},
-        "rescan_nothing_changed": {k: unchanged[k] for k in keys},
-        f"rescan_{args.added}_added": {k: grown[k] for k in keys},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }, indent=2))
+    keys = (
+        "objects",
+        "shards",
+        "hashed",
+        "hash_reused",
+        "new_objects",
+        "slices_written",
+        "slices_unchanged",
+        "list_s",
+        "wall_s",
+    )
+    print(
+        json.dumps(
+            {
+                "objects": args.objects,
+                "shard_size": args.shard_size,
+                "cores": os.cpu_count(),
+                "first_build": {k: first[k] for k in keys},
+                "rescan_nothing_changed": {k: unchanged[k] for k in keys},
+                f"rescan_{args.added}_added": {k: grown[k] for k in keys},
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

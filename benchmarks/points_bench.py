@@ -9,6 +9,7 @@ start-up). Prints one JSON document.
 
 Usage: python benchmarks/points_bench.py [--repeats N] [--skip-blender]
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,9 @@ def textured_grid(cells: int) -> trimesh.Trimesh:
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
     material = trimesh.visual.material.PBRMaterial(baseColorTexture=image)
-    return trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
-                           process=False)
+    return trimesh.Trimesh(
+        vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False
+    )
 
 
 def time_ms(fn, repeats):
@@ -83,10 +85,16 @@ def bench(cells: int, repeats: int, count: int, workdir: Path) -> dict:
         return normalised[order], surface.rgb[order]
 
     total_ms, _ = time_ms(whole, repeats)
-    return {"faces": int(sum(len(p.faces) for p in parts)), "file_mb": round(path.stat().st_size / 2**20, 1),
-            "colour_source": surface.colour_sources, "load_ms": round(load_ms, 1),
-            "sample_and_colour_ms": round(sample_ms, 2), "normalise_ms": round(normalise_ms, 2),
-            "fps_ms": round(fps_ms, 2), "points_ms_median": round(total_ms, 2)}
+    return {
+        "faces": int(sum(len(p.faces) for p in parts)),
+        "file_mb": round(path.stat().st_size / 2**20, 1),
+        "colour_source": surface.colour_sources,
+        "load_ms": round(load_ms, 1),
+        "sample_and_colour_ms": round(sample_ms, 2),
+        "normalise_ms": round(normalise_ms, 2),
+        "fps_ms": round(fps_ms, 2),
+        "points_ms_median": round(total_ms, 2),
+    }
 
 
 TO_BLENDER_FORMATS = textwrap.dedent("""
@@ -120,8 +128,12 @@ def bench_blender(cells: int, repeats: int, count: int, workdir: Path) -> list[d
 
     source = workdir / f"grid_{cells}.glb"
     fbx, draco = workdir / f"grid_{cells}.fbx", workdir / f"grid_{cells}_draco.glb"
-    subprocess.run([sys.executable, "-c", TO_BLENDER_FORMATS, str(source), str(fbx), str(draco)], check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-c", TO_BLENDER_FORMATS, str(source), str(fbx), str(draco)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     results = []
     for path in (fbx, draco):
         read_ms, parts = time_ms(lambda: blender_mesh.read_parts(path, "y", 10**8), max(1, repeats // 3))
@@ -133,11 +145,17 @@ def bench_blender(cells: int, repeats: int, count: int, workdir: Path) -> list[d
             return normalised[farthest_point_order(normalised)], surface.colour_sources
 
         points_ms, (_, sources) = time_ms(whole, repeats)
-        results.append({"format": "draco glb" if path == draco else "fbx",
-                        "faces": int(sum(len(p.faces) for p in parts)),
-                        "file_mb": round(path.stat().st_size / 2**20, 2), "colour_source": sources,
-                        "blender_read_ms": round(read_ms, 1), "points_ms_median": round(points_ms, 2),
-                        "total_ms": round(read_ms + points_ms, 1)})
+        results.append(
+            {
+                "format": "draco glb" if path == draco else "fbx",
+                "faces": int(sum(len(p.faces) for p in parts)),
+                "file_mb": round(path.stat().st_size / 2**20, 2),
+                "colour_source": sources,
+                "blender_read_ms": round(read_ms, 1),
+                "points_ms_median": round(points_ms, 2),
+                "total_ms": round(read_ms + points_ms, 1),
+            }
+        )
     return results
 
 
@@ -150,8 +168,14 @@ def bench_worker(repeats: int, count: int, workdir: Path) -> dict:
     digest = hashlib.sha256(box.read_bytes()).hexdigest()
     figures = {"faces": 12, "memory_checks": "every 50 ms while an object runs"}
     for points in (64, count):
-        cfg = {"count": points, "prefix_sizes": [], "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10**8,
-               "timeout_s": 600.0, "max_memory_mb": 8000}
+        cfg = {
+            "count": points,
+            "prefix_sizes": [],
+            "default_rgb": [0.4, 0.4, 0.4],
+            "max_faces": 10**8,
+            "timeout_s": 600.0,
+            "max_memory_mb": 8000,
+        }
         task = {"uid": "box", "path": str(box), "sha256": digest}
         in_process_ms, _ = time_ms(lambda: points_for_object(box, "box", digest, cfg, 0), repeats)
         worker = points_worker({"points": cfg, "seed": 0, "up_axis": "y"})
@@ -160,8 +184,11 @@ def bench_worker(repeats: int, count: int, workdir: Path) -> dict:
             worker_ms, _ = time_ms(lambda: worker.call(task, 600.0), repeats)
         finally:
             worker.stop()
-        figures[f"{points}_points"] = {"in_process_ms": round(in_process_ms, 2), "via_worker_ms": round(worker_ms, 2),
-                                       "overhead_ms_per_object": round(worker_ms - in_process_ms, 2)}
+        figures[f"{points}_points"] = {
+            "in_process_ms": round(in_process_ms, 2),
+            "via_worker_ms": round(worker_ms, 2),
+            "overhead_ms_per_object": round(worker_ms - in_process_ms, 2),
+        }
         figures["worker_startup_s"] = round(worker.startups[0], 2)
     return figures
 
@@ -178,11 +205,27 @@ def main() -> None:
         results = [bench(cells, args.repeats, args.points, Path(tmp)) for cells in (22, 224, 707)]
         worker = bench_worker(args.repeats, args.points, Path(tmp))
         with quiet_stdout():
-            blender = [] if args.skip_blender else [
-                r for cells in (22, 224) for r in bench_blender(cells, args.repeats, args.points, Path(tmp))]
-    print(json.dumps({"benchmark": "points", "unit": "ms per object", "cores": 1, "points": args.points,
-                      "repeats": args.repeats, "goal": "points_ms_median <= 50 for ~100k textured faces",
-                      "results": results, "blender_reader": blender, "worker": worker}, indent=2))
+            blender = (
+                []
+                if args.skip_blender
+                else [r for cells in (22, 224) for r in bench_blender(cells, args.repeats, args.points, Path(tmp))]
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "points",
+                "unit": "ms per object",
+                "cores": 1,
+                "points": args.points,
+                "repeats": args.repeats,
+                "goal": "points_ms_median <= 50 for ~100k textured faces",
+                "results": results,
+                "blender_reader": blender,
+                "worker": worker,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

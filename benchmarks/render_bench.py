@@ -7,6 +7,7 @@ checks, normalisation, lights and the round trip to the worker. Prints one JSON 
 
 Usage: python benchmarks/render_bench.py [--device cpu|gpu] [--threads N] [--sizes 224,512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,23 @@ MESHES = {"1k": 22, "100k": 224, "1M": 707}  # grid cells -> 2 * cells^2 triangl
 
 
 def settings_for(resolution: int, device: str) -> dict:
-    return {"views": 12, "elevation_deg": 20.0, "resolution": resolution, "depth": False, "fov_deg": 40.0,
-            "distance": None, "engine": "cycles", "device": device, "samples": 16, "seed": 0,
-            "background": "white", "ambient": 0.6, "max_faces": 10**8, "timeout_s": 3600.0,
-            "missing_texture_rgb": [0.4, 0.4, 0.4]}
+    return {
+        "views": 12,
+        "elevation_deg": 20.0,
+        "resolution": resolution,
+        "depth": False,
+        "fov_deg": 40.0,
+        "distance": None,
+        "engine": "cycles",
+        "device": device,
+        "samples": 16,
+        "seed": 0,
+        "background": "white",
+        "ambient": 0.6,
+        "max_faces": 10**8,
+        "timeout_s": 3600.0,
+        "missing_texture_rgb": [0.4, 0.4, 0.4],
+    }
 
 
 def main() -> None:
@@ -54,27 +68,51 @@ def main() -> None:
             try:
                 for name, path in meshes.items():
                     center, scale = frames[name]
-                    task = {"uid": name, "path": str(path), "up_axis": "y", "center": center, "scale": scale,
-                            "log": str(tmp / f"{name}.log")}
+                    task = {
+                        "uid": name,
+                        "path": str(path),
+                        "up_axis": "y",
+                        "center": center,
+                        "scale": scale,
+                        "log": str(tmp / f"{name}.log"),
+                    }
                     startups_before = sum(worker.startups)
                     started = time.perf_counter()
                     result = worker.call(task, timeout_s=3600.0)
                     total = time.perf_counter() - started
                     startup = sum(worker.startups) - startups_before
-                    results.append({
-                        "resolution": resolution, "mesh": name, "triangles": result["triangles"],
-                        "startup_s": round(startup, 3),
-                        "import_s": round(result["import_s"], 3), "setup_s": round(result["setup_s"], 3),
-                        "render_s": round(result["render_s"], 3),
-                        "per_view_s": round(result["render_s"] / 12, 3),
-                        "overhead_s": round(total - startup - result["render_s"], 3),
-                        "total_s": round(total, 3)})
+                    results.append(
+                        {
+                            "resolution": resolution,
+                            "mesh": name,
+                            "triangles": result["triangles"],
+                            "startup_s": round(startup, 3),
+                            "import_s": round(result["import_s"], 3),
+                            "setup_s": round(result["setup_s"], 3),
+                            "render_s": round(result["render_s"], 3),
+                            "per_view_s": round(result["render_s"] / 12, 3),
+                            "overhead_s": round(total - startup - result["render_s"], 3),
+                            "total_s": round(total, 3),
+                        }
+                    )
             finally:
                 worker.stop()
-    print(json.dumps({"benchmark": "render", "engine": "cycles", "device": args.device, "samples": 16,
-                      "views": 12, "threads": args.threads,
-                      "note": "startup_s is paid once per worker (per shard job), on its first object",
-                      "goal": "overhead_s < 0.5 per object", "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "render",
+                "engine": "cycles",
+                "device": args.device,
+                "samples": 16,
+                "views": 12,
+                "threads": args.threads,
+                "note": "startup_s is paid once per worker (per shard job), on its first object",
+                "goal": "overhead_s < 0.5 per object",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

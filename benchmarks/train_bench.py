@@ -7,6 +7,7 @@ Prints one JSON document.
 
 Usage: python benchmarks/train_bench.py [--device cpu|cuda] [--sizes tiny,ulip2] [--batch B] [--points N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ def one_size(size: str, device: str, batch: int, points: int, steps: int, embed_
     dev = torch.device(device)
     encoder = PointBert(PointBertConfig.named(size, embed_dim)).to(dev)
     loss = UlipLoss().to(dev)
-    optimizer = torch.optim.AdamW(parameter_groups(torch.nn.ModuleDict({"e": encoder, "l": loss}), 0.1),
-                                  lr=3e-3, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(
+        parameter_groups(torch.nn.ModuleDict({"e": encoder, "l": loss}), 0.1), lr=3e-3, betas=(0.9, 0.98)
+    )
     xyz, rgb = torch.randn(batch, points, 3, device=dev), torch.rand(batch, points, 3, device=dev)
     image, text = torch.randn(batch, embed_dim, device=dev), torch.randn(batch, embed_dim, device=dev)
 
@@ -50,14 +52,23 @@ def one_size(size: str, device: str, batch: int, points: int, steps: int, embed_
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"size": size, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads(), "batch": batch, "points": points, "steps": steps,
-            "parameters_m": round(sum(p.numel() for p in encoder.parameters()) / 1e6, 2),
-            "samples_per_s": round(batch * steps / seconds, 1),
-            "peak_memory_gib": round(peak / 2**30, 2),
-            "peak_memory_kind": "GPU allocated" if dev.type == "cuda" else "process RSS"}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "size": size,
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "points": points,
+        "steps": steps,
+        "parameters_m": round(sum(p.numel() for p in encoder.parameters()) / 1e6, 2),
+        "samples_per_s": round(batch * steps / seconds, 1),
+        "peak_memory_gib": round(peak / 2**30, 2),
+        "peak_memory_kind": "GPU allocated" if dev.type == "cuda" else "process RSS",
+    }
 
 
 def main() -> None:
@@ -79,12 +90,39 @@ def main() -> None:
         return
     results = []
     for size in args.sizes.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", size, "--device", args.device, "--batch", str(batch),
-                              "--points", str(points), "--steps", str(steps), "--embed-dim", str(args.embed_dim)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                size,
+                "--device",
+                args.device,
+                "--batch",
+                str(batch),
+                "--points",
+                str(points),
+                "--steps",
+                str(steps),
+                "--embed-dim",
+                str(args.embed_dim),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(json.dumps({"benchmark": "train", "towers": "precomputed embeddings", "results": results,
-                      "goal": ">= 1000 samples/s for the ULIP-2 size on one H100"}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train",
+                "towers": "precomputed embeddings",
+                "results": results,
+                "goal": ">= 1000 samples/s for the ULIP-2 size on one H100",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Builds a synthetic shard shaped like the real thing (points from the points stag
 own sampler, 12 PNG views per object) with the triplet stage's schema and writer.
 Prints one JSON document. Usage: python benchmarks/triplets_bench.py [--objects N] [--views V]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,25 +33,36 @@ def synthetic_table(objects: int, views: int, size: int = 224) -> pa.Table:
     pngs = []
     for v in range(views):
         canvas = np.full((size, size, 3), 255, np.uint8)
-        canvas[40:180, 30 + v:190] = rng.integers(0, 256, (140, 160 - v, 3), dtype=np.uint8) // 8 * 8
+        canvas[40:180, 30 + v : 190] = rng.integers(0, 256, (140, 160 - v, 3), dtype=np.uint8) // 8 * 8
         out = io.BytesIO()
         Image.fromarray(canvas).save(out, format="PNG")
         pngs.append(out.getvalue())
     schema = triplet_schema(10000)
     per_object = {
         "images": [[{"bytes": pngs[v], "path": f"obj{i}/{v:03d}.png"} for v in range(views)] for i in range(objects)],
-        "views": [list(range(views))] * objects, "azimuth_deg": [[30.0 * v for v in range(views)]] * objects,
-        "elevation_deg": [[20.0] * views] * objects, "intrinsics": [[[1.0] * 9] * views] * objects,
-        "world_to_camera": [[[1.0] * 16] * views] * objects, "depth": [None] * objects,
+        "views": [list(range(views))] * objects,
+        "azimuth_deg": [[30.0 * v for v in range(views)]] * objects,
+        "elevation_deg": [[20.0] * views] * objects,
+        "intrinsics": [[[1.0] * 9] * views] * objects,
+        "world_to_camera": [[[1.0] * 16] * views] * objects,
+        "depth": [None] * objects,
         "captions": [[[f"a caption {k}" for k in range(10)]] * views] * objects,
-        "caption_scores": [[[0.1] * 10] * views] * objects, "kept": [[["a caption 0"]] * views] * objects,
+        "caption_scores": [[[0.1] * 10] * views] * objects,
+        "kept": [[["a caption 0"]] * views] * objects,
     }
-    return pa.table({
-        "uid": [f"obj{i}" for i in range(objects)], "category": ["thing"] * objects,
-        "xyz": to_arrow(xyz, pa.float32(), True), "rgb": to_arrow(rgb, pa.uint8(), True),
-        "center": [[0.0, 0.0, 0.0]] * objects, "scale": [1.0] * objects, "up_axis": ["y"] * objects,
-        **{name: pa.array(values, type=schema.field(name).type) for name, values in per_object.items()},
-    }, schema=schema)
+    return pa.table(
+        {
+            "uid": [f"obj{i}" for i in range(objects)],
+            "category": ["thing"] * objects,
+            "xyz": to_arrow(xyz, pa.float32(), True),
+            "rgb": to_arrow(rgb, pa.uint8(), True),
+            "center": [[0.0, 0.0, 0.0]] * objects,
+            "scale": [1.0] * objects,
+            "up_axis": ["y"] * objects,
+            **{name: pa.array(values, type=schema.field(name).type) for name, values in per_object.items()},
+        },
+        schema=schema,
+    )
 
 
 def loader_rate(path: Path, workers: int, num_points: int) -> float:
@@ -77,10 +89,16 @@ def main() -> None:
         start = time.perf_counter()
         pq.read_table(path)
         read_s = time.perf_counter() - start
-        result = {"benchmark": "triplets", "objects": args.objects, "views": args.views,
-                  "file_mb": round(size_mb, 1), "in_memory_mb": round(table.nbytes / 2**20, 1),
-                  "write_mb_per_s": round(size_mb / write_s, 1), "read_mb_per_s": round(size_mb / read_s, 1),
-                  "loader_samples_per_s": {f"workers_{w}": round(loader_rate(path, w, 10000), 1) for w in (0, 2)}}
+        result = {
+            "benchmark": "triplets",
+            "objects": args.objects,
+            "views": args.views,
+            "file_mb": round(size_mb, 1),
+            "in_memory_mb": round(table.nbytes / 2**20, 1),
+            "write_mb_per_s": round(size_mb / write_s, 1),
+            "read_mb_per_s": round(size_mb / read_s, 1),
+            "loader_samples_per_s": {f"workers_{w}": round(loader_rate(path, w, 10000), 1) for w in (0, 2)},
+        }
     print(json.dumps(result, indent=2))
 
 

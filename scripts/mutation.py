@@ -7,6 +7,7 @@ A mutant that survives but cannot change behaviour is listed with a one-line rea
 mutation/equivalent.toml; it is reported as equivalent, not counted against the score.
 Ends with the line ``mutation score: K/N killed (P %)``, N excluding the equivalents.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,11 @@ def run_mutmut(jobs: int, *mutants: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resume", action="store_true",
-                        help="keep mutants/ and its results from an earlier run; re-test changed code and the survivors")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep mutants/ and its results from an earlier run; re-test changed code and the survivors",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--fail-under", type=float, default=85.0, help="exit 1 below this score (percent)")
     args = parser.parse_args()
@@ -106,8 +110,9 @@ def main() -> None:
     run_mutmut(args.jobs)
     if args.resume:  # mutmut re-tests changed functions only: give the survivors the tests added since
         equivalent = load_equivalents()
-        survivors = [name for name, status in statuses().items()
-                     if status not in KILLED | NOT_RUN and name not in equivalent]
+        survivors = [
+            name for name, status in statuses().items() if status not in KILLED | NOT_RUN and name not in equivalent
+        ]
         if survivors:
             run_mutmut(args.jobs, *survivors)
     killed, total = report(statuses(), load_equivalents())

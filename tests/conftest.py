@@ -1,4 +1,5 @@
 """Shared builders of small meshes with known geometry and colour."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,13 +19,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 # 2x2 texture: top-left red, top-right green, bottom-left blue, bottom-right yellow.
-QUADRANT_TEXTURE = np.array([[[255, 0, 0], [0, 255, 0]],
-                             [[0, 0, 255], [255, 255, 0]]], dtype=np.uint8)
+QUADRANT_TEXTURE = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 0]]], dtype=np.uint8)
 
 
 def expected_quadrant_colour(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Colour of QUADRANT_TEXTURE mapped onto the square [-1, 1]^2 with u=(x+1)/2, v=(y+1)/2."""
-    row = (y < 0).astype(int)   # v up: the image's top row is y > 0
+    row = (y < 0).astype(int)  # v up: the image's top row is y > 0
     col = (x >= 0).astype(int)
     return QUADRANT_TEXTURE[row, col]
 
@@ -35,8 +35,9 @@ def textured_square() -> trimesh.Trimesh:
     uv = (vertices[:, :2] + 1.0) / 2.0
     image = Image.fromarray(np.kron(QUADRANT_TEXTURE, np.ones((8, 8, 1), np.uint8)))
     material = trimesh.visual.material.PBRMaterial(baseColorTexture=image)
-    return trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
-                           process=False)
+    return trimesh.Trimesh(
+        vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False
+    )
 
 
 @pytest.fixture
@@ -55,7 +56,8 @@ def textured_square_obj(tmp_path: Path) -> Path:
         "mtllib square.mtl\n"
         "v -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\n"
         "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
-        "usemtl quad\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n")
+        "usemtl quad\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n"
+    )
     return tmp_path / "square.obj"
 
 
@@ -71,17 +73,23 @@ def one_torch_thread():
 
 
 def points_cfg(**overrides) -> dict:
-    cfg = {"count": 10000, "prefix_sizes": [8192, 2048], "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10_000_000,
-           "timeout_s": 600, "max_memory_mb": 3000}
+    cfg = {
+        "count": 10000,
+        "prefix_sizes": [8192, 2048],
+        "default_rgb": [0.4, 0.4, 0.4],
+        "max_faces": 10_000_000,
+        "timeout_s": 600,
+        "max_memory_mb": 3000,
+    }
     cfg.update(overrides)
     return cfg
 
 
 # --- Snakemake end to end: one run of the demo set shared by every test that reads its outputs ---
 
+
 def snakemake(workdir, *args, check=True, env=None):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=2400, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
@@ -120,7 +128,6 @@ def demo_run(tmp_path_factory):
     return workdir, config, done.read_text()
 
 
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under mutmut's fork server, run a mutant's fastest tests first (its plain fork mode does the same):
@@ -129,5 +136,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not os.environ.get("MUTANT_UNDER_TEST") or not stats.exists():
         return
     import json
+
     duration = json.loads(stats.read_text()).get("duration_by_test", {})
     items.sort(key=lambda item: duration.get(item.nodeid, float("inf")))

@@ -1,4 +1,5 @@
 """Shared checks that an object's points land on its pixels in a rendered view, and Blender helpers."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """A real one-node SLURM (Debian's slurm-wlm and munge) for the profile test; see shared/SLURM.md."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,9 @@ from pathlib import Path
 
 MARKER = "# written by ulip2-pipeline's SLURM test"
 ETC = Path("/etc/slurm")
-CONF = MARKER + """
+CONF = (
+    MARKER
+    + """
 ClusterName=ulip2test
 SlurmctldHost={node}
 AuthType=auth/munge
@@ -37,12 +40,15 @@ MinJobAge=600
 NodeName={node} CPUs={cpus} RealMemory=16000 Gres=gpu:1 State=UNKNOWN
 PartitionName=main Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
+)
 
 
 def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "the SLURM test needs root to run slurmctld and slurmd"
-    missing = [tool for tool in ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo") if not shutil.which(tool)]
+    missing = [
+        tool for tool in ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo") if not shutil.which(tool)
+    ]
     if missing:
         return f"SLURM is not installed ({', '.join(missing)} missing); .ci/run installs slurm-wlm and munge"
     existing = ETC / "slurm.conf"

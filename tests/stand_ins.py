@@ -1,5 +1,6 @@
 """The tiny stand-ins of the paper's models, built once per machine and version of their code, and small shard
 builders."""
+
 import fcntl
 import hashlib
 import io
@@ -41,8 +42,9 @@ def stand_ins():
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not built.exists():
             shutil.rmtree(root, ignore_errors=True)
-            models = tiny_models.build_tiny_models(root / "tiny-blip2", root / "tiny-clip-rank",
-                                                   root / "tiny-clip-embed")
+            models = tiny_models.build_tiny_models(
+                root / "tiny-blip2", root / "tiny-clip-rank", root / "tiny-clip-embed"
+            )
             built.write_text(json.dumps(models))
     return json.loads(built.read_text())
 
@@ -55,9 +57,13 @@ def png(colour, size=64) -> bytes:
 
 def write_render_shard(path, rows) -> str:
     """rows: (uid, view, png bytes); the columns the caption and rank stages read."""
-    table = pa.table({"uid": pa.array([r[0] for r in rows], pa.string()),
-                      "view": pa.array([r[1] for r in rows], pa.int16()),
-                      "png": pa.array([r[2] for r in rows], pa.binary())})
+    table = pa.table(
+        {
+            "uid": pa.array([r[0] for r in rows], pa.string()),
+            "view": pa.array([r[1] for r in rows], pa.int16()),
+            "png": pa.array([r[2] for r in rows], pa.binary()),
+        }
+    )
     pq.write_table(table, path)
     return str(path)
 
@@ -65,20 +71,36 @@ def write_render_shard(path, rows) -> str:
 def triplet_shard(path, objects) -> str:
     """objects: (uid, [png bytes per view], [[kept captions] per view]); the columns embed reads."""
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    table = pa.table({
-        "uid": pa.array([o[0] for o in objects], pa.string()),
-        "views": pa.array([list(range(len(o[1]))) for o in objects], pa.list_(pa.int16())),
-        "images": pa.array([[{"bytes": b, "path": f"{o[0]}/{i:03d}.png"} for i, b in enumerate(o[1])]
-                            for o in objects], pa.list_(image_type)),
-        "kept": pa.array([o[2] for o in objects], pa.list_(pa.list_(pa.string())))})
+    table = pa.table(
+        {
+            "uid": pa.array([o[0] for o in objects], pa.string()),
+            "views": pa.array([list(range(len(o[1]))) for o in objects], pa.list_(pa.int16())),
+            "images": pa.array(
+                [[{"bytes": b, "path": f"{o[0]}/{i:03d}.png"} for i, b in enumerate(o[1])] for o in objects],
+                pa.list_(image_type),
+            ),
+            "kept": pa.array([o[2] for o in objects], pa.list_(pa.list_(pa.string()))),
+        }
+    )
     pq.write_table(table, path)
     return str(path)
 
 
 def caption_cfg(stand_ins, **overrides) -> dict:
-    cfg = {"model": stand_ins["blip2"], "num_captions": 10, "top_p": 0.9, "max_new_tokens": 12, "temperature": 1.0,
-           "prompt": "", "seed": 5, "do_sample": True, "precision": "auto", "batch_size": 2, "device": "cpu",
-           "threads": 1}
+    cfg = {
+        "model": stand_ins["blip2"],
+        "num_captions": 10,
+        "top_p": 0.9,
+        "max_new_tokens": 12,
+        "temperature": 1.0,
+        "prompt": "",
+        "seed": 5,
+        "do_sample": True,
+        "precision": "auto",
+        "batch_size": 2,
+        "device": "cpu",
+        "threads": 1,
+    }
     cfg.update(overrides)
     return cfg
 
@@ -90,7 +112,6 @@ def rank_cfg(stand_ins, **overrides) -> dict:
 
 
 def embed_cfg(stand_ins, **overrides) -> dict:
-    cfg = {"name": "tiny", **stand_ins["embed"], "precision": "auto", "batch_size": 4, "device": "cpu",
-           "threads": 1}
+    cfg = {"name": "tiny", **stand_ins["embed"], "precision": "auto", "batch_size": 4, "device": "cpu", "threads": 1}
     cfg.update(overrides)
     return cfg

@@ -97,8 +97,10 @@ def test_a_foreign_parquet_files_digest_is_its_sha256(tmp_path):
     from ulip2_pipeline.atomic import content_digest
 
     pa.parquet.write_table(pa.table({"a": [1, 2]}), tmp_path / "foreign.parquet")
-    assert content_digest(tmp_path / "foreign.parquet") == hashlib.sha256(
-        (tmp_path / "foreign.parquet").read_bytes()).hexdigest()
+    assert (
+        content_digest(tmp_path / "foreign.parquet")
+        == hashlib.sha256((tmp_path / "foreign.parquet").read_bytes()).hexdigest()
+    )
 
 
 def test_the_digest_is_recorded_under_its_documented_key(tmp_path):
@@ -108,8 +110,9 @@ def test_the_digest_is_recorded_under_its_documented_key(tmp_path):
     table = pa.table({"a": [1, 2]})
     write_parquet(table, tmp_path / "x.parquet")
     assert DIGEST_KEY == "ulip2.content_sha256"
-    assert pa.parquet.read_schema(tmp_path / "x.parquet").metadata[b"ulip2.content_sha256"] == \
-        table_digest(table).encode()
+    assert (
+        pa.parquet.read_schema(tmp_path / "x.parquet").metadata[b"ulip2.content_sha256"] == table_digest(table).encode()
+    )
 
 
 def test_the_digest_ignores_schema_metadata_but_not_the_schema():

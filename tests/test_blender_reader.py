@@ -1,5 +1,6 @@
 """Points from the scene Blender imports: Blender-only formats and Draco glTF get points with the
 right colours, in the frame the render stage uses (they project onto the object's pixels)."""
+
 import json
 import textwrap
 
@@ -74,16 +75,28 @@ def world(points_table, uid):
 
 
 def test_blender_only_files_get_points_with_their_colours_in_the_render_frame(tmp_path, blender_files):
-    files = {name: blender_files / f"{name}.{ext}" for name, ext in
-             (("square_draco", "glb"), ("square_plain", "glb"), ("scene_draco", "glb"), ("monkey", "fbx"),
-              ("cube", "usdc"))}
+    files = {
+        name: blender_files / f"{name}.{ext}"
+        for name, ext in (
+            ("square_draco", "glb"),
+            ("square_plain", "glb"),
+            ("scene_draco", "glb"),
+            ("monkey", "fbx"),
+            ("cube", "usdc"),
+        )
+    }
     files["square_plain"] = blender_files / "square.glb"
     rows, failures, _ = render(tmp_path, files, views=3, depth=False)
     assert failures == {}
     points = pq.read_table(tmp_path / "points.parquet").to_pylist()
     readers = {r["uid"]: r["reader"] for r in points}
-    assert readers == {"square_draco": "blender", "square_plain": "trimesh", "scene_draco": "blender",
-                       "monkey": "blender", "cube": "blender"}
+    assert readers == {
+        "square_draco": "blender",
+        "square_plain": "trimesh",
+        "scene_draco": "blender",
+        "monkey": "blender",
+        "cube": "blender",
+    }
 
     # Draco square: the texture at each point's UV, in the glTF file's own frame, like its plain twin via trimesh.
     xyz, rgb, draco = world(points, "square_draco")
@@ -118,8 +131,9 @@ def test_blender_only_files_get_points_with_their_colours_in_the_render_frame(tm
 
 def test_a_blender_file_and_its_points_share_the_frame_for_every_up_axis(tmp_path, blender_files):
     dataset = dict(DATASET, up_axis="z")
-    rows, failures, _ = render(tmp_path, {"monkey": blender_files / "monkey.fbx"}, dataset=dataset, views=3,
-                               depth=False)
+    rows, failures, _ = render(
+        tmp_path, {"monkey": blender_files / "monkey.fbx"}, dataset=dataset, views=3, depth=False
+    )
     assert failures == {} and {r["normalisation_source"] for r in rows} == {"points"}
     table = read_points(tmp_path / "points.parquet")
     for row in rows:
@@ -158,8 +172,10 @@ FLOAT_TEXTURE = textwrap.dedent("""
 
 def test_a_float_texture_gives_the_points_its_srgb_colours(tmp_path):
     """EXR and HDR textures hold linear light: the points get the display colours a render shows."""
-    linear = [[[0.21404114, 0.0, 1.0, 1.0], [0.6038273, 0.6038273, 0.6038273, 1.0]],
-              [[0.0, 0.0031308, 0.05, 1.0], [1.0, 0.21404114, 0.0, 1.0]]]
+    linear = [
+        [[0.21404114, 0.0, 1.0, 1.0], [0.6038273, 0.6038273, 0.6038273, 1.0]],
+        [[0.0, 0.0031308, 0.05, 1.0], [1.0, 0.21404114, 0.0, 1.0]],
+    ]
     run_bpy(FLOAT_TEXTURE, str(tmp_path), json.dumps(linear))
     parts = json.loads((tmp_path / "parts.json").read_text())
     assert parts["sources"] == ["texture"] and parts["float"] is True

@@ -83,7 +83,7 @@ def test_blender_camera_axes_are_opencv_axes_with_y_and_z_flipped():
     for camera in orbit_cameras(5, 25.0, 40.0, 64, "z"):
         blender = camera.blender_matrix_world()
         rotation = camera.world_to_camera[:3, :3]  # rows: the camera's right, down and forward in the world
-        np.testing.assert_allclose(blender[:3, 0], rotation[0], atol=1e-12)   # Blender local +X: image right
+        np.testing.assert_allclose(blender[:3, 0], rotation[0], atol=1e-12)  # Blender local +X: image right
         np.testing.assert_allclose(blender[:3, 1], -rotation[1], atol=1e-12)  # local +Y: image up
         np.testing.assert_allclose(blender[:3, 2], -rotation[2], atol=1e-12)  # local +Z: backwards
         assert blender[2, 1] > 0  # image up leans towards world up (+z)

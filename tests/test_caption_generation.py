@@ -1,5 +1,6 @@
 """The caption loop ends captions where the model does, and greedily gives exactly transformers' own tokens;
 the token ids it needs are read from the model's configs, and captions are decoded up to their end token."""
+
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -33,7 +34,7 @@ def views(count=4):
     for _ in range(count):
         pixels = np.full((96, 96, 3), 255, np.uint8)
         x, y = rng.integers(5, 50, 2)
-        pixels[y:y + 40, x:x + 40] = rng.integers(0, 255, 3)
+        pixels[y : y + 40, x : x + 40] = rng.integers(0, 255, 3)
         images.append(Image.fromarray(pixels))
     return images
 
@@ -41,8 +42,15 @@ def views(count=4):
 def greedy_tokens(model, processor, images):
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     settings = GenerationSettings(num_captions=1, max_new_tokens=STEPS, do_sample=False)
-    return sample_caption_tokens(model, pixels, prompt_ids(model, processor, "", CPU), list(range(len(images))),
-                                 settings, end_tokens(model), pad_token(model, processor.tokenizer))
+    return sample_caption_tokens(
+        model,
+        pixels,
+        prompt_ids(model, processor, "", CPU),
+        list(range(len(images))),
+        settings,
+        end_tokens(model),
+        pad_token(model, processor.tokenizer),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +90,8 @@ def test_greedy_captions_are_exactly_transformers_generate_eos_included(biased):
     model, processor, images = biased
     ours = greedy_tokens(model, processor, images)
     ends = [row.tolist().index(NEWLINE) if NEWLINE in row else None for row in ours]
-    assert any(e is not None and e > 0 for e in ends), ends   # a caption ends at the newline after step 0 ...
-    assert any(e is None for e in ends), ends                 # ... while another runs on: padding is checked too
+    assert any(e is not None and e > 0 for e in ends), ends  # a caption ends at the newline after step 0 ...
+    assert any(e is None for e in ends), ends  # ... while another runs on: padding is checked too
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     theirs = model.generate(pixel_values=pixels, do_sample=False, max_new_tokens=STEPS)[:, 33:]  # 32 queries + BOS
     theirs = torch.nn.functional.pad(theirs, (0, STEPS - theirs.shape[1]), value=1)
@@ -92,8 +100,13 @@ def test_greedy_captions_are_exactly_transformers_generate_eos_included(biased):
 
 def test_the_decoded_caption_stops_at_the_end_token(biased):
     model, processor, images = biased
-    captions = caption_batch(model, processor, images, [0, 1, 2, 3],
-                             GenerationSettings(num_captions=3, max_new_tokens=STEPS, do_sample=False))
+    captions = caption_batch(
+        model,
+        processor,
+        images,
+        [0, 1, 2, 3],
+        GenerationSettings(num_captions=3, max_new_tokens=STEPS, do_sample=False),
+    )
     tokens = greedy_tokens(model, processor, images)
     for caption_group, row in zip(captions, tokens.tolist()):
         assert len(set(caption_group)) == 1  # greedy: the n captions are the one most likely caption
@@ -119,14 +132,15 @@ def test_sampled_captions_stop_at_any_of_several_end_tokens(biased):
     settings = GenerationSettings(num_captions=4, max_new_tokens=STEPS)
     plain = sample_caption_tokens(model, pixels, prompt_ids(model, processor, "", CPU), [9] * 4, settings, [NEWLINE], 1)
     second = plain[0, 2].item()  # make a token that was sampled mid-caption an end token as well
-    stopped = sample_caption_tokens(model, pixels, prompt_ids(model, processor, "", CPU), [9] * 4, settings,
-                                    [NEWLINE, second], 1)
+    stopped = sample_caption_tokens(
+        model, pixels, prompt_ids(model, processor, "", CPU), [9] * 4, settings, [NEWLINE, second], 1
+    )
     for before, after in zip(plain.tolist(), stopped.tolist()):
         end = next((i for i, t in enumerate(before) if t in (NEWLINE, second)), None)
         if end is None:
             assert after == before
         else:
-            assert after[:end + 1] == before[:end + 1] and set(after[end + 1:]) <= {1}
+            assert after[: end + 1] == before[: end + 1] and set(after[end + 1 :]) <= {1}
 
 
 def test_the_stand_in_ends_its_sampled_captions_at_the_newline(stand_ins):
@@ -134,8 +148,15 @@ def test_the_stand_in_ends_its_sampled_captions_at_the_newline(stand_ins):
     model, processor = load_captioner(stand_ins["blip2"], CPU)
     images = views()
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-    tokens = sample_caption_tokens(model, pixels, prompt_ids(model, processor, "", CPU), [0, 1, 2, 3],
-                                   GenerationSettings(max_new_tokens=30), [NEWLINE], 1)
+    tokens = sample_caption_tokens(
+        model,
+        pixels,
+        prompt_ids(model, processor, "", CPU),
+        [0, 1, 2, 3],
+        GenerationSettings(max_new_tokens=30),
+        [NEWLINE],
+        1,
+    )
     lengths = [row.index(NEWLINE) for row in tokens.tolist()]  # raises if a caption did not end
     assert 5 <= min(lengths) and max(lengths) <= 20
     captions = caption_batch(model, processor, images, [0, 1, 2, 3], GenerationSettings(max_new_tokens=30))
@@ -146,11 +167,12 @@ def test_greedy_captions_after_a_prompt_are_transformers_continuations(biased):
     model, processor, images = biased
     settings = GenerationSettings(num_captions=1, max_new_tokens=STEPS, do_sample=False, prompt="a photo of")
     ours = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3], settings)]
-    unprompted = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3],
-                                                      replace(settings, prompt=""))]
+    unprompted = [
+        group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3], replace(settings, prompt=""))
+    ]
     assert ours != unprompted  # the prompt changes what follows it, so the comparison below can tell
     inputs = processor(images=images, text=[settings.prompt] * len(images), return_tensors="pt")
-    generated = model.generate(**inputs, do_sample=False, max_new_tokens=STEPS)[:, inputs["input_ids"].shape[1]:]
+    generated = model.generate(**inputs, do_sample=False, max_new_tokens=STEPS)[:, inputs["input_ids"].shape[1] :]
     assert ours == decode_captions(processor.tokenizer, generated, [NEWLINE])
 
 
@@ -158,8 +180,9 @@ def test_min_new_tokens_holds_back_the_end_of_every_caption(biased):
     model, processor, images = biased
     free = GenerationSettings(num_captions=1, max_new_tokens=STEPS, do_sample=False)
     ended = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3], free)]
-    held = [group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3],
-                                                replace(free, min_new_tokens=STEPS))]
+    held = [
+        group[0] for group in caption_batch(model, processor, images, [0, 1, 2, 3], replace(free, min_new_tokens=STEPS))
+    ]
     assert ended != held  # the caption that ended at the newline goes on to the full length
     for short, full in zip(ended, held):
         assert full.startswith(short)
@@ -179,8 +202,9 @@ def test_without_a_generation_pad_token_captions_pad_with_the_tokenizers(biased)
 
 def configured(generation: dict, text: dict) -> SimpleNamespace:
     """A model as far as the token-id readers look: its generation config and its text config."""
-    return SimpleNamespace(generation_config=SimpleNamespace(**generation),
-                           config=SimpleNamespace(text_config=SimpleNamespace(**text)))
+    return SimpleNamespace(
+        generation_config=SimpleNamespace(**generation), config=SimpleNamespace(text_config=SimpleNamespace(**text))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -209,15 +233,17 @@ def test_a_model_that_names_no_end_token_is_refused():
         end_tokens(configured({"eos_token_id": None}, {"eos_token_id": None}))
 
 
-@pytest.mark.parametrize("generation, expected", [({"pad_token_id": 0}, 0), ({"pad_token_id": 5}, 5),
-                                                  ({"pad_token_id": None}, 1), ({}, 1)])
+@pytest.mark.parametrize(
+    "generation, expected", [({"pad_token_id": 0}, 0), ({"pad_token_id": 5}, 5), ({"pad_token_id": None}, 1), ({}, 1)]
+)
 def test_the_pad_token_is_the_generation_configs_else_the_tokenizers(generation, expected):
     tokenizer = SimpleNamespace(pad_token_id=1)
     assert pad_token(configured(generation, {}), tokenizer) == expected
 
 
-@pytest.mark.parametrize("generation, expected", [({"bos_token_id": 0}, 0), ({"bos_token_id": 5}, 5),
-                                                  ({"bos_token_id": None}, 7), ({}, 7)])
+@pytest.mark.parametrize(
+    "generation, expected", [({"bos_token_id": 0}, 0), ({"bos_token_id": 5}, 5), ({"bos_token_id": None}, 7), ({}, 7)]
+)
 def test_the_prefix_starts_with_the_generation_configs_bos_else_the_text_configs(generation, expected, processor):
     ids = prompt_ids(configured(generation, {"bos_token_id": 7}), processor, "", CPU)
     assert ids.tolist() == [expected]
@@ -238,10 +264,12 @@ def test_the_prefix_is_made_on_the_given_device(processor):
 
 def test_decoding_stops_at_the_first_of_any_end_token_and_drops_special_tokens(tokenizer):
     words = tokenizer("a red box", add_special_tokens=False)["input_ids"]
-    rows = [words + [NEWLINE, 1, 1],            # ended at the newline, then padding
-            [2] + words + [7, 1],               # </s> sampled mid-caption is not text; 7 is an end token too
-            [NEWLINE] + words + [1, 1],         # ended at once: an empty caption
-            words + [2] + words[:2]]            # never ended: all of it, less the special token
+    rows = [
+        words + [NEWLINE, 1, 1],  # ended at the newline, then padding
+        [2] + words + [7, 1],  # </s> sampled mid-caption is not text; 7 is an end token too
+        [NEWLINE] + words + [1, 1],  # ended at once: an empty caption
+        words + [2] + words[:2],
+    ]  # never ended: all of it, less the special token
     texts = decode_captions(tokenizer, torch.tensor(rows), [NEWLINE, 7])
     assert texts == ["a red box", "a red box", "", "a red box" + tokenizer.decode(words[:2])]
 
@@ -251,8 +279,11 @@ def test_clean_caption_collapses_whitespace():
 
 
 def test_an_unknown_caption_precision_is_refused_naming_the_choices():
-    with pytest.raises(ValueError, match=r"caption precision must be auto or one of \['bfloat16', 'float16', "
-                                         r"'float32'\], not 'half'"):
+    with pytest.raises(
+        ValueError,
+        match=r"caption precision must be auto or one of \['bfloat16', 'float16', "
+        r"'float32'\], not 'half'",
+    ):
         caption_dtype("half", CPU)
 
 

@@ -1,4 +1,5 @@
 """Caption and rank stages with the tiny offline models, loaded through the real loading code."""
+
 import io
 import logging
 
@@ -26,14 +27,20 @@ def models(stand_ins):
 @pytest.fixture
 def render_shard(tmp_path):
     """Two objects: 'a' with 3 views, 'b' with 2 (one corrupt). A failed object simply has no views."""
-    rows = [("a", 0, png((255, 0, 0))), ("a", 1, png((0, 255, 0))), ("a", 2, png((0, 0, 255))),
-            ("b", 0, png((200, 200, 0))), ("b", 1, png((9, 9, 9))[:40])]
+    rows = [
+        ("a", 0, png((255, 0, 0))),
+        ("a", 1, png((0, 255, 0))),
+        ("a", 2, png((0, 0, 255))),
+        ("b", 0, png((200, 200, 0))),
+        ("b", 1, png((9, 9, 9))[:40]),
+    ]
     return write_render_shard(tmp_path / "render.parquet", rows)
 
 
 def test_ten_captions_per_view_and_a_corrupt_png_is_a_failure_row(tmp_path, models, stand_ins, render_shard):
-    summary = run_caption_shard(render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet",
-                                tmp_path / "cf.parquet")
+    summary = run_caption_shard(
+        render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    )
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
     assert [(r["uid"], r["view"]) for r in rows] == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
     assert all(len(r["captions"]) == 10 for r in rows)
@@ -59,7 +66,7 @@ def test_image_features_and_the_prefix_are_computed_once_per_image(models):
     images = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     captions = caption_batch(model, processor, images, [1, 2, 3], GenerationSettings(max_new_tokens=8))
     assert [len(c) for c in captions] == [10, 10, 10]
-    assert sum(vision_rows) == 3   # not 30: the vision encoder sees each image once
+    assert sum(vision_rows) == 3  # not 30: the vision encoder sees each image once
     assert sum(prefill_rows) == 3  # the 10 samples share one prefill of the image prefix
 
 
@@ -78,8 +85,14 @@ def test_scores_are_cosine_similarities_and_top_k_is_the_arg_max(tmp_path, model
     import open_clip
 
     run_caption_shard(render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet")
-    run_rank_shard(render_shard, tmp_path / "c.parquet", "00000", rank_cfg(stand_ins), tmp_path / "r.parquet",
-                   tmp_path / "rf.parquet")
+    run_rank_shard(
+        render_shard,
+        tmp_path / "c.parquet",
+        "00000",
+        rank_cfg(stand_ins),
+        tmp_path / "r.parquet",
+        tmp_path / "rf.parquet",
+    )
     ranked = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert len(ranked) == 4
     # Recompute independently, with open_clip's own API.

@@ -1,4 +1,5 @@
 """CLIP ranking without building a model: scores, top-k, the activation read from the registry, the input cast."""
+
 import logging
 
 import numpy as np
@@ -102,13 +103,16 @@ def test_the_quick_gelu_fix_is_logged_with_what_is_loaded_instead(caplog):
     assert message.endswith("loading with QuickGELU (as ViT-L-14-quickgelu)")
 
 
-@pytest.mark.parametrize("arch, pretrained", [
-    ("ViT-L-14-quickgelu", "openai"),       # the architecture already matches the weights
-    ("ViT-B-32", "laion2b_s34b_b79k"),      # trained with GELU, built with GELU
-    ("ViT-L-14", "no-such-tag"),            # not in the registry: nothing to go by
-    ("ViT-L-14", None),                     # random weights
-    ("ViT-L-14", ""),
-])
+@pytest.mark.parametrize(
+    "arch, pretrained",
+    [
+        ("ViT-L-14-quickgelu", "openai"),  # the architecture already matches the weights
+        ("ViT-B-32", "laion2b_s34b_b79k"),  # trained with GELU, built with GELU
+        ("ViT-L-14", "no-such-tag"),  # not in the registry: nothing to go by
+        ("ViT-L-14", None),  # random weights
+        ("ViT-L-14", ""),
+    ],
+)
 def test_nothing_to_fix_needs_no_quick_gelu(arch, pretrained, caplog):
     with caplog.at_level(logging.WARNING):
         assert needs_quick_gelu(arch, pretrained) is False
@@ -124,8 +128,9 @@ def test_a_local_checkpoint_is_built_as_its_architecture_config_says(tmp_path):
 def test_a_registered_tag_on_an_architecture_without_a_config_is_read_as_gelu(monkeypatch):
     from open_clip import pretrained as registry
 
-    monkeypatch.setitem(registry._PRETRAINED, "ulip2-test-unconfigured",
-                        {"quick": registry._pcfg(file="w.pt", quick_gelu=True)})
+    monkeypatch.setitem(
+        registry._PRETRAINED, "ulip2-test-unconfigured", {"quick": registry._pcfg(file="w.pt", quick_gelu=True)}
+    )
     assert needs_quick_gelu("ulip2-test-unconfigured", "quick") is True
 
 

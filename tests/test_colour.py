@@ -1,4 +1,5 @@
 """Colour conversions: the sRGB transfer function both ways, and Blender image buffers as display bytes."""
+
 import warnings
 
 import numpy as np
@@ -7,8 +8,14 @@ import pytest
 from ulip2_pipeline.colour import image_buffer_to_srgb_bytes, linear_to_srgb, srgb_to_linear
 
 # (sRGB, linear) pairs from the sRGB standard's formula, on both sides of the linear segment's end.
-KNOWN = [(0.0, 0.0), (0.02, 0.02 / 12.92), (0.04045, 0.04045 / 12.92), (0.5, 0.21404114048223255),
-         (0.8, 0.6038273388553378), (1.0, 1.0)]
+KNOWN = [
+    (0.0, 0.0),
+    (0.02, 0.02 / 12.92),
+    (0.04045, 0.04045 / 12.92),
+    (0.5, 0.21404114048223255),
+    (0.8, 0.6038273388553378),
+    (1.0, 1.0),
+]
 
 
 @pytest.mark.parametrize("srgb,linear", KNOWN)
@@ -19,7 +26,9 @@ def test_srgb_to_linear_follows_the_standard(srgb, linear):
 
 @pytest.mark.parametrize("srgb,linear", KNOWN)
 def test_linear_to_srgb_follows_the_standard(srgb, linear):
-    assert linear_to_srgb(np.array([linear, linear, linear]))[0] == pytest.approx(srgb, abs=1e-7)  # the two segments meet to 1e-8
+    assert linear_to_srgb(np.array([linear, linear, linear]))[0] == pytest.approx(
+        srgb, abs=1e-7
+    )  # the two segments meet to 1e-8
 
 
 def test_the_two_directions_invert_each_other_on_arrays():
@@ -51,8 +60,9 @@ def test_a_float_texture_is_linear_and_becomes_srgb_bytes():
 
 def test_a_byte_texture_keeps_its_srgb_values():
     values, width, height, channels = buffer([[[0.5, 0.25, 1.0, 1.0]]])
-    np.testing.assert_array_equal(image_buffer_to_srgb_bytes(values, width, height, channels, False)[0, 0],
-                                  [128, 64, 255, 255])
+    np.testing.assert_array_equal(
+        image_buffer_to_srgb_bytes(values, width, height, channels, False)[0, 0], [128, 64, 255, 255]
+    )
 
 
 def test_rows_come_top_first_and_grey_images_become_grey_rgb():
@@ -64,8 +74,9 @@ def test_rows_come_top_first_and_grey_images_become_grey_rgb():
 
 def test_three_channel_images_are_opaque():
     values, width, height, channels = buffer([[[0.2, 0.4, 0.6]]])
-    np.testing.assert_array_equal(image_buffer_to_srgb_bytes(values, width, height, channels, False)[0, 0],
-                                  [51, 102, 153, 255])
+    np.testing.assert_array_equal(
+        image_buffer_to_srgb_bytes(values, width, height, channels, False)[0, 0], [51, 102, 153, 255]
+    )
 
 
 def test_float32_colours_are_converted_in_float64_both_ways():

@@ -22,19 +22,33 @@ def test_the_shipped_config_and_presets_are_valid():
         validate_config(merged, SCHEMA)
 
 
-@pytest.mark.parametrize("mutate,expected", [
-    (lambda c: c["datasets"]["demo"].update(shard_sise=4), "unknown key 'datasets.demo.shard_sise'"),
-    (lambda c: c.update(colour="red"), "unknown key 'colour'"),
-    (lambda c: c["datasets"]["demo"].update(shard_size="big"), "key 'datasets.demo.shard_size': expected integer"),
-    (lambda c: c["datasets"]["demo"]["points"].update(count=1.5), "key 'datasets.demo.points.count': expected integer"),
-    (lambda c: c["datasets"]["demo"]["source"].update(kind="ftp"), "key 'datasets.demo.source.kind': expected one of"),
-    (lambda c: c["datasets"]["demo"]["source"].update(objects_per_clas=3), "unknown key 'datasets.demo.source.objects_per_clas'"),
-    (lambda c: c["datasets"]["demo"].update(render_preset="nope"), "no render preset named 'nope'"),
-    (lambda c: c["datasets"]["demo"]["points"].update(prefix_sizes=[20000]), "larger than points.count"),
-    (lambda c: c.update(only="missing"), "key 'only': no dataset named 'missing'"),
-    (lambda c: c["datasets"].update(shapenet={"source": {"kind": "shapenet"}, "render_preset": "shapenet"}),
-     "key 'datasets.shapenet.source': 'path' is a required property"),
-])
+@pytest.mark.parametrize(
+    "mutate,expected",
+    [
+        (lambda c: c["datasets"]["demo"].update(shard_sise=4), "unknown key 'datasets.demo.shard_sise'"),
+        (lambda c: c.update(colour="red"), "unknown key 'colour'"),
+        (lambda c: c["datasets"]["demo"].update(shard_size="big"), "key 'datasets.demo.shard_size': expected integer"),
+        (
+            lambda c: c["datasets"]["demo"]["points"].update(count=1.5),
+            "key 'datasets.demo.points.count': expected integer",
+        ),
+        (
+            lambda c: c["datasets"]["demo"]["source"].update(kind="ftp"),
+            "key 'datasets.demo.source.kind': expected one of",
+        ),
+        (
+            lambda c: c["datasets"]["demo"]["source"].update(objects_per_clas=3),
+            "unknown key 'datasets.demo.source.objects_per_clas'",
+        ),
+        (lambda c: c["datasets"]["demo"].update(render_preset="nope"), "no render preset named 'nope'"),
+        (lambda c: c["datasets"]["demo"]["points"].update(prefix_sizes=[20000]), "larger than points.count"),
+        (lambda c: c.update(only="missing"), "key 'only': no dataset named 'missing'"),
+        (
+            lambda c: c["datasets"].update(shapenet={"source": {"kind": "shapenet"}, "render_preset": "shapenet"}),
+            "key 'datasets.shapenet.source': 'path' is a required property",
+        ),
+    ],
+)
 def test_bad_keys_and_types_are_rejected_with_the_key_named(mutate, expected):
     config = default_config()
     mutate(config)

@@ -1,4 +1,5 @@
 """Conda envs must pin exactly what requirements.lock (the tested environment) pins."""
+
 import re
 
 import yaml

@@ -4,6 +4,7 @@ The readers below follow what each project's own dataset class accesses, field b
 order (ULIP's ``ShapeNet`` in data/dataset_3d.py; OpenShape's ``Four`` in src/data.py), written
 here from those accesses, so an export that drifts from the real layout fails here.
 """
+
 import io
 import json
 import os
@@ -46,6 +47,7 @@ N_POINTS = 10000
 
 # --- synthetic triplet shards, written with the triplet stage's own schema and metadata ---
 
+
 def orbit_world_to_camera(azimuth_deg, elevation_deg, distance):
     """OpenCV-convention 4x4 world-to-camera of a camera orbiting the origin, y up."""
     az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
@@ -87,24 +89,43 @@ def triplet_row(uid, category, azimuths, captions=None, depth=False, seed=0, dis
         order = sorted((i for i, t in enumerate(texts) if t), key=lambda i: (-s[i], i))
         kept.append([texts[i] for i in order[:1]])
     return {
-        "uid": uid, "category": category, "xyz": xyz.tolist(),
+        "uid": uid,
+        "category": category,
+        "xyz": xyz.tolist(),
         "rgb": rng.integers(0, 256, (N_POINTS, 3), dtype=np.uint8).tolist(),
         "images": [{"bytes": png_bytes((v * 7 % 256, 80, 160)), "path": f"{uid}/{v:03d}.png"} for v in views],
-        "views": views, "azimuth_deg": [float(a) for a in azimuths], "elevation_deg": [20.0] * len(views),
+        "views": views,
+        "azimuth_deg": [float(a) for a in azimuths],
+        "elevation_deg": [20.0] * len(views),
         "intrinsics": [[10.0, 0, 4, 0, 10.0, 4, 0, 0, 1]] * len(views),
         "world_to_camera": [orbit_world_to_camera(a, 20.0, distance) for a in azimuths],
         "depth": [depth_map(distance, seed=seed + v).tobytes() for v in views] if depth else None,
-        "center": [0.0, 0.0, 0.0], "scale": 1.0, "up_axis": "y",
-        "captions": captions, "caption_scores": scores, "kept": kept,
+        "center": [0.0, 0.0, 0.0],
+        "scale": 1.0,
+        "up_axis": "y",
+        "captions": captions,
+        "caption_scores": scores,
+        "kept": kept,
     }
 
 
 def write_triplets(path, rows, shard="00000"):
-    provenance = {"dataset": "synthetic", "config_hash": "0123456789abcdef", "seed": 7,
-                  "caption_model": "test/captioner", "rank_model": "test/clip",
-                  "render_preset": {"name": "shapenet", "views": 30, "depth": True}, "packages": {"numpy": "1"}}
-    metadata = {"ulip2.schema_version": "1", "ulip2.stage": "triplets", "ulip2.shard": shard,
-                "ulip2.provenance": json.dumps(provenance), "huggingface": json.dumps(hf_features(N_POINTS))}
+    provenance = {
+        "dataset": "synthetic",
+        "config_hash": "0123456789abcdef",
+        "seed": 7,
+        "caption_model": "test/captioner",
+        "rank_model": "test/clip",
+        "render_preset": {"name": "shapenet", "views": 30, "depth": True},
+        "packages": {"numpy": "1"},
+    }
+    metadata = {
+        "ulip2.schema_version": "1",
+        "ulip2.stage": "triplets",
+        "ulip2.shard": shard,
+        "ulip2.provenance": json.dumps(provenance),
+        "huggingface": json.dumps(hf_features(N_POINTS)),
+    }
     write_parquet(pa.Table.from_pylist(rows, schema=triplet_schema(N_POINTS)), path, metadata)
     return path
 
@@ -117,9 +138,14 @@ def tiny_clip(tmp_path_factory):
 
 # --- which texts an OpenShape record gets ---
 
+
 def test_openshape_texts_are_category_names_else_kept_captions_best_first():
-    row = {"category": "ashcan, trash can,ashcan", "captions": [["a", "b"], ["c", "d"]],
-           "caption_scores": [[0.1, 0.5], [0.9, 0.2]], "kept": [["b"], ["c"]]}
+    row = {
+        "category": "ashcan, trash can,ashcan",
+        "captions": [["a", "b"], ["c", "d"]],
+        "caption_scores": [[0.1, 0.5], [0.9, 0.2]],
+        "kept": [["b"], ["c"]],
+    }
     assert kept_by_score(row) == ["c", "b"]
     assert openshape_texts(row) == (["ashcan", "trash can"], "c")
     assert openshape_texts({**row, "category": None}) == (["c", "b"], "c")
@@ -169,20 +195,40 @@ def test_text_features_come_from_the_embed_stages_clip(tmp_path, tiny_clip):
 
 def test_an_empty_shard_needs_no_model_and_exports_nothing(tmp_path):
     triplets = write_triplets(tmp_path / "t.parquet", [])
-    missing_model = {"arch": "no-such-arch", "pretrained": "/nonexistent", "arch_config": None,
-                     "device": "cpu", "batch_size": 4}
+    missing_model = {
+        "arch": "no-such-arch",
+        "pretrained": "/nonexistent",
+        "arch_config": None,
+        "device": "cpu",
+        "batch_size": 4,
+    }
     run_text_features_shard(triplets, "00000", missing_model, tmp_path / "text.parquet")
     write_parquet(EMBED_SCHEMA.empty_table(), tmp_path / "embed.parquet")
     assert pq.read_table(tmp_path / "text.parquet").num_rows == 0
-    listing = export_openshape_shard(triplets, tmp_path / "embed.parquet", tmp_path / "text.parquet", "d", "00000",
-                                     tmp_path / "openshape", tmp_path / "openshape" / "shards" / "00000.json")
+    listing = export_openshape_shard(
+        triplets,
+        tmp_path / "embed.parquet",
+        tmp_path / "text.parquet",
+        "d",
+        "00000",
+        tmp_path / "openshape",
+        tmp_path / "openshape" / "shards" / "00000.json",
+    )
     assert listing == {"objects": [], "skipped": {}}
-    assert write_openshape_split([tmp_path / "openshape" / "shards" / "00000.json"], tmp_path / "openshape",
-                                 tmp_path / "openshape" / "train.json") == 0
+    assert (
+        write_openshape_split(
+            [tmp_path / "openshape" / "shards" / "00000.json"],
+            tmp_path / "openshape",
+            tmp_path / "openshape" / "train.json",
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "openshape" / "train.json").read_text()) == []
     fragment = export_shapenet_ulip_shard(triplets, tmp_path / "ulip", tmp_path / "ulip" / "shards" / "00000.json")
-    assert fragment["objects"] == [] and merge_shapenet_ulip([tmp_path / "ulip" / "shards" / "00000.json"],
-                                                             tmp_path / "ulip") == 0
+    assert (
+        fragment["objects"] == []
+        and merge_shapenet_ulip([tmp_path / "ulip" / "shards" / "00000.json"], tmp_path / "ulip") == 0
+    )
     assert (tmp_path / "ulip" / "train.txt").read_text() == ""
 
 
@@ -193,15 +239,29 @@ def test_openshape_export_skips_objects_without_text_and_refuses_misaligned_shar
     run_text_features_shard(triplets, "00000", tiny_clip, tmp_path / "text.parquet")
     run_embed_shard(triplets, "00000", tiny_clip, tmp_path / "embed.parquet")
     root = tmp_path / "openshape"
-    listing = export_openshape_shard(triplets, tmp_path / "embed.parquet", tmp_path / "text.parquet", "mine",
-                                     "00000", root, root / "shards" / "00000.json")
+    listing = export_openshape_shard(
+        triplets,
+        tmp_path / "embed.parquet",
+        tmp_path / "text.parquet",
+        "mine",
+        "00000",
+        root,
+        root / "shards" / "00000.json",
+    )
     assert [e["id"] for e in listing["objects"]] == ["mug__a"]
     assert listing["skipped"]["x__silent"].startswith("no_text")
     assert not (root / "x__silent.npy").exists()
     reordered = write_triplets(tmp_path / "r.parquet", rows[::-1])
     with pytest.raises(MisalignedShards, match="embed"):
-        export_openshape_shard(reordered, tmp_path / "embed.parquet", tmp_path / "text.parquet", "mine", "00000",
-                               root, root / "shards" / "r.json")
+        export_openshape_shard(
+            reordered,
+            tmp_path / "embed.parquet",
+            tmp_path / "text.parquet",
+            "mine",
+            "00000",
+            root,
+            root / "shards" / "r.json",
+        )
 
 
 def test_a_synthetic_shard_reads_like_openshapes_four_loader(tmp_path, tiny_clip):
@@ -210,16 +270,28 @@ def test_a_synthetic_shard_reads_like_openshapes_four_loader(tmp_path, tiny_clip
     run_text_features_shard(triplets, "00000", tiny_clip, tmp_path / "text.parquet")
     run_embed_shard(triplets, "00000", tiny_clip, tmp_path / "embed.parquet")
     root = tmp_path / "openshape"
-    export_openshape_shard(triplets, tmp_path / "embed.parquet", tmp_path / "text.parquet", "mine", "00000", root,
-                           root / "shards" / "00000.json")
+    export_openshape_shard(
+        triplets,
+        tmp_path / "embed.parquet",
+        tmp_path / "text.parquet",
+        "mine",
+        "00000",
+        root,
+        root / "shards" / "00000.json",
+    )
     write_openshape_split([root / "shards" / "00000.json"], root, root / "train.json")
     split = json.loads((root / "train.json").read_text())
     random.seed(1)
     np.random.seed(1)
     for use_prompt_engineering in (True, False):
         for label in ("mine", "Objaverse"):
-            samples = [four_sample({**entry, "dataset": label}, 2048, ["text", "caption", "retrieval_text"],
-                                   use_prompt_engineering) for entry in split for _ in range(8)]
+            samples = [
+                four_sample(
+                    {**entry, "dataset": label}, 2048, ["text", "caption", "retrieval_text"], use_prompt_engineering
+                )
+                for entry in split
+                for _ in range(8)
+            ]
             batch = collate_like_openshape(samples)
             assert batch["features_dense"].shape == (16, 2048, 6)
             assert batch["img_feat"].shape == batch["text_feat"].shape == (16, 32)
@@ -231,6 +303,7 @@ def test_a_synthetic_shard_reads_like_openshapes_four_loader(tmp_path, tiny_clip
 
 # --- ULIP's ShapeNet-55 layout ---
 
+
 def read_like_ulip_shapenet(data_path, pc_path, image_path, npoints=8192):
     """Every sample ULIP's ShapeNet dataset can draw: train.txt + test.txt lines, taxonomy names,
     the point file, and each of the 30 azimuths as RGB and as depth, opened as ULIP opens them."""
@@ -240,7 +313,7 @@ def read_like_ulip_shapenet(data_path, pc_path, image_path, npoints=8192):
     for line in lines:
         line = line.strip()
         taxonomy_id = line.split("-")[0]
-        model_id = line[len(taxonomy_id) + 1:].split(".")[0]
+        model_id = line[len(taxonomy_id) + 1 :].split(".")[0]
         points = np.load(pc_path / line).astype(np.float32)
         assert points.shape[0] >= npoints  # else ULIP's permutation indexes past the end
         names = [n.strip() for n in taxonomy[taxonomy_id]["name"].split(",") if n.strip()]
@@ -251,8 +324,9 @@ def read_like_ulip_shapenet(data_path, pc_path, image_path, npoints=8192):
                 path = image_path / stem / f"{stem}_r_{(3 - len(str(degree))) * '0' + str(degree)}{kind}.png"
                 with open(path, "rb") as f:
                     images[(degree, kind)] = Image.open(f).convert("RGB")
-        samples.append({"taxonomy_id": taxonomy_id, "model_id": model_id, "points": points, "names": names,
-                        "images": images})
+        samples.append(
+            {"taxonomy_id": taxonomy_id, "model_id": model_id, "points": points, "names": names, "images": images}
+        )
     return samples
 
 
@@ -260,9 +334,9 @@ def shapenet_rows():
     return [
         triplet_row("03001627_1a2b", "chair", ULIP_AZIMUTHS, depth=True, seed=1),
         triplet_row("04379243_ff00", "table", ULIP_AZIMUTHS, depth=True, seed=2),
-        triplet_row("04379243_ee11", "table", ULIP_AZIMUTHS[:-1], depth=True, seed=3),   # a view failed
-        triplet_row("04379243_dd22", "table", ULIP_AZIMUTHS, depth=False, seed=4),      # no depth
-        triplet_row("mug__mug_000", "mug", ULIP_AZIMUTHS, depth=True, seed=5),         # not a ShapeNet uid
+        triplet_row("04379243_ee11", "table", ULIP_AZIMUTHS[:-1], depth=True, seed=3),  # a view failed
+        triplet_row("04379243_dd22", "table", ULIP_AZIMUTHS, depth=False, seed=4),  # no depth
+        triplet_row("mug__mug_000", "mug", ULIP_AZIMUTHS, depth=True, seed=5),  # not a ShapeNet uid
     ]
 
 
@@ -277,12 +351,16 @@ def test_shapenet_export_reads_like_ulips_shapenet_loader(tmp_path):
     assert merge_shapenet_ulip(fragments, root) == 2
     samples = read_like_ulip_shapenet(root, root / "shapenet_pc", root / "rendered_images")
     assert [(s["taxonomy_id"], s["model_id"], s["names"]) for s in samples] == [
-        ("03001627", "1a2b", ["chair"]), ("04379243", "ff00", ["table"])]
+        ("03001627", "1a2b", ["chair"]),
+        ("04379243", "ff00", ["table"]),
+    ]
     for sample, row in zip(samples, rows):
         np.testing.assert_array_equal(sample["points"], np.asarray(row["xyz"][:8192], np.float32))
         for view, azimuth in enumerate(ULIP_AZIMUTHS):
-            assert sample["images"][(azimuth, "")].tobytes() == Image.open(
-                io.BytesIO(row["images"][view]["bytes"])).convert("RGB").tobytes()
+            assert (
+                sample["images"][(azimuth, "")].tobytes()
+                == Image.open(io.BytesIO(row["images"][view]["bytes"])).convert("RGB").tobytes()
+            )
             name = f"{sample['taxonomy_id']}-{sample['model_id']}"
             depth_png = (root / "rendered_images" / name / f"{name}_r_{azimuth:03d}_depth0001.png").read_bytes()
             assert Image.open(io.BytesIO(depth_png)).mode == "L"  # 8-bit greyscale, as ULIP's files
@@ -302,15 +380,18 @@ def test_shapenet_export_reads_like_ulips_shapenet_loader(tmp_path):
 
 def test_depth_encoding_is_linear_over_the_unit_sphere_near_dark_background_white():
     distance = 3.0
-    depth = np.array([[0.0, 2.0, 3.0, 4.0, 5.0]], np.float32)   # background, nearest, centre, farthest, beyond
+    depth = np.array([[0.0, 2.0, 3.0, 4.0, 5.0]], np.float32)  # background, nearest, centre, farthest, beyond
     pixels = np.asarray(Image.open(io.BytesIO(encode_depth_png(depth, distance))))
     assert pixels.dtype == np.uint8 and pixels.tolist() == [[255, 0, 127, 254, 254]]
     assert camera_distance(orbit_world_to_camera(72, 20, 2.5)) == pytest.approx(2.5)
 
 
 def test_shapenet_layout_applies_to_shapenet_sources_with_30_depth_views_only():
-    presets = {"shapenet": {"views": 30, "depth": True}, "flat": {"views": 30, "depth": False},
-               "objaverse": {"views": 12, "depth": True}}
+    presets = {
+        "shapenet": {"views": 30, "depth": True},
+        "flat": {"views": 30, "depth": False},
+        "objaverse": {"views": 12, "depth": True},
+    }
     shapenet = {"source": {"kind": "shapenet"}, "render_preset": "shapenet"}
     assert shapenet_ulip_applies(shapenet, presets)
     assert not shapenet_ulip_applies({**shapenet, "render_preset": "flat"}, presets)
@@ -320,14 +401,21 @@ def test_shapenet_layout_applies_to_shapenet_sources_with_30_depth_views_only():
 
 # --- the dataset card ---
 
+
 def card_folder(tmp_path, shards):
     folder = tmp_path / "results" / "mine"
-    paths = [write_triplets(folder / "triplets" / f"{i:05d}.parquet", rows, f"{i:05d}") for i, rows in enumerate(shards)]
+    paths = [
+        write_triplets(folder / "triplets" / f"{i:05d}.parquet", rows, f"{i:05d}") for i, rows in enumerate(shards)
+    ]
     # Another stage's Parquet in the same folder: the card's configs must keep it out of the dataset.
     write_parquet(pa.table({"uid": ["a"], "view": [0]}), folder / "render" / "00000.parquet")
-    summary = {"objects_in": 9, "triplets_out": sum(map(len, shards)), "shards": [f"{i:05d}" for i in range(len(shards))],
-               "failures": {"points": {"unreadable": 2}, "render": {"importer_error": 1, "timeout": 1}},
-               "objects_failed": 4}
+    summary = {
+        "objects_in": 9,
+        "triplets_out": sum(map(len, shards)),
+        "shards": [f"{i:05d}" for i in range(len(shards))],
+        "failures": {"points": {"unreadable": 2}, "render": {"importer_error": 1, "timeout": 1}},
+        "objects_failed": 4,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     write_dataset_card("mine", paths, folder / "summary.json", folder / "README.md")
     return folder, paths
@@ -336,25 +424,36 @@ def card_folder(tmp_path, shards):
 def load_offline(workdir, folder, cache):
     """``datasets.load_dataset(folder)`` run in ``workdir`` with the hub unreachable (a subprocess: the offline
     flags are read at import)."""
-    code = ("import sys, json, datasets; ds = datasets.load_dataset(sys.argv[1], split='train'); "
-            "print(json.dumps({'rows': len(ds), 'columns': ds.column_names, "
-            "'image': type(ds[0]['images'][0]).__name__ if len(ds) else None}))")
+    code = (
+        "import sys, json, datasets; ds = datasets.load_dataset(sys.argv[1], split='train'); "
+        "print(json.dumps({'rows': len(ds), 'columns': ds.column_names, "
+        "'image': type(ds[0]['images'][0]).__name__ if len(ds) else None}))"
+    )
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(cache)}
-    result = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, env=env,
-                            timeout=300, cwd=workdir)
+    result = subprocess.run(
+        [sys.executable, "-c", code, folder], capture_output=True, text=True, env=env, timeout=300, cwd=workdir
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_the_card_documents_every_column_sizes_provenance_failures_and_loads_with_datasets(tmp_path):
-    shards = [[triplet_row("mug__a", "mug", [0, 120, 240], seed=1), triplet_row("mug__b", "mug", [0, 120], seed=2)],
-              []]  # an empty shard too
+    shards = [
+        [triplet_row("mug__a", "mug", [0, 120, 240], seed=1), triplet_row("mug__b", "mug", [0, 120], seed=2)],
+        [],
+    ]  # an empty shard too
     folder, paths = card_folder(tmp_path, shards)
     text = (folder / "README.md").read_text()
     _, header, body = text.split("---\n", 2)
     meta = yaml.safe_load(header)
-    assert meta["configs"] == [{"config_name": "default", "default": True,
-                                "data_files": [{"split": "train", "path": "triplets/*.parquet"}], "batch_size": 32}]
+    assert meta["configs"] == [
+        {
+            "config_name": "default",
+            "default": True,
+            "data_files": [{"split": "train", "path": "triplets/*.parquet"}],
+            "batch_size": 32,
+        }
+    ]
     assert meta["size_categories"] == ["n<1K"]
     for column in triplet_schema(N_POINTS).names:
         line = next(text for text in body.splitlines() if text.startswith(f"| `{column}` |"))
@@ -371,6 +470,7 @@ def test_the_card_documents_every_column_sizes_provenance_failures_and_loads_wit
 
 # --- end to end, on a real demo run ---
 
+
 def four_sample(meta, num_points, text_source, use_prompt_engineering):
     """One training sample as OpenShape's Four dataset builds it (train phase, GPT-4 filtering off),
     touching the split entry and the .npy exactly where and how it does."""
@@ -379,8 +479,8 @@ def four_sample(meta, num_points, text_source, use_prompt_engineering):
     n = data["xyz"].shape[0]
     idx = random.sample(range(n), num_points)
     xyz, rgb = data["xyz"][idx], data["rgb"][idx]
-    xyz[:, [1, 2]] = xyz[:, [2, 1]]                                  # y_up: true
-    features = np.concatenate([xyz, rgb], axis=1)                     # use_color: true
+    xyz[:, [1, 2]] = xyz[:, [2, 1]]  # y_up: true
+    features = np.concatenate([xyz, rgb], axis=1)  # use_color: true
     objaverse = meta["dataset"] == "Objaverse"
     texts, text_feat = [], []
     if "text" in text_source:
@@ -408,17 +508,27 @@ def four_sample(meta, num_points, text_source, use_prompt_engineering):
     else:
         img_feat = data["image_feat"][np.random.randint(data["image_feat"].shape[0])]
     assert not np.isnan(xyz).any()
-    return {"xyz": torch.from_numpy(xyz).type(torch.float32), "features": torch.from_numpy(features).type(torch.float32),
-            "img_feat": torch.from_numpy(img_feat).type(torch.float32).reshape(-1), "text_feat": chosen_feat,
-            "texts": chosen_text, "group": meta["group"], "name": meta["id"], "dataset": meta["dataset"]}
+    return {
+        "xyz": torch.from_numpy(xyz).type(torch.float32),
+        "features": torch.from_numpy(features).type(torch.float32),
+        "img_feat": torch.from_numpy(img_feat).type(torch.float32).reshape(-1),
+        "text_feat": chosen_feat,
+        "texts": chosen_text,
+        "group": meta["group"],
+        "name": meta["id"],
+        "dataset": meta["dataset"],
+    }
 
 
 def collate_like_openshape(samples):
-    return {"xyz_dense": torch.stack([s["xyz"] for s in samples]).float(),
-            "features_dense": torch.stack([s["features"] for s in samples]),
-            "img_feat": torch.stack([s["img_feat"] for s in samples]),
-            "text_feat": torch.stack([s["text_feat"] for s in samples if s["text_feat"] is not None]),
-            "group": [s["group"] for s in samples], "name": [s["name"] for s in samples]}
+    return {
+        "xyz_dense": torch.stack([s["xyz"] for s in samples]).float(),
+        "features_dense": torch.stack([s["features"] for s in samples]),
+        "img_feat": torch.stack([s["img_feat"] for s in samples]),
+        "text_feat": torch.stack([s["text_feat"] for s in samples if s["text_feat"] is not None]),
+        "group": [s["group"] for s in samples],
+        "name": [s["name"] for s in samples],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -432,8 +542,11 @@ def test_openshape_export_reads_like_openshapes_four_loader(demo):
     workdir, results, config = demo
     split = json.loads((results / "export" / "openshape" / "train.json").read_text())
     manifest = {r["uid"]: r for r in pq.read_table(results / "manifest.parquet").to_pylist()}
-    triplets = {r["uid"]: r for p in sorted((results / "triplets").glob("*.parquet"))
-                for r in pq.read_table(p, columns=["uid", "category", "xyz", "rgb"]).to_pylist()}
+    triplets = {
+        r["uid"]: r
+        for p in sorted((results / "triplets").glob("*.parquet"))
+        for r in pq.read_table(p, columns=["uid", "category", "xyz", "rgb"]).to_pylist()
+    }
     embed_dir = results / "embed" / config["embed"]["name"]
     embeds = {r["uid"]: r for p in sorted(embed_dir.glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
     assert sorted(e["id"] for e in split) == sorted(triplets) and len(split) == 60
@@ -446,19 +559,29 @@ def test_openshape_export_reads_like_openshapes_four_loader(demo):
     width = len(next(iter(embeds.values()))["image_embeddings"][0])
     for use_prompt_engineering in (True, False):
         for relabel in ("demo", "Objaverse"):  # both of Four's paths: get_others and get_objaverse
-            samples = [four_sample({**entry, "dataset": relabel}, 10000, ["text", "caption", "retrieval_text"],
-                                   use_prompt_engineering) for entry in split for _ in range(2)]
+            samples = [
+                four_sample(
+                    {**entry, "dataset": relabel}, 10000, ["text", "caption", "retrieval_text"], use_prompt_engineering
+                )
+                for entry in split
+                for _ in range(2)
+            ]
             batch = collate_like_openshape(samples)
             assert batch["xyz_dense"].shape == (120, 10000, 3) and batch["features_dense"].shape == (120, 10000, 6)
             assert batch["img_feat"].shape == (120, width) and batch["text_feat"].shape == (120, width)
             assert 0.0 <= batch["features_dense"][..., 3:].min() and batch["features_dense"][..., 3:].max() <= 1.0
             torch.testing.assert_close(batch["text_feat"].norm(dim=1), torch.ones(120), atol=1e-5, rtol=0)
     clip_cfg = config["embed"]
-    clip = load_clip(clip_cfg["arch"], str(workdir / clip_cfg["pretrained"]), str(workdir / clip_cfg["arch_config"]),
-                     torch.device("cpu"))
+    clip = load_clip(
+        clip_cfg["arch"],
+        str(workdir / clip_cfg["pretrained"]),
+        str(workdir / clip_cfg["arch_config"]),
+        torch.device("cpu"),
+    )
     categories = sorted({t["category"] for t in triplets.values()})
-    classes = dict(zip(categories, class_embeddings(lambda t: clip.model.encode_text(clip.tokenizer(t)),
-                                                    categories).numpy()))
+    classes = dict(
+        zip(categories, class_embeddings(lambda t: clip.model.encode_text(clip.tokenizer(t)), categories).numpy())
+    )
     for entry in split:
         data = np.load(entry["data_path"], allow_pickle=True).item()
         triplet, embed = triplets[entry["id"]], embeds[entry["id"]]
@@ -471,8 +594,10 @@ def test_openshape_export_reads_like_openshapes_four_loader(demo):
         assert data["text"] == [triplet["category"]]
         np.testing.assert_allclose(data["text_feat"][0]["prompt_avg"], classes[triplet["category"]], atol=1e-5)
         assert data["blip_caption"] in embed["captions"]
-        np.testing.assert_array_equal(data["blip_caption_feat"]["original"],
-                                      embed["caption_embeddings"][embed["captions"].index(data["blip_caption"])])
+        np.testing.assert_array_equal(
+            data["blip_caption_feat"]["original"],
+            embed["caption_embeddings"][embed["captions"].index(data["blip_caption"])],
+        )
         assert data["msft_caption"] == "" and data["retrieval_text"] == [] and data["up_axis"] == "y"
 
 
@@ -506,20 +631,31 @@ def test_ulip_export_reads_like_ulips_loader(demo):
 @pytest.mark.e2e
 def test_a_shapenet_tree_exports_to_ulips_shapenet_layout(tmp_path):
     tree = tmp_path / "ShapeNetCore.v2"
-    for synset, model, mesh in [("03001627", "c0ffee", trimesh.creation.box(extents=[1, 2, 1])),
-                                ("04379243", "beef01", trimesh.creation.cylinder(radius=1, height=0.5))]:
+    for synset, model, mesh in [
+        ("03001627", "c0ffee", trimesh.creation.box(extents=[1, 2, 1])),
+        ("04379243", "beef01", trimesh.creation.cylinder(radius=1, height=0.5)),
+    ]:
         (tree / synset / model / "models").mkdir(parents=True)
         mesh.export(tree / synset / model / "models" / "model_normalized.obj")
     config = write_config(tmp_path)
-    config["datasets"] = {"sn": {"source": {"kind": "shapenet", "path": str(tree)}, "shard_size": 8,
-                                 "render_preset": "shapenet", "up_axis": "y", "seed": 0}}
+    config["datasets"] = {
+        "sn": {
+            "source": {"kind": "shapenet", "path": str(tree)},
+            "shard_size": 8,
+            "render_preset": "shapenet",
+            "up_axis": "y",
+            "seed": 0,
+        }
+    }
     config["render_presets"]["shapenet"].update(resolution=16, samples=1)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "export_shapenet_ulip", "dataset_card")
     root = tmp_path / "results" / "sn" / "export" / "shapenet_ulip"
     samples = read_like_ulip_shapenet(root, root / "shapenet_pc", root / "rendered_images")
     assert [(s["taxonomy_id"], s["model_id"], s["names"]) for s in samples] == [
-        ("03001627", "c0ffee", ["chair"]), ("04379243", "beef01", ["table"])]
+        ("03001627", "c0ffee", ["chair"]),
+        ("04379243", "beef01", ["table"]),
+    ]
     triplets = pq.read_table(tmp_path / "results" / "sn" / "triplets" / "00000.parquet").to_pylist()
     for sample, row in zip(samples, triplets):
         assert sample["images"][(0, "")].size == (16, 16)

@@ -1,4 +1,5 @@
 """Face counts from headers and structure, without loading the mesh."""
+
 import json
 import struct
 
@@ -57,9 +58,11 @@ def test_obj_face_lines_across_block_seams_are_counted_once(tmp_path, monkeypatc
 
 
 def test_huge_declared_counts_in_tiny_files(tmp_path):
-    (tmp_path / "big.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
-                                       b"property float y\nproperty float z\nelement face 5000000000\n"
-                                       b"property list uchar int vertex_indices\nend_header\n")
+    (tmp_path / "big.ply").write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+        b"property float y\nproperty float z\nelement face 5000000000\n"
+        b"property list uchar int vertex_indices\nend_header\n"
+    )
     (tmp_path / "big.stl").write_bytes(bytes(80) + struct.pack("<I", 4_000_000_000))
     (tmp_path / "big.off").write_text("OFF\n3 3000000000 0\n")
     for name in ("big.ply", "big.stl", "big.off"):
@@ -81,8 +84,9 @@ def test_draco_is_recognised_from_extensions_used(tmp_path):
     document = {"asset": {"version": "2.0"}, "extensionsUsed": ["KHR_draco_mesh_compression"]}
     (tmp_path / "d.gltf").write_text(json.dumps(document))
     payload = json.dumps(document).encode().ljust(4 * ((len(json.dumps(document)) + 3) // 4))
-    (tmp_path / "d.glb").write_bytes(b"glTF" + struct.pack("<II", 2, 20 + len(payload))
-                                     + struct.pack("<II", len(payload), 0x4E4F534A) + payload)
+    (tmp_path / "d.glb").write_bytes(
+        b"glTF" + struct.pack("<II", 2, 20 + len(payload)) + struct.pack("<II", len(payload), 0x4E4F534A) + payload
+    )
     assert uses_draco(tmp_path / "d.gltf") and uses_draco(tmp_path / "d.glb")
     assert not uses_draco(tmp_path / "missing.glb")
     assert np.isscalar(declared_faces(tmp_path / "d.glb"))  # no meshes: 0 triangles

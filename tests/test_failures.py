@@ -1,4 +1,5 @@
 """The failure ledger: its columns, its metadata, and that an empty ledger is still a valid shard."""
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,15 +16,23 @@ def test_the_ledger_has_five_nullable_string_columns_in_the_documented_order():
 
 
 def test_every_failure_becomes_a_row_with_its_fields_in_their_columns(tmp_path):
-    failures = [Failure("a", "points", "/data/a.glb", "unreadable", "ValueError: not a mesh"),
-                Failure("b", "points", "/data/b.obj", "empty", "no triangles")]
+    failures = [
+        Failure("a", "points", "/data/a.glb", "unreadable", "ValueError: not a mesh"),
+        Failure("b", "points", "/data/b.obj", "empty", "no triangles"),
+    ]
     write_failures(failures, tmp_path / "ledger.parquet")
     table = pq.read_table(tmp_path / "ledger.parquet")
     assert table.schema.remove_metadata() == FAILURE_SCHEMA
     assert table.to_pylist() == [
-        {"uid": "a", "stage": "points", "source": "/data/a.glb", "reason": "unreadable",
-         "detail": "ValueError: not a mesh"},
-        {"uid": "b", "stage": "points", "source": "/data/b.obj", "reason": "empty", "detail": "no triangles"}]
+        {
+            "uid": "a",
+            "stage": "points",
+            "source": "/data/a.glb",
+            "reason": "unreadable",
+            "detail": "ValueError: not a mesh",
+        },
+        {"uid": "b", "stage": "points", "source": "/data/b.obj", "reason": "empty", "detail": "no triangles"},
+    ]
 
 
 def test_an_empty_ledger_is_a_valid_file_with_the_ledger_schema(tmp_path):

@@ -1,5 +1,6 @@
 """Every extension the folder source takes by default goes end to end through points and render,
 and so do real third-party files (pybullet_data: an OBJ with MTL and texture, STL, COLLADA)."""
+
 import textwrap
 from pathlib import Path
 
@@ -45,8 +46,12 @@ def test_the_default_extensions_are_exactly_the_tested_formats():
 
 def trimesh_files(folder: Path) -> dict[str, Path]:
     """One small asymmetric, coloured object per format trimesh writes (gltf with separate buffers)."""
-    model = trimesh.util.concatenate([trimesh.creation.box(extents=[1.0, 0.5, 0.3]),
-                                      trimesh.creation.icosphere(radius=0.3).apply_translation([0.8, 0.3, 0.0])])
+    model = trimesh.util.concatenate(
+        [
+            trimesh.creation.box(extents=[1.0, 0.5, 0.3]),
+            trimesh.creation.icosphere(radius=0.3).apply_translation([0.8, 0.3, 0.0]),
+        ]
+    )
     model.visual.vertex_colors = np.tile([30, 160, 90, 255], (len(model.vertices), 1))
     files = {}
     for ext in TRIMESH_FORMATS:
@@ -84,13 +89,21 @@ def test_every_listed_format_gets_points_and_views_in_one_frame(tmp_path):
 
 def test_real_third_party_files(tmp_path):
     data = pybullet_data_dir()
-    files = {"duck_obj": data / "duck.obj", "chassis_dae": data / "racecar" / "meshes" / "chassis.dae",
-             "wheel_stl": data / "racecar" / "meshes" / "left_front_wheel.STL", "duck_dae": data / "duck.dae"}
+    files = {
+        "duck_obj": data / "duck.obj",
+        "chassis_dae": data / "racecar" / "meshes" / "chassis.dae",
+        "wheel_stl": data / "racecar" / "meshes" / "left_front_wheel.STL",
+        "duck_dae": data / "duck.dae",
+    }
     rows, failures, _ = render(tmp_path, files, views=3, resolution=64, samples=4, depth=False)
     assert pq.read_table(tmp_path / "pf.parquet").num_rows == 0 and failures == {}
     table = {r["uid"]: r for r in pq.read_table(tmp_path / "points.parquet").to_pylist()}
     assert {u: r["colour_sources"] for u, r in table.items()} == {
-        "duck_obj": ["texture"], "duck_dae": ["texture"], "chassis_dae": ["vertex"], "wheel_stl": ["none"]}
+        "duck_obj": ["texture"],
+        "duck_dae": ["texture"],
+        "chassis_dae": ["vertex"],
+        "wheel_stl": ["none"],
+    }
     assert {r["reader"] for r in table.values()} == {"trimesh"}
     duck = np.array(table["duck_dae"]["rgb"]).mean(axis=0)
     assert duck[0] > 200 and duck[1] > 150 and duck[2] < 40  # a yellow duck, from its texture

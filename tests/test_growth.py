@@ -1,4 +1,5 @@
 """Growing a dataset costs only its new shards; throughput knobs rerun nothing (Snakemake end to end)."""
+
 import re
 
 import pyarrow.parquet as pq
@@ -32,8 +33,9 @@ def add_object(root, cls, index):
 
 
 def output_times(results):
-    return {p.relative_to(results): p.stat().st_mtime_ns for stage in PER_SHARD
-            for p in (results / stage).glob("*.parquet")}
+    return {
+        p.relative_to(results): p.stat().st_mtime_ns for stage in PER_SHARD for p in (results / stage).glob("*.parquet")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,13 @@ def grown(tmp_path_factory):
     for cls in ("mug", "table", "bottle", "crate", "ball", "cone"):
         add_object(root, cls, 0)
     config = write_config(workdir)
-    config["datasets"] = {"grow": {"source": {"kind": "folder", "path": str(root), "category": "parent_dir"},
-                                   "shard_size": 2, "render_preset": "demo"}}
+    config["datasets"] = {
+        "grow": {
+            "source": {"kind": "folder", "path": str(root), "category": "parent_dir"},
+            "shard_size": 2,
+            "render_preset": "demo",
+        }
+    }
     config["train"].update(epochs=2, holdout_fraction=0.0)
     config["eval"]["benchmarks"] = []
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -54,9 +61,15 @@ def grown(tmp_path_factory):
     new_uid = add_object(root, "cone", 1)
     unnoticed = snakemake(workdir, "-n")
     rescan = snakemake(workdir, "--forcerun", "manifest")
-    return {"workdir": workdir, "results": results, "before": before, "after": output_times(results),
-            "new_uid": new_uid, "unnoticed": unnoticed.stdout + unnoticed.stderr,
-            "rescan": jobs_run(rescan.stdout + rescan.stderr)}
+    return {
+        "workdir": workdir,
+        "results": results,
+        "before": before,
+        "after": output_times(results),
+        "new_uid": new_uid,
+        "unnoticed": unnoticed.stdout + unnoticed.stderr,
+        "rescan": jobs_run(rescan.stdout + rescan.stderr),
+    }
 
 
 def test_the_first_run_made_three_shards(grown):
@@ -70,22 +83,31 @@ def test_a_folder_is_rescanned_on_request_only(grown):
 def test_one_added_object_costs_exactly_one_new_shard(grown):
     per_shard = [(rule, re.search(r"shard=(\d+)", wc).group(1)) for rule, wc in grown["rescan"] if "shard=" in wc]
     assert {shard for _, shard in per_shard} == {"00003"}, per_shard
-    assert {rule for rule, _ in per_shard} >= {"points_shard", "render_shard", "caption_shard", "rank_shard",
-                                               "triplets_shard", "embed_shard"}
+    assert {rule for rule, _ in per_shard} >= {
+        "points_shard",
+        "render_shard",
+        "caption_shard",
+        "rank_shard",
+        "triplets_shard",
+        "embed_shard",
+    }
     before, after = grown["before"], grown["after"]
     assert {k: after[k] for k in before} == before  # not one old shard file was rewritten
     assert sorted(str(k) for k in set(after) - set(before)) == [f"{s}/00003.parquet" for s in sorted(PER_SHARD)]
     assert pq.read_table(grown["results"] / "triplets" / "00003.parquet").column("uid").to_pylist() == [
-        grown["new_uid"]]
+        grown["new_uid"]
+    ]
 
 
 def test_throughput_knobs_rerun_nothing(grown):
     workdir = grown["workdir"]
-    knobs = {"caption": {"batch_size": 3, "threads": 1, "device": "cpu"},
-             "rank": {"batch_size": 2, "threads": 1, "device": "cpu"},
-             "embed": {"batch_size": 5, "threads": 1, "device": "cpu"},
-             "train": {"workers": 1, "threads": 1, "device": "cpu"},
-             "render_presets": {"demo": {"threads": 1}}}
+    knobs = {
+        "caption": {"batch_size": 3, "threads": 1, "device": "cpu"},
+        "rank": {"batch_size": 2, "threads": 1, "device": "cpu"},
+        "embed": {"batch_size": 5, "threads": 1, "device": "cpu"},
+        "train": {"workers": 1, "threads": 1, "device": "cpu"},
+        "render_presets": {"demo": {"threads": 1}},
+    }
     (workdir / "knobs.yaml").write_text(yaml.safe_dump(knobs))
     result = snakemake(workdir, "-n", "--configfile", str(workdir / "config.yaml"), str(workdir / "knobs.yaml"))
     assert "Nothing to be done" in result.stdout + result.stderr, jobs_run(result.stdout + result.stderr)

@@ -1,4 +1,5 @@
 """The epoch plan and the streaming loader, on small shards in the pipeline's real schemas."""
+
 import itertools
 
 import numpy as np
@@ -55,8 +56,12 @@ def test_batches_do_not_depend_on_the_number_of_workers(shards, world):
     triplets, embeds = shards
     runs = {}
     for workers in (0, 1, 2):
-        ranks = [TripletDataset(triplets, embeds, num_points=128, batch_size=4, shuffle_buffer=8, seed=3,
-                                rank=r, world=world) for r in range(world)]
+        ranks = [
+            TripletDataset(
+                triplets, embeds, num_points=128, batch_size=4, shuffle_buffer=8, seed=3, rank=r, world=world
+            )
+            for r in range(world)
+        ]
         runs[workers] = [list(ds.epoch(1, workers=workers)) for ds in ranks]
     for workers in (1, 2):
         for rank_a, rank_b in zip(runs[0], runs[workers]):
@@ -94,9 +99,16 @@ def test_every_object_once_per_epoch_with_its_own_view_and_embeddings(shards):
 
 def test_the_split_sides_partition_the_objects(shards):
     triplets, embeds = shards
-    sides = {split: {u for b in TripletDataset(triplets, embeds, num_points=64, batch_size=2, holdout_fraction=0.3,
-                                               split=split).epoch(0) for u in b["uid"]}
-             for split in ("train", "heldout")}
+    sides = {
+        split: {
+            u
+            for b in TripletDataset(
+                triplets, embeds, num_points=64, batch_size=2, holdout_fraction=0.3, split=split
+            ).epoch(0)
+            for u in b["uid"]
+        }
+        for split in ("train", "heldout")
+    }
     assert sides["train"] and sides["heldout"] and not sides["train"] & sides["heldout"]
     assert len(sides["train"] | sides["heldout"]) >= sum(COUNTS) - 2  # a lone object per side may wait
 

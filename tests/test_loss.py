@@ -3,6 +3,7 @@
 Two-rank gathering is checked here with a stand-in for ``torch.distributed`` that plays rank 1 of 2;
 test_rank_parity.py runs the real two-process case.
 """
+
 import math
 from fractions import Fraction
 

@@ -48,10 +48,14 @@ def test_objects_that_cannot_be_admitted_are_ledger_rows_not_a_stopped_dataset(t
     twin = make_objects(tmp_path / "b", ["chair"])
     outside = make_objects(tmp_path / "outside", ["secret"])[0].path
     os.symlink(outside, tmp_path / "a" / "link.obj")
-    bad = [SourceObject(uid=uid, path=good[1].path, root=good[1].root)
-           for uid in ["../escape", "a/b", "..", "", "-flag", "x" * 300]]
-    escaping = [SourceObject(uid="link", path=tmp_path / "a" / "link.obj", root=tmp_path / "a"),
-                SourceObject(uid="dots", path=tmp_path / "a" / ".." / "outside" / "secret.obj", root=tmp_path / "a")]
+    bad = [
+        SourceObject(uid=uid, path=good[1].path, root=good[1].root)
+        for uid in ["../escape", "a/b", "..", "", "-flag", "x" * 300]
+    ]
+    escaping = [
+        SourceObject(uid="link", path=tmp_path / "a" / "link.obj", root=tmp_path / "a"),
+        SourceObject(uid="dots", path=tmp_path / "a" / ".." / "outside" / "secret.obj", root=tmp_path / "a"),
+    ]
     table, failures, _ = build_manifest(good + twin + bad + escaping, shard_size=4)
     assert sorted(table.column("uid").to_pylist()) == ["chair", "ok"]
     reasons = {(f.uid, f.reason) for f in failures}
@@ -62,8 +66,16 @@ def test_objects_that_cannot_be_admitted_are_ledger_rows_not_a_stopped_dataset(t
 
 
 def test_folder_uids_tell_same_stem_files_apart_and_map_unsafe_names(tmp_path):
-    names = ["duck.obj", "duck.dae", "my duck.obj", "my_duck.obj", "a__b.obj", ".hidden.obj", "ünï.obj",
-             "x" * 250 + ".obj"]
+    names = [
+        "duck.obj",
+        "duck.dae",
+        "my duck.obj",
+        "my_duck.obj",
+        "a__b.obj",
+        ".hidden.obj",
+        "ünï.obj",
+        "x" * 250 + ".obj",
+    ]
     uids = [folder_uid((name,)) for name in names]
     assert uids[:2] == ["duck.obj", "duck.dae"] and uids[3] == "my_duck.obj"
     assert len(set(uids)) == len(uids)
@@ -84,13 +96,23 @@ def _folder(tmp_path, files):
 
 
 def test_run_manifest_on_a_folder_with_same_stem_files(tmp_path):
-    source = _folder(tmp_path, {"chairs/c1.obj": "v 0 0 0\n", "chairs/c1.dae": "<x/>", "tables/t 1.obj": "v 1 0 0\n",
-                                "notes.txt": "not a mesh"})
+    source = _folder(
+        tmp_path,
+        {
+            "chairs/c1.obj": "v 0 0 0\n",
+            "chairs/c1.dae": "<x/>",
+            "tables/t 1.obj": "v 1 0 0\n",
+            "notes.txt": "not a mesh",
+        },
+    )
     summary = run_manifest(source, 2, tmp_path / "m.parquet", tmp_path / "f.parquet")
     assert summary["objects"] == 3 and summary["shards"] == 2 and summary["unavailable"] == 0
     rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert [(r["uid"][:14], r["category"]) for r in rows] == [
-        ("chairs__c1.dae", "chairs"), ("chairs__c1.obj", "chairs"), ("tables__t_1.ob", "tables")]
+        ("chairs__c1.dae", "chairs"),
+        ("chairs__c1.obj", "chairs"),
+        ("tables__t_1.ob", "tables"),
+    ]
     for shard in manifest_shards(tmp_path / "m.parquet"):
         assert pq.read_table(slice_path(tmp_path / "m.parquet", shard)).column("shard").unique().to_pylist() == [shard]
     assert pq.read_table(tmp_path / "f.parquet").num_rows == 0
@@ -140,8 +162,8 @@ def test_a_changed_or_removed_object_rewrites_only_its_own_slice(tmp_path):
     scan.run()
     times = scan.slice_times()
     time.sleep(0.01)
-    scan.write("obj04.obj", 1234)          # shard 00001
-    (scan.root / "obj07.obj").unlink()     # shard 00002
+    scan.write("obj04.obj", 1234)  # shard 00001
+    (scan.root / "obj07.obj").unlink()  # shard 00002
     summary = scan.run()
     now = scan.slice_times()
     assert [s for s in times if now[s] != times[s]] == ["00001", "00002"]
@@ -251,13 +273,16 @@ def test_an_unreadable_file_is_a_ledger_row_and_the_others_are_hashed(tmp_path):
     objects[1].path.unlink()  # listed without size: the stat fails
     vanished = make_objects(tmp_path / "meshes", ["d"])[0]
     stat = vanished.path.stat()
-    listed = SourceObject(uid="d", path=vanished.path, root=vanished.root, bytes=stat.st_size,
-                          mtime_ns=stat.st_mtime_ns)
+    listed = SourceObject(
+        uid="d", path=vanished.path, root=vanished.root, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns
+    )
     vanished.path.unlink()  # listed with its size and time, gone before it is hashed
     table, failures, figures = build_manifest(objects + [listed], shard_size=4)
     assert table.column("uid").to_pylist() == ["a", "c"]
-    assert [(f.uid, f.stage, f.reason) for f in failures] == [("b", "manifest", "unreadable_file"),
-                                                             ("d", "manifest", "unreadable_file")]
+    assert [(f.uid, f.stage, f.reason) for f in failures] == [
+        ("b", "manifest", "unreadable_file"),
+        ("d", "manifest", "unreadable_file"),
+    ]
     assert [f.source for f in failures] == [str(objects[1].path), str(vanished.path)]
     assert all(f.detail.startswith("FileNotFoundError: ") for f in failures)
     assert figures["objects"] == 2
@@ -303,8 +328,9 @@ def test_a_manifest_of_schema_1_without_modification_times_is_rescanned_with_its
 def _foreign():
     import pyarrow as pa
 
-    return pa.table({"uid": ["zzz"], "source": ["x"], "bytes": [1], "mtime_ns": [1], "sha256": ["0" * 64],
-                     "shard": ["00007"]})
+    return pa.table(
+        {"uid": ["zzz"], "source": ["x"], "bytes": [1], "mtime_ns": [1], "sha256": ["0" * 64], "shard": ["00007"]}
+    )
 
 
 def test_not_a_manifest_is_a_clear_error(tmp_path):
@@ -320,7 +346,10 @@ def test_each_shard_slice_holds_exactly_its_own_rows():
     table = pa.table({"uid": ["a", "b", "c", "d"], "shard": ["00000", "00001", "00001", "00002"]})
     slices = manifest_module.shard_slices(table)
     assert {s: t.column("uid").to_pylist() for s, t in slices.items()} == {
-        "00000": ["a"], "00001": ["b", "c"], "00002": ["d"]}
+        "00000": ["a"],
+        "00001": ["b", "c"],
+        "00002": ["d"],
+    }
     single = manifest_module.shard_slices(table.slice(0, 1))
     assert {s: t.column("uid").to_pylist() for s, t in single.items()} == {"00000": ["a"]}
 

@@ -1,4 +1,5 @@
 """Reading meshes as world-space parts: which colour source each part gets, its colours, and the failure reasons."""
+
 import numpy as np
 import pytest
 import trimesh
@@ -27,17 +28,20 @@ def only_part(path) -> Part:
     return parts[0]
 
 
-@pytest.mark.parametrize("value,expected", [
-    ([200, 100, 50, 128], [200 / 255, 100 / 255, 50 / 255, 128 / 255]),
-    ([200, 100, 50], [200 / 255, 100 / 255, 50 / 255, 1.0]),
-    ([0.8, 0.4, 0.2], [0.8, 0.4, 0.2, 1.0]),
-    ([1.0, 0.5, 0.2], [1.0, 0.5, 0.2, 1.0]),
-    ([0.5, 0.25, 1.0, 0.5], [0.5, 0.25, 1.0, 0.5]),
-    (np.array([[2, 0, 0, 255]], np.uint8), [2 / 255, 0.0, 0.0, 1.0]),
-    (np.zeros(4, np.uint8), [0.0, 0.0, 0.0, 0.0]),
-    ([2, 1, 0], [2 / 255, 1 / 255, 0.0, 1.0]),
-    ([2, 1, 0, 2], [2 / 255, 1 / 255, 0.0, 2 / 255]),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ([200, 100, 50, 128], [200 / 255, 100 / 255, 50 / 255, 128 / 255]),
+        ([200, 100, 50], [200 / 255, 100 / 255, 50 / 255, 1.0]),
+        ([0.8, 0.4, 0.2], [0.8, 0.4, 0.2, 1.0]),
+        ([1.0, 0.5, 0.2], [1.0, 0.5, 0.2, 1.0]),
+        ([0.5, 0.25, 1.0, 0.5], [0.5, 0.25, 1.0, 0.5]),
+        (np.array([[2, 0, 0, 255]], np.uint8), [2 / 255, 0.0, 0.0, 1.0]),
+        (np.zeros(4, np.uint8), [0.0, 0.0, 0.0, 0.0]),
+        ([2, 1, 0], [2 / 255, 1 / 255, 0.0, 1.0]),
+        ([2, 1, 0, 2], [2 / 255, 1 / 255, 0.0, 2 / 255]),
+    ],
+)
 def test_material_colours_become_rgba_in_0_to_1(value, expected):
     """0..255 and 0..1 colours, with or without alpha; a missing alpha is opaque."""
     rgba = _rgba(value)
@@ -84,8 +88,9 @@ def test_a_texture_without_a_factor_is_multiplied_by_one(textured_square_glb):
 
 
 def test_a_textured_material_without_uv_falls_back_to_its_base_colour():
-    material = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.new("RGB", (2, 2)),
-                                                   baseColorFactor=[255, 51, 0, 255])
+    material = trimesh.visual.material.PBRMaterial(
+        baseColorTexture=Image.new("RGB", (2, 2)), baseColorFactor=[255, 51, 0, 255]
+    )
     box = trimesh.creation.box()
     box.visual = trimesh.visual.TextureVisuals(material=material)
     part = _part_from_mesh(box, np.eye(4))
@@ -106,7 +111,8 @@ def test_uv_for_another_vertex_count_is_not_used_as_a_texture():
 def test_gltf_vertex_colours_win_over_the_material_colour(tmp_path):
     box = trimesh.creation.box()
     box.visual = trimesh.visual.TextureVisuals(
-        material=trimesh.visual.material.PBRMaterial(baseColorFactor=[200, 100, 50, 255]))
+        material=trimesh.visual.material.PBRMaterial(baseColorFactor=[200, 100, 50, 255])
+    )
     colours = np.tile(np.array([[1, 2, 3, 255]], np.uint8), (len(box.vertices), 1))
     colours[0] = [40, 50, 60, 70]
     box.visual.vertex_attributes["color"] = colours
@@ -120,7 +126,8 @@ def test_gltf_vertex_colours_win_over_the_material_colour(tmp_path):
 def test_vertex_colours_for_another_vertex_count_are_not_used():
     box = trimesh.creation.box()
     box.visual = trimesh.visual.TextureVisuals(
-        material=trimesh.visual.material.PBRMaterial(baseColorFactor=[200, 100, 50, 255]))
+        material=trimesh.visual.material.PBRMaterial(baseColorFactor=[200, 100, 50, 255])
+    )
     box.visual.vertex_attributes["color"] = np.zeros((len(box.vertices) - 1, 4), np.uint8)
     part = _part_from_mesh(box, np.eye(4))
     assert part.colour_source == MATERIAL
@@ -192,8 +199,9 @@ def test_a_scene_without_triangles_names_what_it_found(tmp_path):
 
 
 def test_meshes_without_faces_are_skipped_and_every_kind_found_is_named(monkeypatch):
-    scene = trimesh.Scene([trimesh.Trimesh(vertices=np.eye(3), faces=np.zeros((0, 3), np.int64)),
-                           trimesh.PointCloud(np.eye(3))])
+    scene = trimesh.Scene(
+        [trimesh.Trimesh(vertices=np.eye(3), faces=np.zeros((0, 3), np.int64)), trimesh.PointCloud(np.eye(3))]
+    )
     monkeypatch.setattr(trimesh, "load_scene", lambda path, **kwargs: scene)
     with pytest.raises(ObjectFailure) as info:
         load_parts("scene.glb", max_faces=100)
@@ -203,8 +211,9 @@ def test_meshes_without_faces_are_skipped_and_every_kind_found_is_named(monkeypa
 
 def test_an_empty_scene_says_it_found_nothing(tmp_path):
     path = tmp_path / "empty.ply"
-    path.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 0\nelement face 0\n"
-                     b"property list uchar int vertex_indices\nend_header\n")
+    path.write_bytes(
+        b"ply\nformat ascii 1.0\nelement vertex 0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n"
+    )
     with pytest.raises(ObjectFailure) as info:
         load_parts(path, max_faces=100)
     assert info.value.reason == "empty"
@@ -242,17 +251,27 @@ def gltf_triangle_with_material_and_vertex_colours(colours: np.ndarray, componen
     indices = np.arange(3, dtype=np.uint16).tobytes() + b"\0\0"
     blobs = [np.eye(3, dtype=np.float32).tobytes(), colours.tobytes(), indices]
     offsets = np.cumsum([0] + [len(blob) for blob in blobs]).tolist()
-    gltf = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-            "materials": [{"pbrMetallicRoughness": {"baseColorFactor": [1, 0, 0, 1]}}],
-            "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "indices": 2, "material": 0}]}],
-            "buffers": [{"byteLength": offsets[-1]}],
-            "bufferViews": [{"buffer": 0, "byteOffset": offsets[i], "byteLength": len(blobs[i])} for i in range(3)],
-            "accessors": [
-                {"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
-                 "min": [0, 0, 0], "max": [1, 1, 1]},
-                {"bufferView": 1, "componentType": component_type, "count": 3, "type": f"VEC{colours.shape[1]}",
-                 "normalized": component_type != 5126},
-                {"bufferView": 2, "componentType": 5123, "count": 3, "type": "SCALAR"}]}
+    gltf = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "materials": [{"pbrMetallicRoughness": {"baseColorFactor": [1, 0, 0, 1]}}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "indices": 2, "material": 0}]}],
+        "buffers": [{"byteLength": offsets[-1]}],
+        "bufferViews": [{"buffer": 0, "byteOffset": offsets[i], "byteLength": len(blobs[i])} for i in range(3)],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0], "max": [1, 1, 1]},
+            {
+                "bufferView": 1,
+                "componentType": component_type,
+                "count": 3,
+                "type": f"VEC{colours.shape[1]}",
+                "normalized": component_type != 5126,
+            },
+            {"bufferView": 2, "componentType": 5123, "count": 3, "type": "SCALAR"},
+        ],
+    }
     text = json.dumps(gltf).encode()
     text += b" " * (-len(text) % 4)
     binary = b"".join(blobs)
@@ -270,10 +289,13 @@ def test_gltf_float_vertex_colours_beside_a_material_are_bytes(tmp_path):
     assert part.colours.dtype == np.uint8
 
 
-@pytest.mark.parametrize("colours,component_type", [
-    (np.tile(np.array([[0.2, 0.6, 1.0, 1.0]], np.float32), (3, 1)), 5126),
-    (np.tile(np.array([[0.5, 0.6, 1.0, 1.0]]) * 65535, (3, 1)).round().astype(np.uint16), 5123),
-])
+@pytest.mark.parametrize(
+    "colours,component_type",
+    [
+        (np.tile(np.array([[0.2, 0.6, 1.0, 1.0]], np.float32), (3, 1)), 5126),
+        (np.tile(np.array([[0.5, 0.6, 1.0, 1.0]]) * 65535, (3, 1)).round().astype(np.uint16), 5123),
+    ],
+)
 def test_gltf_float_and_short_vertex_colours_beside_a_material_are_scaled_to_bytes(tmp_path, colours, component_type):
     """trimesh keeps such a COLOR_0 raw; a cast to bytes made FLOAT colours 0 or 1 and kept a short's low byte."""
     path = tmp_path / "triangle.glb"
@@ -292,12 +314,15 @@ def test_gltf_rgb_vertex_colours_beside_a_material_can_be_sampled(tmp_path):
     np.testing.assert_array_equal(surface.rgb, np.full((5, 3), 200))
 
 
-@pytest.mark.parametrize("values,expected", [
-    (np.array([[-0.2, 0.0, 1.5, 0.5]], np.float32), [0, 0, 255, 128]),             # floats: scaled, clipped
-    (np.array([[0, 257, 65535, 32768]], np.uint16), [0, 1, 255, 128]),             # normalised shorts
-    (np.array([[0, 7, 255]], np.uint8), [0, 7, 255, 255]),                          # RGB bytes: opaque alpha
-    (np.array([[0.2, 0.6, 1.0]], np.float64), [51, 153, 255, 255]),                 # RGB floats: opaque alpha
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        (np.array([[-0.2, 0.0, 1.5, 0.5]], np.float32), [0, 0, 255, 128]),  # floats: scaled, clipped
+        (np.array([[0, 257, 65535, 32768]], np.uint16), [0, 1, 255, 128]),  # normalised shorts
+        (np.array([[0, 7, 255]], np.uint8), [0, 7, 255, 255]),  # RGB bytes: opaque alpha
+        (np.array([[0.2, 0.6, 1.0]], np.float64), [51, 153, 255, 255]),  # RGB floats: opaque alpha
+    ],
+)
 def test_accessor_colours_become_rgba_bytes(values, expected):
     from ulip2_pipeline.stages.points.meshes import _accessor_colour_bytes
 

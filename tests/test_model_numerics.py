@@ -1,5 +1,6 @@
 """The GPU numeric path without a GPU: each stage end to end in its GPU precision on the CPU, the
 precision recorded with the output, and CLIP run with the activation its weights were trained with."""
+
 import json
 import logging
 from pathlib import Path
@@ -54,26 +55,41 @@ def test_caption_shard_runs_in_half_precision_on_the_cpu(tmp_path, stand_ins, re
 
 
 def test_rank_shard_runs_in_fp16_on_the_cpu_and_scores_like_fp32(tmp_path, stand_ins, render_shard):
-    run_caption_shard(render_shard, "00000", caption_cfg(stand_ins, max_new_tokens=6), tmp_path / "c.parquet",
-                      tmp_path / "cf.parquet")
+    run_caption_shard(
+        render_shard, "00000", caption_cfg(stand_ins, max_new_tokens=6), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    )
     scores = {}
     for precision in ("fp16", "fp32"):
         out = tmp_path / f"r-{precision}.parquet"
-        run_rank_shard(render_shard, tmp_path / "c.parquet", "00000", rank_cfg(stand_ins, precision=precision), out,
-                       tmp_path / "rf.parquet")
+        run_rank_shard(
+            render_shard,
+            tmp_path / "c.parquet",
+            "00000",
+            rank_cfg(stand_ins, precision=precision),
+            out,
+            tmp_path / "rf.parquet",
+        )
         assert pq.read_table(tmp_path / "rf.parquet").num_rows == 0
         scores[precision] = np.array([r["scores"] for r in pq.read_table(out).to_pylist()])
         meta = metadata(out)
-        assert (meta["ulip2.device"], meta["ulip2.precision"], meta["ulip2.activation"]) == \
-            ("cpu", precision, "quick_gelu")
+        assert (meta["ulip2.device"], meta["ulip2.precision"], meta["ulip2.activation"]) == (
+            "cpu",
+            precision,
+            "quick_gelu",
+        )
         assert meta["ulip2.dtype"] == {"fp16": "float16", "fp32": "float32"}[precision]
     assert scores["fp16"].shape == (3, 10)
     np.testing.assert_allclose(scores["fp16"], scores["fp32"], atol=2e-2)
 
 
 def test_embed_shard_runs_in_fp16_on_the_cpu(tmp_path, stand_ins):
-    shard = triplet_shard(tmp_path / "t.parquet", [("a", [png((255, 0, 0)), png((0, 0, 255))], [["a red box"], []]),
-                                                   ("b", [png((0, 200, 0))], [["a green ball"]])])
+    shard = triplet_shard(
+        tmp_path / "t.parquet",
+        [
+            ("a", [png((255, 0, 0)), png((0, 0, 255))], [["a red box"], []]),
+            ("b", [png((0, 200, 0))], [["a green ball"]]),
+        ],
+    )
     vectors = {}
     for precision in ("fp16", "fp32"):
         out = tmp_path / f"e-{precision}.parquet"
@@ -118,8 +134,11 @@ def quick_gelu_tag(tmp_path, monkeypatch):
     torch.manual_seed(1)
     trained = open_clip.create_model(arch, pretrained=None, force_quick_gelu=True)
     torch.save(trained.state_dict(), tmp_path / "weights.pt")
-    monkeypatch.setitem(registry._PRETRAINED, arch,
-                        {"trained_quickgelu": registry._pcfg(file=str(tmp_path / "weights.pt"), quick_gelu=True)})
+    monkeypatch.setitem(
+        registry._PRETRAINED,
+        arch,
+        {"trained_quickgelu": registry._pcfg(file=str(tmp_path / "weights.pt"), quick_gelu=True)},
+    )
     return arch, trained
 
 

@@ -1,4 +1,5 @@
 """One bad view never sinks its batch or its shard, and an empty shard flows through without a model."""
+
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -49,13 +50,13 @@ def render_shard(tmp_path):
     return write_render_shard(tmp_path / "render.parquet", rows)
 
 
-def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unchanged(tmp_path, stand_ins,
-                                                                                      render_shard, monkeypatch):
+def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unchanged(
+    tmp_path, stand_ins, render_shard, monkeypatch
+):
     cfg = caption_cfg(stand_ins, batch_size=4, max_new_tokens=5)
     run_caption_shard = caption_stage.run_caption_shard
     run_caption_shard(render_shard, "00000", cfg, tmp_path / "clean.parquet", tmp_path / "clean-f.parquet")
-    broken = {view_seed(cfg["seed"], "a", 1): ValueError("injected model error"),
-              view_seed(cfg["seed"], "b", 0): oom()}
+    broken = {view_seed(cfg["seed"], "a", 1): ValueError("injected model error"), view_seed(cfg["seed"], "b", 0): oom()}
     real_caption_batch = caption_stage.caption_batch
 
     def failing_caption_batch(model, processor, images, seeds, settings):
@@ -71,16 +72,19 @@ def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unch
     assert [(r["uid"], r["view"]) for r in rows] == [("a", 0), ("a", 2)]
     assert all(r["captions"] == clean[(r["uid"], r["view"])] for r in rows)  # retried alone, same captions
     failures = pq.read_table(tmp_path / "cf.parquet").to_pylist()
-    assert [(f["uid"], f["stage"], f["reason"]) for f in failures] == [("a", "caption", "model_error"),
-                                                                        ("b", "caption", "out_of_memory")]
+    assert [(f["uid"], f["stage"], f["reason"]) for f in failures] == [
+        ("a", "caption", "model_error"),
+        ("b", "caption", "out_of_memory"),
+    ]
     assert failures[0]["detail"] == "view 1: ValueError: injected model error"
     assert failures[1]["detail"].startswith("view 0: OutOfMemoryError: CUDA out of memory")
     assert failures[0]["source"] == str(render_shard) and summary["views"] == 2 and summary["failed_views"] == 2
 
 
 def test_rank_views_that_fail_alone_become_failure_rows(tmp_path, stand_ins, render_shard, monkeypatch):
-    caption_stage.run_caption_shard(render_shard, "00000", caption_cfg(stand_ins, max_new_tokens=5),
-                                    tmp_path / "c.parquet", tmp_path / "cf.parquet")
+    caption_stage.run_caption_shard(
+        render_shard, "00000", caption_cfg(stand_ins, max_new_tokens=5), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    )
     real_score_views = rank_stage.score_views
 
     def failing_score_views(clip, images, captions):
@@ -89,13 +93,20 @@ def test_rank_views_that_fail_alone_become_failure_rows(tmp_path, stand_ins, ren
         return real_score_views(clip, images, captions)
 
     monkeypatch.setattr(rank_stage, "score_views", failing_score_views)
-    rank_stage.run_rank_shard(render_shard, tmp_path / "c.parquet", "00000", rank_cfg(stand_ins, batch_size=4),
-                              tmp_path / "r.parquet", tmp_path / "rf.parquet")
+    rank_stage.run_rank_shard(
+        render_shard,
+        tmp_path / "c.parquet",
+        "00000",
+        rank_cfg(stand_ins, batch_size=4),
+        tmp_path / "r.parquet",
+        tmp_path / "rf.parquet",
+    )
     ranked = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert [(r["uid"], r["view"]) for r in ranked] == [("a", 0), ("a", 1), ("b", 0)]
     failures = pq.read_table(tmp_path / "rf.parquet").to_pylist()
-    assert [(f["uid"], f["stage"], f["reason"], f["detail"]) for f in failures] == \
-        [("a", "rank", "model_error", "view 2: RuntimeError: injected CLIP error")]
+    assert [(f["uid"], f["stage"], f["reason"], f["detail"]) for f in failures] == [
+        ("a", "rank", "model_error", "view 2: RuntimeError: injected CLIP error")
+    ]
 
 
 def no_model(*args, **kwargs):
@@ -106,11 +117,13 @@ def test_an_empty_render_shard_writes_empty_captions_and_ranks_without_a_model(t
     monkeypatch.setattr(caption_stage, "load_captioner", no_model)
     monkeypatch.setattr(rank_stage, "load_clip", no_model)
     render = write_render_shard(tmp_path / "render.parquet", [])
-    summary = caption_stage.run_caption_shard(render, "00007", caption_cfg(stand_ins), tmp_path / "c.parquet",
-                                              tmp_path / "cf.parquet")
+    summary = caption_stage.run_caption_shard(
+        render, "00007", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    )
     assert summary["views"] == 0
-    rank_stage.run_rank_shard(render, tmp_path / "c.parquet", "00007", rank_cfg(stand_ins), tmp_path / "r.parquet",
-                              tmp_path / "rf.parquet")
+    rank_stage.run_rank_shard(
+        render, tmp_path / "c.parquet", "00007", rank_cfg(stand_ins), tmp_path / "r.parquet", tmp_path / "rf.parquet"
+    )
     for name, schema in (("c", caption_stage.CAPTIONS_SCHEMA), ("r", rank_stage.RANKED_SCHEMA)):
         table = pq.read_table(tmp_path / f"{name}.parquet")
         assert table.num_rows == 0 and table.schema.remove_metadata().equals(schema)

@@ -4,6 +4,7 @@ The kept set is the smallest set of most likely tokens whose mass reaches top_p:
 whose probability carries the running total over top_p is kept, the ones after it are not.
 A uniform u picks the first kept token whose cumulative (renormalised) mass exceeds u.
 """
+
 import math
 
 import pytest
@@ -123,8 +124,10 @@ def test_rows_of_different_distributions_and_scales_are_picked_independently():
     for u_first, u_second in [(0.63, 0.2), (0.99, 0.75), (0.3, 0.95)]:
         picked = _nucleus_pick(logits, torch.tensor([u_first, u_second]), 0.7, 1.0).tolist()
         alone = [pick(logits[:1], u_first, top_p=0.7), pick(logits[1:], u_second, top_p=0.7)]
-        expected = [reference_pick(PROBS, u_first, 0.7, 1.0),
-                    other_order[reference_pick(other_probs, u_second, 0.7, 1.0)]]
+        expected = [
+            reference_pick(PROBS, u_first, 0.7, 1.0),
+            other_order[reference_pick(other_probs, u_second, 0.7, 1.0)],
+        ]
         assert alone == expected
         assert picked == expected
 
@@ -153,7 +156,7 @@ def test_a_small_nucleus_does_not_rank_the_whole_vocabulary():
     vocab = 50272
     head = [0.3, 0.25, 0.2, 0.15, 0.09]  # top_p 0.95 needs all five
     logits = torch.full((2, vocab), math.log(0.01 / (vocab - len(head))))
-    logits[:, :len(head)] = torch.tensor([math.log(p) for p in head])
+    logits[:, : len(head)] = torch.tensor([math.log(p) for p in head])
     with RecordTopk() as recorded:
         picked = _nucleus_pick(logits, torch.tensor([0.0, 0.999]), 0.95, 1.0)
     assert picked.tolist() == [0, 4]

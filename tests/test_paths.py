@@ -1,4 +1,5 @@
 """The results layout is defined once (ulip2_pipeline.paths) and the schema ships inside the package."""
+
 from importlib import resources
 
 import pytest
@@ -9,21 +10,24 @@ from ulip2_pipeline import paths
 from ulip2_pipeline.config import SCHEMA_PATH, validate_config
 
 
-@pytest.mark.parametrize("pattern,values,expected", [
-    (paths.MANIFEST, {"dataset": "d"}, "results/d/manifest.parquet"),
-    (paths.POINTS, {"dataset": "d", "shard": "00007"}, "results/d/points/00007.parquet"),
-    (paths.RENDER, {"dataset": "d", "shard": "00007"}, "results/d/render/00007.parquet"),
-    (paths.CAPTIONS, {"dataset": "d", "shard": "00007"}, "results/d/captions/00007.parquet"),
-    (paths.RANKED, {"dataset": "d", "shard": "00007"}, "results/d/ranked/00007.parquet"),
-    (paths.TRIPLETS, {"dataset": "d", "shard": "00007"}, "results/d/triplets/00007.parquet"),
-    (paths.EMBED, {"dataset": "d", "model": "m", "shard": "00007"}, "results/d/embed/m/00007.parquet"),
-    (paths.failures("rank"), {"dataset": "d", "shard": "00007"}, "results/d/failures/rank/00007.parquet"),
-    (paths.MANIFEST_FAILURES, {"dataset": "d"}, "results/d/failures/manifest.parquet"),
-    (paths.SUMMARY, {"dataset": "d"}, "results/d/summary.json"),
-    (paths.MODEL, {"dataset": "d", "run": "r"}, "results/d/train/r/model.pt"),
-    (paths.ZERO_SHOT, {"dataset": "d", "run": "r"}, "results/d/eval/r/zero_shot.json"),
-    (paths.export("openshape", "train.json"), {"dataset": "d"}, "results/d/export/openshape/train.json"),
-])
+@pytest.mark.parametrize(
+    "pattern,values,expected",
+    [
+        (paths.MANIFEST, {"dataset": "d"}, "results/d/manifest.parquet"),
+        (paths.POINTS, {"dataset": "d", "shard": "00007"}, "results/d/points/00007.parquet"),
+        (paths.RENDER, {"dataset": "d", "shard": "00007"}, "results/d/render/00007.parquet"),
+        (paths.CAPTIONS, {"dataset": "d", "shard": "00007"}, "results/d/captions/00007.parquet"),
+        (paths.RANKED, {"dataset": "d", "shard": "00007"}, "results/d/ranked/00007.parquet"),
+        (paths.TRIPLETS, {"dataset": "d", "shard": "00007"}, "results/d/triplets/00007.parquet"),
+        (paths.EMBED, {"dataset": "d", "model": "m", "shard": "00007"}, "results/d/embed/m/00007.parquet"),
+        (paths.failures("rank"), {"dataset": "d", "shard": "00007"}, "results/d/failures/rank/00007.parquet"),
+        (paths.MANIFEST_FAILURES, {"dataset": "d"}, "results/d/failures/manifest.parquet"),
+        (paths.SUMMARY, {"dataset": "d"}, "results/d/summary.json"),
+        (paths.MODEL, {"dataset": "d", "run": "r"}, "results/d/train/r/model.pt"),
+        (paths.ZERO_SHOT, {"dataset": "d", "run": "r"}, "results/d/eval/r/zero_shot.json"),
+        (paths.export("openshape", "train.json"), {"dataset": "d"}, "results/d/export/openshape/train.json"),
+    ],
+)
 def test_the_layout_is_the_documented_one(pattern, values, expected):
     assert paths.fill(pattern, **values) == expected
 

@@ -1,5 +1,6 @@
 """The points stage isolates each object: hangs, memory blow-ups, huge meshes and changed files
 cost that object only, and every failure is named in the job's log."""
+
 import os
 
 import pyarrow as pa
@@ -24,17 +25,26 @@ def dataset_cfg(**points):
 def manifest_of(tmp_path, files):
     """A one-shard manifest with the files' real checksums (a FIFO gets a dummy one: reading it blocks)."""
     uids = sorted(files)
-    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids],
-                      "sha256": [file_sha256(files[u]) if files[u].is_file() else "0" * 64 for u in uids],
-                      "bytes": [0] * len(uids), "mtime_ns": [0] * len(uids), "category": [None] * len(uids), "shard": ["00000"] * len(uids)},
-                     schema=MANIFEST_SCHEMA)
+    table = pa.table(
+        {
+            "uid": uids,
+            "source": [str(files[u]) for u in uids],
+            "sha256": [file_sha256(files[u]) if files[u].is_file() else "0" * 64 for u in uids],
+            "bytes": [0] * len(uids),
+            "mtime_ns": [0] * len(uids),
+            "category": [None] * len(uids),
+            "shard": ["00000"] * len(uids),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
     write_manifest(table, tmp_path / "manifest.parquet")
     return tmp_path / "manifest.parquet"
 
 
 def run(tmp_path, files, **points):
-    summary = run_points_shard(manifest_of(tmp_path, files), "00000", dataset_cfg(**points), tmp_path / "p.parquet",
-                               tmp_path / "f.parquet")
+    summary = run_points_shard(
+        manifest_of(tmp_path, files), "00000", dataset_cfg(**points), tmp_path / "p.parquet", tmp_path / "f.parquet"
+    )
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
     return summary, failures, list(read_points(tmp_path / "p.parquet")["uid"])
 
@@ -66,9 +76,11 @@ def test_a_memory_hog_is_killed_at_the_limit(tmp_path, good):
 
 def test_a_mesh_over_the_face_limit_by_its_header_is_never_loaded(tmp_path, good, monkeypatch):
     huge = tmp_path / "huge.ply"  # declares ten billion faces in a file of a few hundred bytes
-    huge.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
-                     b"property float y\nproperty float z\nelement face 10000000000\n"
-                     b"property list uchar int vertex_indices\nend_header\n")
+    huge.write_bytes(
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 3\nproperty float x\n"
+        b"property float y\nproperty float z\nelement face 10000000000\n"
+        b"property list uchar int vertex_indices\nend_header\n"
+    )
     loaded = []
     monkeypatch.setattr(readers, "load_parts", lambda *a: loaded.append(a))
     monkeypatch.setattr(readers, "_blender", lambda *a: loaded.append(a))
@@ -95,8 +107,9 @@ def test_a_file_changed_in_place_with_the_same_size_is_caught_by_its_checksum(tm
 
 def test_an_empty_shard_writes_valid_empty_outputs(tmp_path):
     write_manifest(MANIFEST_SCHEMA.empty_table(), tmp_path / "manifest.parquet")
-    summary = run_points_shard(tmp_path / "manifest.parquet", "00000", dataset_cfg(), tmp_path / "p.parquet",
-                               tmp_path / "f.parquet")
+    summary = run_points_shard(
+        tmp_path / "manifest.parquet", "00000", dataset_cfg(), tmp_path / "p.parquet", tmp_path / "f.parquet"
+    )
     assert summary["objects"] == 0 and summary["worker_startups_s"] == []  # no worker was started
     points = read_points(tmp_path / "p.parquet")
     assert points["xyz"].shape == (0, 1000, 3) and points["rgb"].shape == (0, 1000, 3)

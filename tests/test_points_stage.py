@@ -27,8 +27,9 @@ def write_shard_inputs(tmp_path):
 
 def test_broken_meshes_become_failure_rows_and_the_shard_succeeds(tmp_path):
     manifest = write_shard_inputs(tmp_path)
-    summary = run_points_shard(manifest, "00000", dataset_cfg(count=3000, prefix_sizes=[1024]),
-                               tmp_path / "p.parquet", tmp_path / "f.parquet")
+    summary = run_points_shard(
+        manifest, "00000", dataset_cfg(count=3000, prefix_sizes=[1024]), tmp_path / "p.parquet", tmp_path / "f.parquet"
+    )
     assert summary["sampled"] == 2 and summary["failed"] == 2
     failures = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert {(f["uid"], f["reason"]) for f in failures} == {("broken", "unreadable"), ("flat", "no_area")}
@@ -45,8 +46,9 @@ def test_broken_meshes_become_failure_rows_and_the_shard_succeeds(tmp_path):
 def test_same_inputs_give_identical_shard_bytes(tmp_path):
     manifest = write_shard_inputs(tmp_path)
     for name in ("a", "b"):
-        run_points_shard(manifest, "00000", dataset_cfg(count=2000), tmp_path / f"{name}.parquet",
-                         tmp_path / f"{name}_f.parquet")
+        run_points_shard(
+            manifest, "00000", dataset_cfg(count=2000), tmp_path / f"{name}.parquet", tmp_path / f"{name}_f.parquet"
+        )
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
 
 

@@ -16,7 +16,7 @@ def test_progress_lines_come_at_a_bounded_interval_with_rate_and_time_left(caplo
     progress = Progress("render 00003", 100, interval_s=30, clock=clock)
     with caplog.at_level(logging.INFO, logger="ulip2_pipeline.progress"):
         for _ in range(100):
-            clock.now += 2.0   # 0.5 objects per second
+            clock.now += 2.0  # 0.5 objects per second
             progress.advance()
     lines = [r.getMessage() for r in caplog.records]
     # the first object, then every 30 s of 200 s (6 more), then the last
@@ -40,4 +40,7 @@ def test_batched_model_work_reports_progress_per_batch(caplog):
     with caplog.at_level(logging.INFO, logger="ulip2_pipeline.progress"):
         assert run_in_batches(list(range(10)), lambda b: [x + 1 for x in b], 4, progress=progress) == list(range(1, 11))
     assert [r.getMessage().split(",")[0] for r in caplog.records] == [
-        "rank 00001: 4/10 views (40.0%)", "rank 00001: 8/10 views (80.0%)", "rank 00001: 10/10 views (100.0%)"]
+        "rank 00001: 4/10 views (40.0%)",
+        "rank 00001: 8/10 views (80.0%)",
+        "rank 00001: 10/10 views (100.0%)",
+    ]

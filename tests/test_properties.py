@@ -9,6 +9,7 @@
 
 Every test is derandomized with no example database, so a run in CI sees the same examples.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,6 +37,7 @@ REPRODUCIBLE = settings(derandomize=True, database=None)
 
 
 # --- 1. Farthest-point order ---
+
 
 def on_grid(hundredths: int) -> float:
     return float(np.float32(hundredths / 100))
@@ -102,9 +104,11 @@ def assert_greedy_permutation(xyz: np.ndarray) -> None:
 
 
 FPS_SETTINGS = settings(REPRODUCIBLE, max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-START_IGNORED = ("fpsample 1.0.2's bucket_fps_kdline_sampling applies start_idx after its kd-tree has reordered the "
-                 "points (c_wrapper.cpp: buildKDtree(), then init(points[start_idx])), so the order starts wherever "
-                 "the tree put point 0")
+START_IGNORED = (
+    "fpsample 1.0.2's bucket_fps_kdline_sampling applies start_idx after its kd-tree has reordered the "
+    "points (c_wrapper.cpp: buildKDtree(), then init(points[start_idx])), so the order starts wherever "
+    "the tree put point 0"
+)
 
 
 @FPS_SETTINGS
@@ -204,8 +208,11 @@ class ShardHistory:
         assert {uid: after[uid] for uid in new} == expected, "new uids must fill new shards, in uid order"
         for uid in new:
             self.first_members.setdefault(after[uid], set()).add(uid)
-        strangers = {shard: sorted(members - self.first_members[shard])
-                     for shard, members in members_by_shard(after).items() if not members <= self.first_members[shard]}
+        strangers = {
+            shard: sorted(members - self.first_members[shard])
+            for shard, members in members_by_shard(after).items()
+            if not members <= self.first_members[shard]
+        }
         assert not strangers, f"shards holding objects they were not first given to: {strangers}"
         self.next_index += math.ceil(len(new) / shard_size)
         assert next_after == self.next_index, f"next shard {next_after}, expected {self.next_index}"
@@ -268,13 +275,18 @@ def test_new_objects_do_not_take_the_number_of_a_retired_highest_shard(tmp_path)
 
 # --- 3. Folder uids ---
 
+
 def is_file_name(part: str) -> bool:
     return part not in ("", ".", "..") and "/" not in part and "\x00" not in part
 
 
 TRICKY_NAMES = ["_", "__", "...", "a__b", "_a", "a_", " ", ".hidden.obj", "ünï.obj", "cone.dae", "my duck.obj"]
-long_names = st.builds(lambda stem, repeat, tail: stem * repeat + tail,
-                       st.sampled_from(["x", "ab_", "é", "a b"]), st.integers(60, 260), st.text(max_size=4))
+long_names = st.builds(
+    lambda stem, repeat, tail: stem * repeat + tail,
+    st.sampled_from(["x", "ab_", "é", "a b"]),
+    st.integers(60, 260),
+    st.text(max_size=4),
+)
 name_parts = st.one_of(
     st.text(min_size=1, max_size=12),
     st.text(alphabet="a_.- ", min_size=1, max_size=5),
@@ -301,11 +313,14 @@ def distinct(paths: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
 
 
 underscore_runs = st.sampled_from(["_", "__", "___", "____"])
-underscored_names = st.lists(st.tuples(st.sampled_from(["a", "b.c", "x-1"]), underscore_runs), min_size=1, max_size=3
-                             ).map(lambda pairs: "".join(word + run for word, run in pairs) + "z.obj")
-path_batches = st.builds(lambda drawn, alike: distinct(drawn + alike),
-                         st.lists(relative_paths, min_size=1, max_size=25),
-                         underscored_names.map(cuts_at_separators))
+underscored_names = st.lists(
+    st.tuples(st.sampled_from(["a", "b.c", "x-1"]), underscore_runs), min_size=1, max_size=3
+).map(lambda pairs: "".join(word + run for word, run in pairs) + "z.obj")
+path_batches = st.builds(
+    lambda drawn, alike: distinct(drawn + alike),
+    st.lists(relative_paths, min_size=1, max_size=25),
+    underscored_names.map(cuts_at_separators),
+)
 
 
 def assert_safe_uid(uid: str, parts: tuple[str, ...]) -> None:

@@ -16,6 +16,7 @@ The encoder runs in eval mode while gradients flow: BatchNorm then normalises wi
 not with those of the batch (8 rows in one process, 4 + 4 on two ranks), and DropPath (random per rank) is
 off, so both runs compute the same function of the same rows.
 """
+
 import os
 import socket
 import time
@@ -48,16 +49,19 @@ def global_batch(seed: int) -> dict:
     """A batch as the loader yields it (precomputed features, no categories), from a fixed seed."""
     generator = torch.Generator().manual_seed(seed)
     rows = WORLD * ROWS_PER_RANK
-    return {"uid": [f"object{seed}_{i}" for i in range(rows)], "category": [None] * rows,
-            "xyz": torch.randn(rows, POINTS, 3, generator=generator),
-            "rgb": torch.rand(rows, POINTS, 3, generator=generator),
-            "image_embedding": torch.randn(rows, EMBED_DIM, generator=generator),
-            "text_embedding": torch.randn(rows, EMBED_DIM, generator=generator)}
+    return {
+        "uid": [f"object{seed}_{i}" for i in range(rows)],
+        "category": [None] * rows,
+        "xyz": torch.randn(rows, POINTS, 3, generator=generator),
+        "rgb": torch.rand(rows, POINTS, 3, generator=generator),
+        "image_embedding": torch.randn(rows, EMBED_DIM, generator=generator),
+        "text_embedding": torch.randn(rows, EMBED_DIM, generator=generator),
+    }
 
 
 def share_of_rank(batch: dict, rank: int, world: int) -> dict:
     rows = len(batch["uid"]) // world
-    return {key: value[rank * rows:(rank + 1) * rows] for key, value in batch.items()}
+    return {key: value[rank * rows : (rank + 1) * rows] for key, value in batch.items()}
 
 
 def gradients_at_the_optimiser_step(trainer: Trainer) -> dict:
@@ -65,8 +69,9 @@ def gradients_at_the_optimiser_step(trainer: Trainer) -> dict:
     captured = {}
 
     def capture(optimizer, args, kwargs):
-        captured.update({name: p.grad.detach().clone() for name, p in trainer._trainable().items()
-                         if p.grad is not None})
+        captured.update(
+            {name: p.grad.detach().clone() for name, p in trainer._trainable().items() if p.grad is not None}
+        )
 
     trainer.optimizer.register_step_pre_hook(capture)
     return captured
@@ -112,8 +117,12 @@ def averaged_batchnorm_statistics(trainer: Trainer, rank: int, world: int) -> di
     return {"before": before, "after": after}
 
 
-SCENARIOS = {"single_batch": (1, single_batch_step), "two_micro_batches": (2, two_micro_batch_step),
-             "rank_weighted_scale": (1, rank_weighted_scale_step), "batchnorm": (1, averaged_batchnorm_statistics)}
+SCENARIOS = {
+    "single_batch": (1, single_batch_step),
+    "two_micro_batches": (2, two_micro_batch_step),
+    "rank_weighted_scale": (1, rank_weighted_scale_step),
+    "batchnorm": (1, averaged_batchnorm_statistics),
+}
 
 
 def run_scenarios(setup: dict, rank: int, world: int) -> dict:
@@ -122,8 +131,14 @@ def run_scenarios(setup: dict, rank: int, world: int) -> dict:
     for name, (accumulate, scenario) in SCENARIOS.items():
         cfg = small_train_cfg(text_source="captions", augment=False, holdout_fraction=0.0, accumulate=accumulate)
         try:
-            trainer = Trainer(setup["triplets"], setup["embeds"], cfg, setup["clip"], "y",
-                              Path(setup["out"]) / f"{name}-world{world}-rank{rank}")
+            trainer = Trainer(
+                setup["triplets"],
+                setup["embeds"],
+                cfg,
+                setup["clip"],
+                "y",
+                Path(setup["out"]) / f"{name}-world{world}-rank{rank}",
+            )
             results[name] = scenario(trainer, rank, world)
         except Exception:
             results[name] = {"error": traceback.format_exc()}
@@ -132,8 +147,14 @@ def run_scenarios(setup: dict, rank: int, world: int) -> dict:
 
 def rank_process(rank: int, world: int, port: int, setup: dict) -> None:
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+    )
     results = run_scenarios(setup, rank, world)
     torch.save(results, Path(setup["out"]) / f"rank{rank}.pt")
     distributed.finish()
@@ -147,8 +168,9 @@ def free_port() -> int:
 
 def run_ranks(world: int, setup: dict) -> list[dict]:
     """Every scenario on ``world`` spawned gloo ranks; each rank's results."""
-    context = mp.start_processes(rank_process, args=(world, free_port(), setup), nprocs=world, join=False,
-                                 start_method="spawn")
+    context = mp.start_processes(
+        rank_process, args=(world, free_port(), setup), nprocs=world, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + RANKS_TIMEOUT_S
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
@@ -163,8 +185,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("rank-parity")
     triplets, embeds = write_shards(root / "data", [WORLD * ROWS_PER_RANK], points=POINTS, dim=EMBED_DIM)
     clip = {"name": "tiny-clip", **build_tiny_clip(root / "tiny-clip")}
-    return {"triplets": [str(p) for p in triplets], "embeds": [str(p) for p in embeds], "clip": clip,
-            "out": str(root)}
+    return {"triplets": [str(p) for p in triplets], "embeds": [str(p) for p in embeds], "clip": clip, "out": str(root)}
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +215,9 @@ def assert_same_losses(actual: list[dict], expected: list[dict], who: str) -> No
     assert len(actual) == len(expected)
     for index, (got, want) in enumerate(zip(actual, expected)):
         for key in LOSS_KEYS:
-            torch.testing.assert_close(got[key], want[key], **FLOAT32,
-                                       msg=lambda m, k=key: f"{who}, micro-batch {index}, {k}: {m}")
+            torch.testing.assert_close(
+                got[key], want[key], **FLOAT32, msg=lambda m, k=key: f"{who}, micro-batch {index}, {k}: {m}"
+            )
 
 
 def assert_gradients(actual: dict, expected: dict, factor: float, prefix: str, who: str) -> None:
@@ -205,8 +227,12 @@ def assert_gradients(actual: dict, expected: dict, factor: float, prefix: str, w
     assert wanted, f"the one-rank run has no gradients named {prefix}*"
     assert got == wanted, f"{who}: gradients of {len(got)} {prefix}* parameters, expected {len(wanted)}"
     for name in wanted:
-        torch.testing.assert_close(factor * actual[name], expected[name], **FLOAT32,
-                                   msg=lambda m, n=name: f"{who}, {factor:.4g} x gradient of {n}: {m}")
+        torch.testing.assert_close(
+            factor * actual[name],
+            expected[name],
+            **FLOAT32,
+            msg=lambda m, n=name: f"{who}, {factor:.4g} x gradient of {n}: {m}",
+        )
 
 
 def test_every_rank_computes_the_one_rank_loss_of_the_global_batch(one_rank, two_ranks):
@@ -256,5 +282,6 @@ def test_average_buffers_gives_every_rank_the_mean_of_the_ranks_batchnorm_statis
         assert not torch.equal(outcomes[0]["before"][name], outcomes[1]["before"][name])
         mean = torch.stack([outcome["before"][name] for outcome in outcomes]).mean(0)
         for rank, outcome in enumerate(outcomes):
-            torch.testing.assert_close(outcome["after"][name], mean, **FLOAT32,
-                                       msg=lambda m, n=name, r=rank: f"rank {r}, {n}: {m}")
+            torch.testing.assert_close(
+                outcome["after"][name], mean, **FLOAT32, msg=lambda m, n=name, r=rank: f"rank {r}, {n}: {m}"
+            )

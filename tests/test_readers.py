@@ -1,4 +1,5 @@
 """Which reader a file goes to (without loading Blender into the test process)."""
+
 import pytest
 import trimesh
 
@@ -34,17 +35,24 @@ def test_draco_gltf_goes_to_blender_and_plain_gltf_to_trimesh(tmp_path, blender_
     assert readers.read_parts(tmp_path / "plain.glb", 100, "y")[1] == "trimesh"
     document = json.dumps({"asset": {"version": "2.0"}, "extensionsUsed": ["KHR_draco_mesh_compression"]}).encode()
     document = document.ljust(4 * ((len(document) + 3) // 4))
-    (tmp_path / "d.glb").write_bytes(b"glTF" + struct.pack("<II", 2, 20 + len(document))
-                                     + struct.pack("<II", len(document), 0x4E4F534A) + document)
+    (tmp_path / "d.glb").write_bytes(
+        b"glTF" + struct.pack("<II", 2, 20 + len(document)) + struct.pack("<II", len(document), 0x4E4F534A) + document
+    )
     assert readers.read_parts(tmp_path / "d.glb", 100, "y")[1] == "blender"
     assert blender_calls == [("d.glb", "y")]
 
 
-@pytest.mark.parametrize("name,content", [
-    ("broken.glb", b"glTF\x02\x00\x00\x00garbage"),
-    ("empty.ply", b"ply\nformat ascii 1.0\nelement vertex 0\nelement face 0\n"
-                  b"property list uchar int vertex_indices\nend_header\n"),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("broken.glb", b"glTF\x02\x00\x00\x00garbage"),
+        (
+            "empty.ply",
+            b"ply\nformat ascii 1.0\nelement vertex 0\nelement face 0\n"
+            b"property list uchar int vertex_indices\nend_header\n",
+        ),
+    ],
+)
 def test_what_trimesh_cannot_read_gets_a_second_chance_in_blender(tmp_path, blender_calls, name, content):
     (tmp_path / name).write_bytes(content)
     _, reader = readers.read_parts(tmp_path / name, 100, "y")

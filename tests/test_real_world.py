@@ -6,6 +6,7 @@ The top level of pybullet_data and its racecar meshes: same-stem files in two fo
 object in a triplet or in a ledger row with a reason, and the counts must add up.
 `benchmarks/collection_bench.py` runs the whole collection.
 """
+
 import json
 import shutil
 
@@ -31,8 +32,13 @@ def real_run(tmp_path_factory):
             shutil.copy2(path, root / path.name)
     shutil.copytree(source / "racecar" / "meshes", root / "racecar" / "meshes")
     config = write_config(workdir)
-    config["datasets"] = {"pybullet": {"source": {"kind": "folder", "path": str(root), "category": "parent_dir"},
-                                       "shard_size": 16, "render_preset": "demo"}}
+    config["datasets"] = {
+        "pybullet": {
+            "source": {"kind": "folder", "path": str(root), "category": "parent_dir"},
+            "shard_size": 16,
+            "render_preset": "demo",
+        }
+    }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "triplets", check=False)
     meshes = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".obj", ".stl", ".dae"))
@@ -53,10 +59,13 @@ def test_every_object_is_a_triplet_or_a_ledger_row_with_a_reason(real_run):
     joined, left = set(), {}
     for shard in sorted({row["shard"] for row in manifest}):
         joined |= set(pq.read_table(results / "triplets" / f"{shard}.parquet").column("uid").to_pylist())
-        left.update({r["uid"]: r for r in pq.read_table(results / "failures" / "triplets" / f"{shard}.parquet").to_pylist()})
+        left.update(
+            {r["uid"]: r for r in pq.read_table(results / "failures" / "triplets" / f"{shard}.parquet").to_pylist()}
+        )
     assert joined | set(left) == {row["uid"] for row in manifest} and not joined & set(left)
-    assert all(r["reason"] in ("no_points", "no_views", "no_captions") and "left at the" in r["detail"]
-               for r in left.values())
+    assert all(
+        r["reason"] in ("no_points", "no_views", "no_captions") and "left at the" in r["detail"] for r in left.values()
+    )
     # same-stem files are two objects, and each format made it
     assert {"duck.obj", "duck.dae", "racecar__meshes__chassis.STL", "racecar__meshes__chassis.dae"} <= joined
     assert {u.rsplit(".", 1)[1].lower() for u in joined} == {"obj", "stl", "dae"}

@@ -1,4 +1,5 @@
 """The render stage with the real bpy worker, on tiny settings (64 px, 4 views, 4 samples)."""
+
 import io
 import os
 import subprocess
@@ -21,22 +22,49 @@ from ulip2_pipeline.stages.render.stage import run_render_shard
 
 pytestmark = pytest.mark.render
 
-SETTINGS = {"views": 4, "elevation_deg": 20.0, "resolution": 64, "depth": True, "fov_deg": 40.0,
-            "distance": None, "engine": "cycles", "device": "cpu", "samples": 4, "seed": 0,
-            "background": "transparent", "ambient": 0.6, "max_faces": 1_000_000, "timeout_s": 60.0,
-            "max_memory_mb": 4000, "missing_texture_rgb": [0.4, 0.4, 0.4], "threads": 2}
-DATASET = {"points": points_cfg(count=4000, prefix_sizes=[1024], timeout_s=60.0, max_memory_mb=2000), "seed": 0,
-           "up_axis": "y", "shard_size": 50}
+SETTINGS = {
+    "views": 4,
+    "elevation_deg": 20.0,
+    "resolution": 64,
+    "depth": True,
+    "fov_deg": 40.0,
+    "distance": None,
+    "engine": "cycles",
+    "device": "cpu",
+    "samples": 4,
+    "seed": 0,
+    "background": "transparent",
+    "ambient": 0.6,
+    "max_faces": 1_000_000,
+    "timeout_s": 60.0,
+    "max_memory_mb": 4000,
+    "missing_texture_rgb": [0.4, 0.4, 0.4],
+    "threads": 2,
+}
+DATASET = {
+    "points": points_cfg(count=4000, prefix_sizes=[1024], timeout_s=60.0, max_memory_mb=2000),
+    "seed": 0,
+    "up_axis": "y",
+    "shard_size": 50,
+}
 
 
 def manifest_for(tmp_path, files, name="manifest.parquet"):
     """A one-shard manifest over ``files`` (uid -> path); a FIFO is not read (it would block)."""
     uids = sorted(files)
     digests = [file_sha256(files[u]) if files[u].is_file() else "0" * 64 for u in uids]
-    table = pa.table({"uid": uids, "source": [str(files[u]) for u in uids], "sha256": digests,
-                      "bytes": [files[u].stat().st_size for u in uids],
-                      "mtime_ns": [0] * len(uids), "category": [None] * len(uids),
-                      "shard": ["00000"] * len(uids)}, schema=MANIFEST_SCHEMA)
+    table = pa.table(
+        {
+            "uid": uids,
+            "source": [str(files[u]) for u in uids],
+            "sha256": digests,
+            "bytes": [files[u].stat().st_size for u in uids],
+            "mtime_ns": [0] * len(uids),
+            "category": [None] * len(uids),
+            "shard": ["00000"] * len(uids),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
     write_manifest(table, tmp_path / name)
     return tmp_path / name
 
@@ -49,8 +77,17 @@ def render(tmp_path, files, name="render", with_points=True, dataset=DATASET, **
         cfg = dict(dataset, points=dict(dataset["points"], max_faces=10**7))
         run_points_shard(manifest, "00000", cfg, points, tmp_path / "pf.parquet")
     settings = dict(SETTINGS, **overrides)
-    summary = run_render_shard(manifest, points, "00000", dataset, settings, tmp_path / f"{name}.parquet",
-                               tmp_path / f"{name}_failures.parquet", tmp_path / f"{name}_logs", threads=2)
+    summary = run_render_shard(
+        manifest,
+        points,
+        "00000",
+        dataset,
+        settings,
+        tmp_path / f"{name}.parquet",
+        tmp_path / f"{name}_failures.parquet",
+        tmp_path / f"{name}_logs",
+        threads=2,
+    )
     rows = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / f"{name}_failures.parquet").to_pylist()}
     return rows, failures, summary
@@ -134,10 +171,13 @@ def test_broken_empty_and_oversized_files_land_in_the_ledger_with_their_blender_
 
 def test_missing_textures_are_counted_rendered_with_the_fallback_and_flagged(tmp_path):
     (tmp_path / "m.mtl").write_text("newmtl skin\nKd 1 1 1\nmap_Kd does_not_exist.png\n")
-    (tmp_path / "m.obj").write_text("mtllib m.mtl\nv -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\n"
-                                    "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nusemtl skin\nf 1/1 2/2 3/3 4/4\n")
-    rows, failures, _ = render(tmp_path, {"m": tmp_path / "m.obj"}, with_points=False, depth=False,
-                               missing_texture_rgb=[0.0, 0.0, 1.0])
+    (tmp_path / "m.obj").write_text(
+        "mtllib m.mtl\nv -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\n"
+        "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nusemtl skin\nf 1/1 2/2 3/3 4/4\n"
+    )
+    rows, failures, _ = render(
+        tmp_path, {"m": tmp_path / "m.obj"}, with_points=False, depth=False, missing_texture_rgb=[0.0, 0.0, 1.0]
+    )
     assert failures["m"]["reason"] == "missing_texture"
     assert rows and all(r["missing_textures"] == 1 for r in rows)
     pixels = np.asarray(Image.open(io.BytesIO(rows[0]["png"])).convert("RGBA"))
@@ -165,8 +205,12 @@ BLEND_WITH_SCRIPTS = textwrap.dedent("""
 
 def test_a_blend_file_renders_without_running_its_embedded_python(tmp_path):
     marker = tmp_path / "marker"
-    subprocess.run([sys.executable, "-c", BLEND_WITH_SCRIPTS, str(tmp_path / "s.blend"), str(marker)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", BLEND_WITH_SCRIPTS, str(tmp_path / "s.blend"), str(marker)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     rows, failures, _ = render(tmp_path, {"s": tmp_path / "s.blend"}, with_points=False, depth=False)
     assert failures == {}
     assert rows[0]["normalisation_source"] == "render"
@@ -206,9 +250,14 @@ def test_a_killed_job_leaves_no_partial_shard_and_a_rerun_completes(tmp_path, me
     import time
 
     files = {f"obj{i}": meshes["blob"] for i in range(6)}
-    args = {"manifest": str(manifest_for(tmp_path, files)), "dataset": DATASET, "out": str(tmp_path / "r.parquet"),
-            "failures": str(tmp_path / "f.parquet"), "logs": str(tmp_path / "logs"),
-            "settings": dict(SETTINGS, views=8, resolution=96, depth=False)}
+    args = {
+        "manifest": str(manifest_for(tmp_path, files)),
+        "dataset": DATASET,
+        "out": str(tmp_path / "r.parquet"),
+        "failures": str(tmp_path / "f.parquet"),
+        "logs": str(tmp_path / "logs"),
+        "settings": dict(SETTINGS, views=8, resolution=96, depth=False),
+    }
     process = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, json.dumps(args)], start_new_session=True)
     deadline = time.time() + 60
     while not (tmp_path / "logs" / "obj1.log").exists() and time.time() < deadline:
@@ -232,8 +281,9 @@ FBX_AND_USD_EXPORT = textwrap.dedent("""
 
 def test_fbx_and_usd_render_through_blenders_importers(tmp_path):
     fbx, usd = tmp_path / "monkey.fbx", tmp_path / "monkey.usdc"
-    subprocess.run([sys.executable, "-c", FBX_AND_USD_EXPORT, str(fbx), str(usd)], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", FBX_AND_USD_EXPORT, str(fbx), str(usd)], check=True, capture_output=True, timeout=120
+    )
     rows, failures, _ = render(tmp_path, {"fbx": fbx, "usd": usd}, with_points=False, depth=False)
     assert failures == {}
     assert {r["uid"] for r in rows} == {"fbx", "usd"}
@@ -252,8 +302,17 @@ def test_a_file_changed_in_place_is_caught_by_its_checksum(tmp_path, meshes):
     data = bytearray(meshes["capsule"].read_bytes())
     data[-10] ^= 0xFF  # same size, other content
     meshes["capsule"].write_bytes(bytes(data))
-    run_render_shard(manifest, None, "00000", DATASET, dict(SETTINGS, views=1, depth=False), tmp_path / "r.parquet",
-                     tmp_path / "f.parquet", tmp_path / "logs", threads=2)
+    run_render_shard(
+        manifest,
+        None,
+        "00000",
+        DATASET,
+        dict(SETTINGS, views=1, depth=False),
+        tmp_path / "r.parquet",
+        tmp_path / "f.parquet",
+        tmp_path / "logs",
+        threads=2,
+    )
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
     assert list(failures) == ["capsule"] and failures["capsule"]["reason"] == "source_changed"
     assert "--forcerun manifest" in failures["capsule"]["detail"]
@@ -276,8 +335,9 @@ def test_vertex_colours_without_a_material_show_in_the_views(tmp_path):
 def test_a_mesh_without_any_colour_renders_in_the_points_default_colour(tmp_path):
     trimesh.creation.box(extents=[1.0, 0.8, 0.6]).export(tmp_path / "plain.stl")
     red = dict(DATASET, points=dict(DATASET["points"], default_rgb=[0.9, 0.1, 0.1]))
-    rows, failures, _ = render(tmp_path, {"plain": tmp_path / "plain.stl"}, dataset=red, views=2,
-                               background="transparent", depth=False)
+    rows, failures, _ = render(
+        tmp_path, {"plain": tmp_path / "plain.stl"}, dataset=red, views=2, background="transparent", depth=False
+    )
     assert failures == {}
     for row in rows:
         rgba = np.asarray(Image.open(io.BytesIO(row["png"])).convert("RGBA")).reshape(-1, 4).astype(float)

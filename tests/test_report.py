@@ -1,4 +1,5 @@
 """The visual report: its pieces on synthetic shards, then the demo's report in a real browser."""
+
 from __future__ import annotations
 
 import io
@@ -37,6 +38,7 @@ OBJECT_COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 30)]
 
 # --- synthetic shards: the triplets and ranked schemas, small sizes ---
 
+
 def png(colour, size=RESOLUTION) -> bytes:
     image = Image.new("RGB", (size, size), (255, 255, 255))
     image.paste(colour, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
@@ -54,8 +56,10 @@ def object_captions(rng, index):
     """CAPTIONS captions per view, some empty, and their scores."""
     captions, scores = [], []
     for view in range(VIEWS):
-        texts = [("" if (index + view + c) % 7 == 0 else " ".join(["word"] * (1 + (index + c) % 5)) + f" {index}")
-                 for c in range(CAPTIONS)]
+        texts = [
+            ("" if (index + view + c) % 7 == 0 else " ".join(["word"] * (1 + (index + c) % 5)) + f" {index}")
+            for c in range(CAPTIONS)
+        ]
         captions.append(texts)
         scores.append([float(s) for s in rng.uniform(-0.2, 0.5, CAPTIONS).astype(np.float32)])
     return captions, scores
@@ -78,43 +82,68 @@ def write_shards(root: Path, sizes: list[int], start: int = 0, uid_order=None):
     triplet_paths, ranked_paths, cursor = [], [], 0
     for shard, size in enumerate(sizes):
         rows, ranked = [], []
-        for index in indices[cursor:cursor + size]:
+        for index in indices[cursor : cursor + size]:
             rng = np.random.default_rng(index)
             uid = f"obj_{index:04d}"
             captions, scores = object_captions(rng, index)
             top = [best_non_empty(t, s) for t, s in zip(captions, scores)]
             kept = [[captions[v][i] for i in top[v]] for v in range(VIEWS)]
             colour = OBJECT_COLOURS[index % len(OBJECT_COLOURS)]
-            rows.append({
-                "uid": uid, "category": f"class_{index % 3}",
-                "xyz": sphere_points(rng).tolist(), "rgb": [list(colour)] * POINTS,
-                "images": [{"bytes": png(colour), "path": f"{uid}/{v:03d}.png"} for v in range(VIEWS)],
-                "views": list(range(VIEWS)), "azimuth_deg": [c.azimuth_deg for c in cameras],
-                "elevation_deg": [c.elevation_deg for c in cameras],
-                "intrinsics": [c.intrinsics.reshape(-1).tolist() for c in cameras],
-                "world_to_camera": [c.world_to_camera.reshape(-1).tolist() for c in cameras],
-                "depth": None, "center": [0.0, 0.0, 0.0], "scale": 1.0, "up_axis": "y",
-                "captions": captions, "caption_scores": scores, "kept": kept,
-            })
-            ranked += [{"uid": uid, "view": v, "captions": captions[v], "scores": scores[v], "top_k": top[v],
-                        "kept": kept[v], "model": "test"} for v in range(VIEWS)]
+            rows.append(
+                {
+                    "uid": uid,
+                    "category": f"class_{index % 3}",
+                    "xyz": sphere_points(rng).tolist(),
+                    "rgb": [list(colour)] * POINTS,
+                    "images": [{"bytes": png(colour), "path": f"{uid}/{v:03d}.png"} for v in range(VIEWS)],
+                    "views": list(range(VIEWS)),
+                    "azimuth_deg": [c.azimuth_deg for c in cameras],
+                    "elevation_deg": [c.elevation_deg for c in cameras],
+                    "intrinsics": [c.intrinsics.reshape(-1).tolist() for c in cameras],
+                    "world_to_camera": [c.world_to_camera.reshape(-1).tolist() for c in cameras],
+                    "depth": None,
+                    "center": [0.0, 0.0, 0.0],
+                    "scale": 1.0,
+                    "up_axis": "y",
+                    "captions": captions,
+                    "caption_scores": scores,
+                    "kept": kept,
+                }
+            )
+            ranked += [
+                {
+                    "uid": uid,
+                    "view": v,
+                    "captions": captions[v],
+                    "scores": scores[v],
+                    "top_k": top[v],
+                    "kept": kept[v],
+                    "model": "test",
+                }
+                for v in range(VIEWS)
+            ]
         cursor += size
         name = f"{shard:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=triplet_schema(POINTS)), root / "triplets" / name,
-                       row_group_size=4)
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=triplet_schema(POINTS)), root / "triplets" / name, row_group_size=4
+        )
         pq.write_table(pa.Table.from_pylist(ranked, schema=RANKED_SCHEMA), root / "ranked" / name)
         triplet_paths.append(root / "triplets" / name)
         ranked_paths.append(root / "ranked" / name)
     return triplet_paths, ranked_paths
 
 
-RANKED_SCHEMA = pa.schema([
-    pa.field("uid", pa.string(), nullable=False), pa.field("view", pa.int16(), nullable=False),
-    pa.field("captions", pa.list_(pa.string()), nullable=False), pa.field("scores", pa.list_(pa.float32()),
-                                                                         nullable=False),
-    pa.field("top_k", pa.list_(pa.int16()), nullable=False), pa.field("kept", pa.list_(pa.string()), nullable=False),
-    pa.field("model", pa.string()),
-])
+RANKED_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("view", pa.int16(), nullable=False),
+        pa.field("captions", pa.list_(pa.string()), nullable=False),
+        pa.field("scores", pa.list_(pa.float32()), nullable=False),
+        pa.field("top_k", pa.list_(pa.int16()), nullable=False),
+        pa.field("kept", pa.list_(pa.string()), nullable=False),
+        pa.field("model", pa.string()),
+    ]
+)
 
 
 def all_ranked_rows(paths):
@@ -122,6 +151,7 @@ def all_ranked_rows(paths):
 
 
 # --- text, charts ---
+
 
 def test_captions_full_of_control_characters_become_visible_and_valid_xml():
     noisy = "a\x16b\x08<c>&\x7f\ud800"
@@ -146,9 +176,10 @@ def test_charts_are_well_formed_svg_with_one_bar_per_non_empty_bin():
 
 # --- the splat renderer ---
 
+
 def simple_camera(distance=3.0, focal=32.0, size=64):
     world_to_camera = np.eye(4)
-    world_to_camera[2, 3] = distance          # the origin lies `distance` in front of the camera
+    world_to_camera[2, 3] = distance  # the origin lies `distance` in front of the camera
     intrinsics = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1.0]])
     return world_to_camera, intrinsics
 
@@ -159,16 +190,16 @@ def test_a_point_lands_where_the_camera_projects_it():
     rgb = np.array([[255, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)
     image = splat(xyz, rgb, w2c, k, 64, 64, size=64, radius=0, shade=0)
     assert tuple(image[32, 32]) == (255, 0, 0)
-    assert tuple(image[32, 32 + 8]) == (0, 0, 255)      # 32 * 0.75 / 3 = 8 pixels to the right
-    assert (image.reshape(-1, 3) != 255).any(axis=1).sum() == 2   # nothing else drawn
-    half = splat(xyz, rgb, w2c, k, 64, 64, size=32, radius=0, shade=0)   # scaled to the thumbnail
+    assert tuple(image[32, 32 + 8]) == (0, 0, 255)  # 32 * 0.75 / 3 = 8 pixels to the right
+    assert (image.reshape(-1, 3) != 255).any(axis=1).sum() == 2  # nothing else drawn
+    half = splat(xyz, rgb, w2c, k, 64, 64, size=32, radius=0, shade=0)  # scaled to the thumbnail
     assert half.shape == (32, 32, 3) and tuple(half[16, 16]) == (255, 0, 0) and tuple(half[16, 20]) == (0, 0, 255)
 
 
 @pytest.mark.parametrize("order", [[0, 1], [1, 0]])
 def test_the_nearest_point_wins_whatever_the_order(order):
     w2c, k = simple_camera()
-    xyz = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], np.float32)[order]   # z -1 is nearer the camera
+    xyz = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], np.float32)[order]  # z -1 is nearer the camera
     rgb = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)[order]
     image = splat(xyz, rgb, w2c, k, 64, 64, size=64, radius=2, shade=0)
     assert tuple(image[32, 32]) == (255, 0, 0)
@@ -189,16 +220,27 @@ def test_the_up_axis_is_up_in_the_preview(up):
 
 # --- the streaming pass ---
 
+
 def test_kept_scores_follow_top_k_not_the_maximum():
-    table = pa.Table.from_pylist([
-        {"uid": "a", "view": 0, "captions": ["x", "y", "z"], "scores": [0.9, 0.1, 0.3], "top_k": [2], "kept": ["z"],
-         "model": "m"},
-        {"uid": "a", "view": 1, "captions": ["", ""], "scores": [0.5, 0.4], "top_k": [], "kept": [], "model": "m"},
-        {"uid": "b", "view": 0, "captions": ["p"], "scores": [0.2], "top_k": [0], "kept": ["p"], "model": "m"},
-    ], schema=RANKED_SCHEMA)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "uid": "a",
+                "view": 0,
+                "captions": ["x", "y", "z"],
+                "scores": [0.9, 0.1, 0.3],
+                "top_k": [2],
+                "kept": ["z"],
+                "model": "m",
+            },
+            {"uid": "a", "view": 1, "captions": ["", ""], "scores": [0.5, 0.4], "top_k": [], "kept": [], "model": "m"},
+            {"uid": "b", "view": 0, "captions": ["p"], "scores": [0.2], "top_k": [0], "kept": ["p"], "model": "m"},
+        ],
+        schema=RANKED_SCHEMA,
+    )
     scores = kept_scores(table)
     assert scores[0] == pytest.approx(0.3) and np.isnan(scores[1]) and scores[2] == pytest.approx(0.2)
-    assert kept_scores(table.slice(1)).tolist()[1] == pytest.approx(0.2)   # sliced lists keep their offsets
+    assert kept_scores(table.slice(1)).tolist()[1] == pytest.approx(0.2)  # sliced lists keep their offsets
 
 
 def test_words_are_runs_of_non_whitespace():
@@ -207,7 +249,7 @@ def test_words_are_runs_of_non_whitespace():
 
 
 def test_statistics_and_extremes_equal_a_brute_force_reading(tmp_path):
-    triplets, ranked = write_shards(tmp_path, [7, 0, 9, 5])   # an empty shard in the middle
+    triplets, ranked = write_shards(tmp_path, [7, 0, 9, 5])  # an empty shard in the middle
     digest = collect(triplets, ranked, sample_size=5, extremes=3)
     rows = all_ranked_rows(ranked)
     captions = [c for r in rows for c in r["captions"]]
@@ -223,7 +265,7 @@ def test_statistics_and_extremes_equal_a_brute_force_reading(tmp_path):
     assert sum(counts["all captions"]) == len(captions) and sum(counts["kept"]) == len(kept)
     assert edges[0] <= min(s for r in rows for s in r["scores"]) and edges[-1] >= max(k[0] for k in kept)
     assert len(digest.sample) == 5
-    for uid, _ in digest.sample:   # the kept caption of every sampled view is recorded
+    for uid, _ in digest.sample:  # the kept caption of every sampled view is recorded
         assert set(digest.sample_views[uid]) == set(range(VIEWS))
 
 
@@ -238,14 +280,16 @@ def test_the_sample_does_not_depend_on_how_objects_are_sharded(tmp_path):
 
 def test_objects_are_read_from_only_the_row_groups_that_hold_them(tmp_path):
     triplets, _ = write_shards(tmp_path, [10, 10])
-    rows = read_objects(triplets, {"00001": {"obj_0013"}, "00000": {"obj_0002", "missing"}},
-                        ["uid", "views", "xyz", "rgb"])
+    rows = read_objects(
+        triplets, {"00001": {"obj_0013"}, "00000": {"obj_0002", "missing"}}, ["uid", "views", "xyz", "rgb"]
+    )
     assert sorted(rows) == ["obj_0002", "obj_0013"]
     assert rows["obj_0013"]["xyz"].shape == (POINTS, 3) and rows["obj_0013"]["views"] == list(range(VIEWS))
     assert tuple(rows["obj_0013"]["rgb"][0]) == OBJECT_COLOURS[13 % len(OBJECT_COLOURS)]
 
 
 # --- the pages ---
+
 
 def object_rows_in(page: str) -> int:
     return page.count('<th class="obj">')
@@ -291,9 +335,10 @@ def test_the_report_settings_are_the_configuration_schema():
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), REPO / "config.schema.yaml")
     assert set(config["report"]) == set(Settings.__dataclass_fields__)
     assert Settings.from_config(config["report"]) == Settings()
-    bare = validate_config({"datasets": config["datasets"], "render_presets": config["render_presets"]},
-                           REPO / "config.schema.yaml")
-    assert Settings.from_config(bare["report"]) == Settings()   # the schema's defaults are the code's
+    bare = validate_config(
+        {"datasets": config["datasets"], "render_presets": config["render_presets"]}, REPO / "config.schema.yaml"
+    )
+    assert Settings.from_config(bare["report"]) == Settings()  # the schema's defaults are the code's
 
 
 def failure_file(path: Path, rows: list[dict]):
@@ -304,39 +349,86 @@ def failure_file(path: Path, rows: list[dict]):
 
 def test_the_failures_page_counts_by_stage_and_reason_with_capped_examples(tmp_path):
     def row(i, stage, reason):
-        return {"uid": f"u{i}", "stage": stage, "source": f"/data/u{i}.glb", "reason": reason,
-                "detail": f"error {i} <boom>\n" + "log line\n" * (500 if i == 0 else 1)}
-    paths = [failure_file(tmp_path / "a.parquet", [row(i, "points", "unreadable") for i in range(5)]),
-             failure_file(tmp_path / "b.parquet", [row(9, "render", "timeout")]),
-             failure_file(tmp_path / "c.parquet", [])]
+        return {
+            "uid": f"u{i}",
+            "stage": stage,
+            "source": f"/data/u{i}.glb",
+            "reason": reason,
+            "detail": f"error {i} <boom>\n" + "log line\n" * (500 if i == 0 else 1),
+        }
+
+    paths = [
+        failure_file(tmp_path / "a.parquet", [row(i, "points", "unreadable") for i in range(5)]),
+        failure_file(tmp_path / "b.parquet", [row(9, "render", "timeout")]),
+        failure_file(tmp_path / "c.parquet", []),
+    ]
     examples = failure_examples(paths, per_reason=2)
     assert {k: len(v) for k, v in examples.items()} == {("points", "unreadable"): 2, ("render", "timeout"): 1}
-    stages = {"manifest": (20, 20, {}), "points": (20, 15, {"unreadable": 5}), "render": (15, 14, {"timeout": 1}),
-              "caption": (14, 14, {}), "rank": (14, 14, {}), "triplets": (14, 14, {})}
-    summary = {"objects_in": 20, "triplets_out": 14, "objects_failed": 6, "shards": ["00000"],
-               "stages": {k: {"in": a, "out": b, "failed": f, "flagged": {}} for k, (a, b, f) in stages.items()},
-               "failures": {"render": {"timeout": 1}, "points": {"unreadable": 5}},
-               "flags": {"render": {"missing_texture": 2}}}
+    stages = {
+        "manifest": (20, 20, {}),
+        "points": (20, 15, {"unreadable": 5}),
+        "render": (15, 14, {"timeout": 1}),
+        "caption": (14, 14, {}),
+        "rank": (14, 14, {}),
+        "triplets": (14, 14, {}),
+    }
+    summary = {
+        "objects_in": 20,
+        "triplets_out": 14,
+        "objects_failed": 6,
+        "shards": ["00000"],
+        "stages": {k: {"in": a, "out": b, "failed": f, "flagged": {}} for k, (a, b, f) in stages.items()},
+        "failures": {"render": {"timeout": 1}, "points": {"unreadable": 5}},
+        "flags": {"render": {"missing_texture": 2}},
+    }
     text = failures_page("toy", summary, examples)
     assert "70.0 %" in text and "(2 of 5)" in text and "(1 of 1)" in text
     assert "Objects through the stages" in text and "missing_texture" in text
-    assert text.index("points · unreadable") < text.index("render · timeout")   # pipeline order
+    assert text.index("points · unreadable") < text.index("render · timeout")  # pipeline order
     assert "error 0 &lt;boom&gt;" in text and "characters left out" in text
     clean = failures_page("toy", {"objects_in": 3, "triplets_out": 3, "failures": {}}, {})
     assert "No failures" in clean
 
 
-METRICS = {"epochs": 3, "steps": 6, "towers_unchanged": True, "trainable_parameters": 1000,
-           "encoder": {"width": 64}, "history": [
-               {"epoch": e, "loss": 3.0 - e, "loss_text": 1.5, "loss_image": 1.5, "acc_text": 0.1 * e,
-                "acc_image": 0.2, "lr": 0.001, "logit_scale": 14.0} for e in (1, 2, 3)]}
+METRICS = {
+    "epochs": 3,
+    "steps": 6,
+    "towers_unchanged": True,
+    "trainable_parameters": 1000,
+    "encoder": {"width": 64},
+    "history": [
+        {
+            "epoch": e,
+            "loss": 3.0 - e,
+            "loss_text": 1.5,
+            "loss_image": 1.5,
+            "acc_text": 0.1 * e,
+            "acc_image": 0.2,
+            "lr": 0.001,
+            "logit_scale": 14.0,
+        }
+        for e in (1, 2, 3)
+    ],
+}
 
 
 def zero_shot(**extra):
-    return {"text_tower": "clip", "benchmarks": {
-        "heldout": {"top1": 75.0, "top5": 95.0, "class_mean": 80.28, "samples": 20, "classes": 3,
-                    "chance_top1": 33.33, "format": "demo_heldout", **extra},
-        "lvis": {"error": "no samples"}}}
+    return {
+        "text_tower": "clip",
+        "benchmarks": {
+            "heldout": {
+                "top1": 75.0,
+                "top5": 95.0,
+                "class_mean": 80.28,
+                "samples": 20,
+                "classes": 3,
+                "chance_top1": 33.33,
+                "format": "demo_heldout",
+                **extra,
+            },
+            "lvis": {"error": "no samples"},
+        },
+    }
 
 
 def test_the_training_page_draws_the_curves_and_says_when_the_confusion_matrix_is_missing():
@@ -348,8 +440,12 @@ def test_the_training_page_draws_the_curves_and_says_when_the_confusion_matrix_i
 
 def test_the_confusion_matrix_has_true_rows_and_predicted_columns():
     confusion = {"classes": ["cat", "dog", "cow"], "matrix": [[5, 1, 0], [0, 4, 2], [0, 0, 3]]}
-    text = training_page("toy", "run1", METRICS, zero_shot(
-        confusion=confusion, per_class_top1={"cat": 83.33, "dog": 66.67, "cow": 100.0}))
+    text = training_page(
+        "toy",
+        "run1",
+        METRICS,
+        zero_shot(confusion=confusion, per_class_top1={"cat": 83.33, "dog": 66.67, "cow": 100.0}),
+    )
     assert "Confusion matrix missing" not in text
     table = text.split('<table class="cm">')[1].split("</table>")[0]
     assert 'title="dog predicted as cow: 2">2</td>' in table
@@ -383,7 +479,7 @@ def test_the_demo_run_makes_every_page_and_snakemake_embeds_them(demo_report):
     for name in PAGES + [f"training_{config['train']['run']}"]:
         text = (pages / f"{name}.html").read_text()
         assert "<!doctype html>" in text and "http://" not in text.replace("http://www.w3.org/2000/svg", ""), name
-        assert "https://" not in text, name   # renders offline: nothing to fetch
+        assert "https://" not in text, name  # renders offline: nothing to fetch
     sheet = (pages / "contact_sheet.html").read_text()
     assert object_rows_in(sheet) == config["report"]["sample_objects"]
     views = config["render_presets"][config["datasets"]["demo"]["render_preset"]]["views"]
@@ -393,16 +489,30 @@ def test_the_demo_run_makes_every_page_and_snakemake_embeds_them(demo_report):
     for name in PAGES:
         assert f"results/demo/report/{name}.html" in html
     size = report.stat().st_size
-    print(f"report.html: {size / 1e6:.2f} MB; pages: "
-          + ", ".join(f"{p.name} {p.stat().st_size / 1e3:.0f} kB" for p in sorted(pages.iterdir())))
+    print(
+        f"report.html: {size / 1e6:.2f} MB; pages: "
+        + ", ".join(f"{p.name} {p.stat().st_size / 1e3:.0f} kB" for p in sorted(pages.iterdir()))
+    )
     assert size < 8e6
 
 
 def chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args, url]
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        *args,
+        url,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"chromium failed ({result.returncode}): {result.stderr[-3000:]}"
     return result
@@ -431,7 +541,7 @@ def with_contact_sheet_open(report: Path, out: Path) -> Path:
 def colourful_pixels(png_path: Path, left_fraction: float = 0.0) -> tuple[int, float, int]:
     """(distinct colours, non-white fraction, strongly saturated pixels) right of ``left_fraction`` of the width."""
     pixels = np.asarray(Image.open(png_path).convert("RGB")).astype(np.int32)
-    pixels = pixels[:, int(pixels.shape[1] * left_fraction):]
+    pixels = pixels[:, int(pixels.shape[1] * left_fraction) :]
     flat = pixels.reshape(-1, 3)
     distinct = len(np.unique(flat[:, 0] << 16 | flat[:, 1] << 8 | flat[:, 2]))
     non_white = float((flat < 245).any(axis=1).mean())
@@ -456,12 +566,16 @@ def test_the_report_renders_in_a_real_browser(demo_report, tmp_path):
     chromium(tmp_path, opened.as_uri(), f"--screenshot={shot}", "--window-size=1280,800")
     distinct, non_white, saturated = colourful_pixels(shot, left_fraction=0.35)
     print(f"contact sheet in the app: {distinct} colours, {non_white:.0%} non-white, {saturated} saturated pixels")
-    assert distinct > 2000 and non_white > 0.1 and saturated > 1500   # rendered views, not an empty pane
+    assert distinct > 2000 and non_white > 0.1 and saturated > 1500  # rendered views, not an empty pane
     # Each page on its own, as a browser parses it.
     pages = workdir / "results" / "demo" / "report"
-    sections = {"contact_sheet": ["demo: contact sheet", "CLIP "], "caption_extremes": ["Lowest-scored kept",
-                "Highest-scored kept"], "caption_statistics": ["<svg", "empty captions"],
-                "point_clouds": ["points, same camera"], "failures": ["Where objects left, and why", "broken_000"]}
+    sections = {
+        "contact_sheet": ["demo: contact sheet", "CLIP "],
+        "caption_extremes": ["Lowest-scored kept", "Highest-scored kept"],
+        "caption_statistics": ["<svg", "empty captions"],
+        "point_clouds": ["points, same camera"],
+        "failures": ["Where objects left, and why", "broken_000"],
+    }
     for name, expected in sections.items():
         dom = chromium(tmp_path, (pages / f"{name}.html").as_uri(), "--dump-dom").stdout
         for text in expected:

@@ -48,11 +48,15 @@ def test_vertex_material_and_default_colours(tmp_path):
     box.export(tmp_path / "vertex.ply")
     plain = trimesh.creation.box()
     plain.visual = trimesh.visual.TextureVisuals(
-        material=trimesh.visual.material.PBRMaterial(baseColorFactor=[200, 100, 50, 255]))
+        material=trimesh.visual.material.PBRMaterial(baseColorFactor=[200, 100, 50, 255])
+    )
     trimesh.Scene(plain).export(tmp_path / "material.glb")
     trimesh.creation.box().export(tmp_path / "plain.stl")
-    expected = {"vertex.ply": ([10, 200, 30], "vertex"), "material.glb": ([200, 100, 50], "material"),
-                "plain.stl": ([102, 102, 102], "none")}
+    expected = {
+        "vertex.ply": ([10, 200, 30], "vertex"),
+        "material.glb": ([200, 100, 50], "material"),
+        "plain.stl": ([102, 102, 102], "none"),
+    }
     for name, (colour, source) in expected.items():
         cloud = points_for_object(tmp_path / name, name, None, points_cfg(count=500), seed=0).cloud
         assert cloud.colour_sources == [source], name
@@ -61,8 +65,9 @@ def test_vertex_material_and_default_colours(tmp_path):
 
 def test_node_transforms_are_applied(tmp_path):
     scene = trimesh.Scene()
-    transform = trimesh.transformations.compose_matrix(scale=[2.0, 2.0, 2.0], translate=[10.0, 0.0, 0.0],
-                                                       angles=[0.0, 0.0, np.pi / 2])
+    transform = trimesh.transformations.compose_matrix(
+        scale=[2.0, 2.0, 2.0], translate=[10.0, 0.0, 0.0], angles=[0.0, 0.0, np.pi / 2]
+    )
     scene.add_geometry(trimesh.creation.box(extents=[1.0, 0.1, 0.1]), transform=transform)
     scene.add_geometry(trimesh.creation.box(extents=[0.1, 0.1, 0.1]), transform=np.eye(4))
     path = tmp_path / "scene.glb"
@@ -128,12 +133,19 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(textured_squar
     assert a.xyz.tobytes() != c.xyz.tobytes()
 
 
-@pytest.mark.parametrize("name,content,reason", [
-    ("garbage.glb", b"glTF\x02\x00\x00\x00garbage", "unreadable"),
-    ("empty.ply", b"ply\nformat ascii 1.0\nelement vertex 0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n", "empty"),
-    ("flat.obj", b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "no_area"),
-    ("nan.obj", b"v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n", "non_finite"),
-])
+@pytest.mark.parametrize(
+    "name,content,reason",
+    [
+        ("garbage.glb", b"glTF\x02\x00\x00\x00garbage", "unreadable"),
+        (
+            "empty.ply",
+            b"ply\nformat ascii 1.0\nelement vertex 0\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n",
+            "empty",
+        ),
+        ("flat.obj", b"v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n", "no_area"),
+        ("nan.obj", b"v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n", "non_finite"),
+    ],
+)
 def test_bad_meshes_raise_an_object_failure_with_a_reason(tmp_path, name, content, reason):
     # The trimesh reader alone: unreadable and empty files go on to Blender in the stage
     # (tests/test_points_isolation.py), which this process must not load.
@@ -193,17 +205,20 @@ def test_the_cloud_is_the_normalised_surface_sample_in_farthest_point_order():
 GRID_TEXTURE = (10 * np.arange(2)[:, None] + np.arange(4)[None, :]).astype(np.uint8)
 
 
-@pytest.mark.parametrize("u,v,row,column", [
-    (0.1, 0.9, 0, 0),     # v up: the top row holds v in (0.5, 1)
-    (0.9, 0.1, 1, 3),
-    (0.3, 0.6, 0, 1),
-    (1.3, 0.6, 0, 1),     # REPEAT: whole periods drop out, both ways
-    (-0.7, -0.4, 0, 1),
-    (2.6, 1.1, 1, 2),
-    (0.0, 0.0, 1, 0),     # v = 0 is the bottom edge of the bottom row
-    (1.0, 1.0, 1, 0),     # one full period from (0, 0)
-    (-1e-20, 0.7, 0, 3),  # just left of u = 0 wraps to the last column
-])
+@pytest.mark.parametrize(
+    "u,v,row,column",
+    [
+        (0.1, 0.9, 0, 0),  # v up: the top row holds v in (0.5, 1)
+        (0.9, 0.1, 1, 3),
+        (0.3, 0.6, 0, 1),
+        (1.3, 0.6, 0, 1),  # REPEAT: whole periods drop out, both ways
+        (-0.7, -0.4, 0, 1),
+        (2.6, 1.1, 1, 2),
+        (0.0, 0.0, 1, 0),  # v = 0 is the bottom edge of the bottom row
+        (1.0, 1.0, 1, 0),  # one full period from (0, 0)
+        (-1e-20, 0.7, 0, 3),  # just left of u = 0 wraps to the last column
+    ],
+)
 def test_texture_lookup_takes_the_nearest_texel_with_repeat_wrapping(u, v, row, column):
     texel = _texture_lookup(GRID_TEXTURE, np.array([[u, v]]))
     assert texel.tolist() == [GRID_TEXTURE[row, column]]
@@ -221,8 +236,12 @@ class QueuedRandom:
         return draw.copy()
 
 
-RIGHT_TRIANGLE = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.array([[0, 1, 2]]), VERTEX,
-                      colours=np.array([[0, 0, 0, 255], [255, 0, 0, 255], [0, 255, 0, 255]], np.uint8))
+RIGHT_TRIANGLE = Part(
+    np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+    np.array([[0, 1, 2]]),
+    VERTEX,
+    colours=np.array([[0, 0, 0, 255], [255, 0, 0, 255], [0, 255, 0, 255]], np.uint8),
+)
 
 
 def test_uniform_pairs_inside_the_triangle_stay_and_pairs_outside_are_reflected():
@@ -259,10 +278,14 @@ def test_a_material_colour_and_the_default_colour_become_bytes():
 
 
 def test_texels_are_multiplied_by_the_base_colour_factor():
-    square = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]),
-                  np.array([[0, 1, 2], [0, 2, 3]]), TEXTURE,
-                  uv=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
-                  image=np.full((4, 4, 4), 200, np.uint8), factor=np.array([1.0, 0.5, 0.25, 1.0]))
+    square = Part(
+        np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]),
+        np.array([[0, 1, 2], [0, 2, 3]]),
+        TEXTURE,
+        uv=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
+        image=np.full((4, 4, 4), 200, np.uint8),
+        factor=np.array([1.0, 0.5, 0.25, 1.0]),
+    )
     surface = sample_surface([square], 100, np.random.default_rng(0), (0.4, 0.4, 0.4))
     np.testing.assert_array_equal(surface.rgb, np.tile([200, 100, 50], (100, 1)))
     assert surface.colour_sources == [TEXTURE]
@@ -281,8 +304,7 @@ def test_the_centroid_is_the_exact_area_weighted_centroid_of_all_parts():
 @pytest.mark.parametrize("scale", [0.0, 1e200, np.nan])
 def test_a_surface_without_finite_positive_area_is_a_no_area_failure(scale):
     """All triangles degenerate (area 0), or areas that overflow to infinity or are NaN."""
-    triangle = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) * scale,
-                    np.array([[0, 1, 2]]), NONE)
+    triangle = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) * scale, np.array([[0, 1, 2]]), NONE)
     with pytest.raises(ObjectFailure) as info:
         sample_surface([triangle], 10, np.random.default_rng(0), (0.4, 0.4, 0.4))
     assert info.value.reason == "no_area"
@@ -309,8 +331,12 @@ def test_normalise_returns_float32_points_in_the_unit_ball_with_the_centre_and_s
 def triangle_row(x_offset: float, colour: list[int]) -> Part:
     """A FACE part: a zero-area triangle, then the right triangle moved by ``x_offset``, in ``colour``."""
     vertices = np.concatenate([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0]], RIGHT_TRIANGLE.vertices])
-    return Part(vertices + [x_offset, 0.0, 0.0], np.array([[0, 1, 2], [3, 4, 5]]), FACE,
-                colours=np.array([[255, 255, 255, 255], colour + [255]], np.uint8))
+    return Part(
+        vertices + [x_offset, 0.0, 0.0],
+        np.array([[0, 1, 2], [3, 4, 5]]),
+        FACE,
+        colours=np.array([[255, 255, 255, 255], colour + [255]], np.uint8),
+    )
 
 
 def test_zero_area_faces_are_never_sampled_even_by_a_zero_draw():
@@ -341,9 +367,13 @@ def test_sampling_a_textured_mesh_raises_no_warnings(textured_square_glb):
 
 def test_colours_beyond_0_to_1_are_clipped_to_bytes():
     """Blender can give a texture factor over 1 (an HDR colour constant) or, set from Python, below 0."""
-    square = Part(np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]),
-                  np.array([[0, 1, 2], [0, 2, 3]]), TEXTURE,
-                  uv=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
-                  image=np.full((4, 4, 4), 200, np.uint8), factor=np.array([2.0, -0.5, 1.0, 1.0]))
+    square = Part(
+        np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]),
+        np.array([[0, 1, 2], [0, 2, 3]]),
+        TEXTURE,
+        uv=np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]),
+        image=np.full((4, 4, 4), 200, np.uint8),
+        factor=np.array([2.0, -0.5, 1.0, 1.0]),
+    )
     surface = sample_surface([square], 20, np.random.default_rng(0), (0.4, 0.4, 0.4))
     np.testing.assert_array_equal(surface.rgb, np.tile([255, 0, 200], (20, 1)))

@@ -1,4 +1,5 @@
 """The demo workflow submitted through profiles/slurm to a real one-node SLURM, compared with a local run."""
+
 import re
 
 import pyarrow.parquet as pq
@@ -45,9 +46,20 @@ def test_the_demo_runs_through_the_scheduler_and_matches_a_local_run(cluster, tm
         workdir.mkdir()
         tiny_config(workdir)
     snakemake(local)
-    result = snakemake(remote, "--profile", str(REPO / "profiles" / "slurm"), "--slurm-status-command", "squeue",
-                       "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4", *memory_overrides(),
-                       env=cluster.env, check=False)
+    result = snakemake(
+        remote,
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--jobs",
+        "4",
+        *memory_overrides(),
+        env=cluster.env,
+        check=False,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:] + cluster.log_tail()
     job_ids = set(re.findall(r"SLURM jobid (\d+)", output))

@@ -24,7 +24,10 @@ def test_shapenet_tree_takes_the_category_from_the_synset(tmp_path):
     objects, missing = list_objects({"kind": "shapenet", "path": str(tmp_path), "synsets": []})
     assert missing == []
     assert [(o.uid, o.category) for o in objects] == [
-        ("03001627_abc", "chair"), ("04379243_def", "table"), ("04379243_ghi", "table")]
+        ("03001627_abc", "chair"),
+        ("04379243_def", "table"),
+        ("04379243_ghi", "table"),
+    ]
     only_chairs, _ = list_objects({"kind": "shapenet", "path": str(tmp_path), "synsets": ["03001627"]})
     assert [o.uid for o in only_chairs] == ["03001627_abc"]
 
@@ -51,8 +54,15 @@ def objaverse_index(cache, uids):
 
 
 def objaverse_source(cache, uids, **extra):
-    return {"kind": "objaverse", "uids": uids, "uids_file": None, "cache_dir": str(cache),
-            "download_processes": 1, "categories": "none", **extra}
+    return {
+        "kind": "objaverse",
+        "uids": uids,
+        "uids_file": None,
+        "cache_dir": str(cache),
+        "download_processes": 1,
+        "categories": "none",
+        **extra,
+    }
 
 
 def test_objaverse_from_a_prefilled_cache(tmp_path):

@@ -1,6 +1,7 @@
 """The stand-ins keep the real checkpoints' contract: facts read back from the saved files through
 the loading code the real models go through, pinned to the values of the public hub files
 (Salesforce/blip2-opt-6.7b) and open_clip's registry, so they cannot drift back."""
+
 import json
 from pathlib import Path
 
@@ -38,8 +39,9 @@ def test_blip2_config_keeps_the_real_token_ids_and_layout(blip2):
     assert model.vision_model.embeddings.position_embedding.shape[1] == 257
     qformer = config.qformer_config
     assert qformer.cross_attention_frequency == 2
-    assert [hasattr(layer, "crossattention") for layer in model.qformer.encoder.layer] == \
-        [i % 2 == 0 for i in range(qformer.num_hidden_layers)]
+    assert [hasattr(layer, "crossattention") for layer in model.qformer.encoder.layer] == [
+        i % 2 == 0 for i in range(qformer.num_hidden_layers)
+    ]
     assert model.query_tokens.shape[1] == 32
 
 
@@ -54,8 +56,12 @@ def test_blip2_tokenizer_has_the_real_special_tokens_and_newline(blip2):
     _, processor = blip2
     tokenizer = processor.tokenizer
     assert type(tokenizer).__name__ == "GPT2Tokenizer" and len(tokenizer) == 50266
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token) == \
-        ("</s>", "</s>", "</s>", "<pad>")
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token) == (
+        "</s>",
+        "</s>",
+        "</s>",
+        "<pad>",
+    )
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (2, 2, 1)
     assert tokenizer.convert_tokens_to_ids("<image>") == 50265
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 50118]) == ["<s>", "<pad>", "</s>", "<unk>", "\u010a"]
@@ -78,8 +84,13 @@ def test_blip2_processor_is_the_hubs(stand_ins, blip2):
     assert set(only_images) == {"pixel_values"} and only_images["pixel_values"].shape == (1, 3, 224, 224)
     with_text = processor(images=[image], text="a photo of", return_tensors="pt")["input_ids"][0].tolist()
     assert with_text[:33] == [50265] * 32 + [2]  # 32 <image> tokens before the BOS
-    for name in ("preprocessor_config.json", "processor_config.json", "vocab.json", "merges.txt",
-                 "tokenizer_config.json"):
+    for name in (
+        "preprocessor_config.json",
+        "processor_config.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+    ):
         assert (Path(stand_ins["blip2"]) / name).is_file(), name  # the hub's file layout
 
 
@@ -88,9 +99,18 @@ def test_the_stand_in_only_shrinks_sizes(blip2):
     saved = model.config.to_dict()
     for block in ("vision_config", "qformer_config", "text_config"):
         for key, value in BLIP2_CONFIG[block].items():
-            if key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "ffn_dim",
-                       "encoder_hidden_size", "word_embed_proj_dim", "torch_dtype", "architectures",
-                       "_name_or_path"):
+            if key in (
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "ffn_dim",
+                "encoder_hidden_size",
+                "word_embed_proj_dim",
+                "torch_dtype",
+                "architectures",
+                "_name_or_path",
+            ):
                 continue
             assert saved[block][key] == value, (block, key)
     with pytest.raises(ValueError, match="only change sizes"):
@@ -127,12 +147,15 @@ def test_tiny_clip_configs_are_open_clips_own_with_sizes_shrunk(clip):
     import open_clip
 
     real = open_clip.get_model_config(clip["arch"])
-    tiny = clip_arch_config(clip, {"embed_dim": 32, "vision_cfg": {"width": 64, "layers": 2},
-                                   "text_cfg": {"width": 64, "heads": 2, "layers": 2}})
+    tiny = clip_arch_config(
+        clip,
+        {"embed_dim": 32, "vision_cfg": {"width": 64, "layers": 2}, "text_cfg": {"width": 64, "heads": 2, "layers": 2}},
+    )
     sizes = {"width", "layers", "heads", "head_width"}
     for tower in ("vision_cfg", "text_cfg"):
-        assert {k: v for k, v in tiny[tower].items() if k not in sizes} == \
-            {k: v for k, v in real[tower].items() if k not in sizes}
+        assert {k: v for k, v in tiny[tower].items() if k not in sizes} == {
+            k: v for k, v in real[tower].items() if k not in sizes
+        }
     tag = open_clip.get_pretrained_cfg(clip["arch"], clip["pretrained"])
     assert tiny.get("quick_gelu", False) == tag.get("quick_gelu", False) == clip["quick_gelu"]
     with pytest.raises(ValueError, match="only change sizes"):

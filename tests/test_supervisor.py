@@ -1,4 +1,5 @@
 """The supervised worker: timeouts, memory, crashes and errors cost one task, never the caller."""
+
 import os
 import sys
 import textwrap

@@ -1,5 +1,6 @@
 """Point-BERT, the ULIP loss, the trainer (frozen towers, fingerprinted exact resume, two ranks) and
 zero-shot evaluation."""
+
 import json
 import logging
 import math
@@ -53,8 +54,9 @@ def test_loss_matches_the_formula_and_clamps_the_scale():
     scale = math.exp(math.log(1 / 0.07))
     pn, inn, tn = (F.normalize(x, dim=-1) for x in (p, i, t))
     labels = torch.arange(4)
-    expected = (F.cross_entropy(scale * pn @ tn.T, labels) + F.cross_entropy(scale * tn @ pn.T, labels)) / 2 + \
-               (F.cross_entropy(scale * pn @ inn.T, labels) + F.cross_entropy(scale * inn @ pn.T, labels)) / 2
+    expected = (F.cross_entropy(scale * pn @ tn.T, labels) + F.cross_entropy(scale * tn @ pn.T, labels)) / 2 + (
+        F.cross_entropy(scale * pn @ inn.T, labels) + F.cross_entropy(scale * inn @ pn.T, labels)
+    ) / 2
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     with torch.no_grad():
         loss.logit_scale.fill_(10.0)
@@ -84,8 +86,9 @@ def test_augmentation_keeps_the_centres_and_can_grey_the_colour():
     gen = torch.Generator().manual_seed(0)
     out_xyz, out_rgb = augment(xyz, rgb, "y", gen, grey_rgb_prob=1.0, keep_prefix=32)
     assert out_xyz.shape == xyz.shape and torch.all(out_rgb == 0.4)
-    moved = augment(xyz, rgb, "y", torch.Generator().manual_seed(1), grey_rgb_prob=0.0, dropout_max=0.9,
-                    keep_prefix=32)[0]
+    moved = augment(
+        xyz, rgb, "y", torch.Generator().manual_seed(1), grey_rgb_prob=0.0, dropout_max=0.9, keep_prefix=32
+    )[0]
     # The 32 centres survive dropout: no two of them collapse onto point 0.
     assert (torch.cdist(moved[:, 1:32], moved[:, :1]).squeeze(-1) > 1e-6).all()
 
@@ -103,8 +106,9 @@ def test_class_embeddings_average_the_normalised_templates():
         return torch.stack([torch.tensor([len(t), 1.0, 0.0]) for t in texts])
 
     features = class_embeddings(encode, ["a", "bb"], templates=["{}", "x {}"])
-    expected = F.normalize((F.normalize(torch.tensor([1.0, 1, 0]), dim=0) +
-                            F.normalize(torch.tensor([3.0, 1, 0]), dim=0)) / 2, dim=0)
+    expected = F.normalize(
+        (F.normalize(torch.tensor([1.0, 1, 0]), dim=0) + F.normalize(torch.tensor([3.0, 1, 0]), dim=0)) / 2, dim=0
+    )
     assert torch.allclose(features[0], expected)
     assert len(TEMPLATES) == 64 and all("{}" in t for t in TEMPLATES)
 
@@ -114,8 +118,13 @@ def test_benchmark_readers(tmp_path):
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "modelnet40_shape_names.txt").write_text("airplane\nbathtub\n")
     with open(tmp_path / "mn" / "modelnet40_test_8192pts_fps.dat", "wb") as f:
-        pickle.dump([[rng.normal(size=(8192, 6)).astype(np.float32) for _ in range(3)],
-                     [np.array([1]), np.array([0]), np.array([1])]], f)
+        pickle.dump(
+            [
+                [rng.normal(size=(8192, 6)).astype(np.float32) for _ in range(3)],
+                [np.array([1]), np.array([0]), np.array([1])],
+            ],
+            f,
+        )
     clouds, labels, classes = read_benchmark({"format": "modelnet40_ulip", "path": str(tmp_path / "mn")}, 2048)
     assert classes == ["airplane", "bathtub"] and labels == [1, 0, 1]
     assert clouds[0][0].shape == (2048, 3) and np.allclose(clouds[0][1], 0.4)
@@ -124,12 +133,16 @@ def test_benchmark_readers(tmp_path):
     (tmp_path / "os").mkdir()
     entries = []
     for i, cat in enumerate(["chair", "mug", "chair"]):
-        np.save(tmp_path / "os" / f"{i}.npy", {"xyz": rng.normal(size=(10000, 3)).astype(np.float32),
-                                              "rgb": rng.random((10000, 3)).astype(np.float32)}, allow_pickle=True)
+        np.save(
+            tmp_path / "os" / f"{i}.npy",
+            {"xyz": rng.normal(size=(10000, 3)).astype(np.float32), "rgb": rng.random((10000, 3)).astype(np.float32)},
+            allow_pickle=True,
+        )
         entries.append({"category": cat, "data_path": f"{i}.npy"})
     (tmp_path / "os" / "split.json").write_text(json.dumps(entries))
-    clouds, labels, classes = read_benchmark({"format": "openshape", "path": str(tmp_path / "os"),
-                                              "split": "split.json"}, 8192)
+    clouds, labels, classes = read_benchmark(
+        {"format": "openshape", "path": str(tmp_path / "os"), "split": "split.json"}, 8192
+    )
     assert classes == ["chair", "mug"] and labels == [0, 1, 0] and clouds[1][0].shape == (8192, 3)
 
     import h5py
@@ -152,10 +165,30 @@ def test_the_confusion_matrix_counts_true_classes_by_top1_prediction():
 
 
 def small_train_cfg(**overrides):
-    cfg = {"run": "t", "model": "tiny", "num_points": 256, "text_source": "mix", "mix_category_prob": 0.5,
-           "epochs": 3, "batch_size": 4, "accumulate": 2, "lr": 3e-3, "min_lr": 1e-5, "weight_decay": 0.1,
-           "warmup_epochs": 1, "holdout_fraction": 0.34, "towers": "precomputed", "device": "cpu", "seed": 0,
-           "amp": True, "augment": True, "shuffle_buffer": 8, "workers": 0, "threads": 1, "gpus": 1}
+    cfg = {
+        "run": "t",
+        "model": "tiny",
+        "num_points": 256,
+        "text_source": "mix",
+        "mix_category_prob": 0.5,
+        "epochs": 3,
+        "batch_size": 4,
+        "accumulate": 2,
+        "lr": 3e-3,
+        "min_lr": 1e-5,
+        "weight_decay": 0.1,
+        "warmup_epochs": 1,
+        "holdout_fraction": 0.34,
+        "towers": "precomputed",
+        "device": "cpu",
+        "seed": 0,
+        "amp": True,
+        "augment": True,
+        "shuffle_buffer": 8,
+        "workers": 0,
+        "threads": 1,
+        "gpus": 1,
+    }
     cfg.update(overrides)
     return cfg
 
@@ -199,8 +232,7 @@ def test_a_resumed_run_ends_bit_identical_with_accumulation_across_epochs(tmp_pa
     assert straight.step == resumed.step == straight.batches_per_epoch * 3 // 3
 
 
-def test_a_checkpoint_of_another_run_is_not_resumed_and_the_log_says_what_changed(tmp_path, shards, tiny_clip,
-                                                                                   caplog):
+def test_a_checkpoint_of_another_run_is_not_resumed_and_the_log_says_what_changed(tmp_path, shards, tiny_clip, caplog):
     triplets, embeds = shards
     out = tmp_path / "run"
     Trainer(triplets, embeds, small_train_cfg(), tiny_clip, "y", out).train(stop_after_epochs=1)
@@ -230,9 +262,14 @@ def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(
     trainer = Trainer(triplets, embeds, small_train_cfg(epochs=1), tiny_clip, "y", tmp_path / "run")
     trainer.train()
     trainer.save_model(tmp_path / "model.pt")
-    report = run_evaluation(tmp_path / "model.pt", {"benchmarks": [{"name": "heldout", "format": "demo_heldout"}],
-                                                    "batch_size": 8, "device": "cpu"},
-                            tiny_clip, small_train_cfg(), triplets, tmp_path / "zero_shot.json")
+    report = run_evaluation(
+        tmp_path / "model.pt",
+        {"benchmarks": [{"name": "heldout", "format": "demo_heldout"}], "batch_size": 8, "device": "cpu"},
+        tiny_clip,
+        small_train_cfg(),
+        triplets,
+        tmp_path / "zero_shot.json",
+    )
     heldout = json.loads((tmp_path / "zero_shot.json").read_text())["benchmarks"]["heldout"]
     assert heldout == json.loads(json.dumps(report["benchmarks"]["heldout"]))
     matrix, classes = heldout["confusion"]["matrix"], heldout["confusion"]["classes"]
@@ -247,9 +284,16 @@ def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(
 def test_two_cpu_ranks_train_the_same_weights_and_resume(tmp_path, shards, tiny_clip):
     triplets, embeds = shards
     out = tmp_path / "run"
-    job = TrainJob(triplets=[str(p) for p in triplets], embed=[str(p) for p in embeds],
-                   train=small_train_cfg(epochs=2, gpus=2, accumulate=3, holdout_fraction=0.0), embed_settings=tiny_clip,
-                   up_axis="y", out_dir=str(out), model=str(out / "model.pt"), log=str(out / "train.log"))
+    job = TrainJob(
+        triplets=[str(p) for p in triplets],
+        embed=[str(p) for p in embeds],
+        train=small_train_cfg(epochs=2, gpus=2, accumulate=3, holdout_fraction=0.0),
+        embed_settings=tiny_clip,
+        up_axis="y",
+        out_dir=str(out),
+        model=str(out / "model.pt"),
+        log=str(out / "train.log"),
+    )
     launch(job)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
@@ -270,8 +314,18 @@ def test_the_command_line_takes_the_config_its_overrides_and_the_results_layout(
     results = tmp_path / "results" / "demo"
     write_shards(results, [3, 2])
     monkeypatch.chdir(tmp_path)
-    args = build_parser().parse_args(["--config", str(REPO / "config.yaml"), "--gpus", "2",
-                                      "--set", "train.epochs=5", "--set", "train.text_source=mix"])
+    args = build_parser().parse_args(
+        [
+            "--config",
+            str(REPO / "config.yaml"),
+            "--gpus",
+            "2",
+            "--set",
+            "train.epochs=5",
+            "--set",
+            "train.text_source=mix",
+        ]
+    )
     job = job_from_config(args)
     assert job.train["epochs"] == 5 and job.train["text_source"] == "mix" and job.train["gpus"] == 2
     assert job.train["accumulate"] == 1  # schema defaults filled in
@@ -297,8 +351,9 @@ def demo_inputs(demo_run):
 @pytest.mark.parametrize("towers", ["precomputed", "online"])
 def test_only_the_encoder_trains_and_the_towers_never_change(tmp_path, demo_inputs, towers):
     triplets, embeds, embed_cfg = demo_inputs
-    trainer = Trainer(triplets, embeds, small_train_cfg(epochs=1, towers=towers, num_points=1024), embed_cfg, "y",
-                      tmp_path)
+    trainer = Trainer(
+        triplets, embeds, small_train_cfg(epochs=1, towers=towers, num_points=1024), embed_cfg, "y", tmp_path
+    )
     before = {k: v.clone() for k, v in trainer.clip.model.state_dict().items()}
     encoder_before = {k: v.clone() for k, v in trainer.encoder.state_dict().items()}
     optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}

@@ -4,6 +4,7 @@ Objects here all differ (points, colours, pictures, cameras, captions), and the 
 has objects with points but no views, views but no points, and a view without captions,
 so a join that pairs by position instead of by uid gives some object another's data.
 """
+
 import io
 import json
 from importlib.metadata import PackageNotFoundError
@@ -34,8 +35,14 @@ POINTS = 12
 OBJECTS = ["a_points_only", "b_two_views", "c_one_view_uncaptioned", "d_points_only", "e_views_only", "f_one_view"]
 WITH_POINTS = ["a_points_only", "b_two_views", "c_one_view_uncaptioned", "d_points_only", "f_one_view"]
 # (uid, view) in the render shard, deliberately not in uid or view order.
-RENDERED = [("f_one_view", 0), ("b_two_views", 1), ("e_views_only", 0), ("c_one_view_uncaptioned", 0),
-            ("c_one_view_uncaptioned", 1), ("b_two_views", 0)]
+RENDERED = [
+    ("f_one_view", 0),
+    ("b_two_views", 1),
+    ("e_views_only", 0),
+    ("c_one_view_uncaptioned", 0),
+    ("c_one_view_uncaptioned", 1),
+    ("b_two_views", 0),
+]
 RANKED = [v for v in RENDERED if v != ("c_one_view_uncaptioned", 1)]
 JOINED = ["b_two_views", "c_one_view_uncaptioned", "f_one_view"]
 
@@ -60,8 +67,12 @@ def captions(uid: str, view: int) -> list[str]:
 
 def camera(uid: str, view: int) -> dict:
     index = OBJECTS.index(uid)
-    return {"azimuth_deg": 90.0 * view + index, "elevation_deg": 10.0 + index,
-            "intrinsics": [float(index + view)] * 9, "world_to_camera": [float(10 * index + view)] * 16}
+    return {
+        "azimuth_deg": 90.0 * view + index,
+        "elevation_deg": 10.0 + index,
+        "intrinsics": [float(index + view)] * 9,
+        "world_to_camera": [float(10 * index + view)] * 16,
+    }
 
 
 def depth_map(uid: str, view: int) -> bytes:
@@ -70,38 +81,106 @@ def depth_map(uid: str, view: int) -> bytes:
 
 def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = None):
     """Write every stage's shard for OBJECTS and join them: (summary, triplet rows, folder)."""
-    manifest = [{"uid": u, "source": f"/data/{u}.glb", "sha256": f"{i:064d}", "bytes": 1, "mtime_ns": 1,
-                 "category": f"class_{u[0]}", "shard": "00000"} for i, u in enumerate(OBJECTS)]
+    manifest = [
+        {
+            "uid": u,
+            "source": f"/data/{u}.glb",
+            "sha256": f"{i:064d}",
+            "bytes": 1,
+            "mtime_ns": 1,
+            "category": f"class_{u[0]}",
+            "shard": "00000",
+        }
+        for i, u in enumerate(OBJECTS)
+    ]
     pq.write_table(pa.Table.from_pylist(manifest, schema=MANIFEST_SCHEMA), tmp_path / "slice.parquet")
     points = []
     for uid in WITH_POINTS:
         xyz, rgb = object_points(uid)
         index = OBJECTS.index(uid)
-        points.append({"uid": uid, "category": f"class_{uid[0]}", "xyz": xyz.tolist(), "rgb": rgb.tolist(),
-                       "colour_sources": ["face"], "center": [float(index), 0.5, -1.0], "scale": 1.0 + index,
-                       "up_axis": "y", "num_faces": 2, "source_sha256": f"{index:064d}", "reader": "trimesh"})
+        points.append(
+            {
+                "uid": uid,
+                "category": f"class_{uid[0]}",
+                "xyz": xyz.tolist(),
+                "rgb": rgb.tolist(),
+                "colour_sources": ["face"],
+                "center": [float(index), 0.5, -1.0],
+                "scale": 1.0 + index,
+                "up_axis": "y",
+                "num_faces": 2,
+                "source_sha256": f"{index:064d}",
+                "reader": "trimesh",
+            }
+        )
     pq.write_table(pa.Table.from_pylist(points, schema=POINTS_SCHEMA), tmp_path / "points.parquet")
-    renders = [{"uid": u, "category": f"class_{u[0]}", "view": v, **camera(u, v), "distance": 3.0, "fov_deg": 40.0,
-                "width": 4, "height": 4, "png": view_png(u, v), "depth": depth_map(u, v) if with_depth else None,
-                "center": [0.0, 0.0, 0.0], "scale": 1.0, "normalisation_source": "points", "up_axis": "y",
-                "missing_textures": 0}
-               for u, v in RENDERED]
+    renders = [
+        {
+            "uid": u,
+            "category": f"class_{u[0]}",
+            "view": v,
+            **camera(u, v),
+            "distance": 3.0,
+            "fov_deg": 40.0,
+            "width": 4,
+            "height": 4,
+            "png": view_png(u, v),
+            "depth": depth_map(u, v) if with_depth else None,
+            "center": [0.0, 0.0, 0.0],
+            "scale": 1.0,
+            "normalisation_source": "points",
+            "up_axis": "y",
+            "missing_textures": 0,
+        }
+        for u, v in RENDERED
+    ]
     pq.write_table(pa.Table.from_pylist(renders, schema=RENDER_SCHEMA), tmp_path / "render.parquet")
-    pq.write_table(pa.Table.from_pylist([{"uid": u, "view": v, "captions": captions(u, v), "empty_captions": 0,
-                                          "model": "m", "seed": 1} for u, v in RANKED], schema=CAPTIONS_SCHEMA),
-                   tmp_path / "captions.parquet")
-    pq.write_table(pa.Table.from_pylist([{"uid": u, "view": v, "captions": captions(u, v),
-                                          "scores": [0.1 * v, 0.5, 0.2], "top_k": [1], "kept": [captions(u, v)[1]],
-                                          "model": "m"} for u, v in RANKED], schema=RANKED_SCHEMA),
-                   tmp_path / "ranked.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {"uid": u, "view": v, "captions": captions(u, v), "empty_captions": 0, "model": "m", "seed": 1}
+                for u, v in RANKED
+            ],
+            schema=CAPTIONS_SCHEMA,
+        ),
+        tmp_path / "captions.parquet",
+    )
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "uid": u,
+                    "view": v,
+                    "captions": captions(u, v),
+                    "scores": [0.1 * v, 0.5, 0.2],
+                    "top_k": [1],
+                    "kept": [captions(u, v)[1]],
+                    "model": "m",
+                }
+                for u, v in RANKED
+            ],
+            schema=RANKED_SCHEMA,
+        ),
+        tmp_path / "ranked.parquet",
+    )
     ledgers = {}
     for stage in ("points", "render", "caption", "rank"):
         ledgers[stage] = tmp_path / f"failures_{stage}.parquet"
         write_failures([], ledgers[stage])
-    summary = run_triplets_shard(tmp_path / "slice.parquet", tmp_path / "points.parquet", tmp_path / "render.parquet",
-                                 tmp_path / "captions.parquet", tmp_path / "ranked.parquet", ledgers, "00000",
-                                 provenance or {"dataset": "t"}, POINTS, 2, tmp_path / "triplets.parquet",
-                                 tmp_path / "left.parquet")
+    summary = run_triplets_shard(
+        tmp_path / "slice.parquet",
+        tmp_path / "points.parquet",
+        tmp_path / "render.parquet",
+        tmp_path / "captions.parquet",
+        tmp_path / "ranked.parquet",
+        ledgers,
+        "00000",
+        provenance or {"dataset": "t"},
+        POINTS,
+        2,
+        tmp_path / "triplets.parquet",
+        tmp_path / "left.parquet",
+    )
     return summary, pq.read_table(tmp_path / "triplets.parquet").to_pylist(), tmp_path
 
 
@@ -187,14 +266,22 @@ def test_with_a_depth_preset_every_object_gets_its_own_depth_maps_in_view_order(
 
 
 TRIPLET_COLUMNS = [
-    ("uid", pa.string()), ("category", pa.string()),
-    ("xyz", pa.list_(pa.list_(pa.float32(), 3), POINTS)), ("rgb", pa.list_(pa.list_(pa.uint8(), 3), POINTS)),
+    ("uid", pa.string()),
+    ("category", pa.string()),
+    ("xyz", pa.list_(pa.list_(pa.float32(), 3), POINTS)),
+    ("rgb", pa.list_(pa.list_(pa.uint8(), 3), POINTS)),
     ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-    ("views", pa.list_(pa.int16())), ("azimuth_deg", pa.list_(pa.float64())),
-    ("elevation_deg", pa.list_(pa.float64())), ("intrinsics", pa.list_(pa.list_(pa.float64(), 9))),
-    ("world_to_camera", pa.list_(pa.list_(pa.float64(), 16))), ("depth", pa.list_(pa.binary())),
-    ("center", pa.list_(pa.float64(), 3)), ("scale", pa.float64()), ("up_axis", pa.string()),
-    ("captions", pa.list_(pa.list_(pa.string()))), ("caption_scores", pa.list_(pa.list_(pa.float32()))),
+    ("views", pa.list_(pa.int16())),
+    ("azimuth_deg", pa.list_(pa.float64())),
+    ("elevation_deg", pa.list_(pa.float64())),
+    ("intrinsics", pa.list_(pa.list_(pa.float64(), 9))),
+    ("world_to_camera", pa.list_(pa.list_(pa.float64(), 16))),
+    ("depth", pa.list_(pa.binary())),
+    ("center", pa.list_(pa.float64(), 3)),
+    ("scale", pa.float64()),
+    ("up_axis", pa.string()),
+    ("captions", pa.list_(pa.list_(pa.string()))),
+    ("caption_scores", pa.list_(pa.list_(pa.float32()))),
     ("kept", pa.list_(pa.list_(pa.string()))),
 ]
 
@@ -224,19 +311,28 @@ def test_the_huggingface_features_are_the_published_ones():
     features = hf_features(POINTS)["info"]["features"]
     assert list(features) == [name for name, _ in TRIPLET_COLUMNS]
     assert features["uid"] == {"dtype": "string", "_type": "Value"}
-    assert features["xyz"] == {"feature": {"feature": {"dtype": "float32", "_type": "Value"}, "length": 3,
-                                           "_type": "List"}, "length": POINTS, "_type": "List"}
+    assert features["xyz"] == {
+        "feature": {"feature": {"dtype": "float32", "_type": "Value"}, "length": 3, "_type": "List"},
+        "length": POINTS,
+        "_type": "List",
+    }
     assert features["images"] == {"feature": {"_type": "Image"}, "_type": "List"}
     assert features["depth"] == {"feature": {"dtype": "binary", "_type": "Value"}, "_type": "List"}
-    assert features["kept"] == {"feature": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"},
-                                "_type": "List"}
+    assert features["kept"] == {
+        "feature": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"},
+        "_type": "List",
+    }
 
 
 def test_the_provenance_names_the_version_of_every_package_that_shapes_the_data(monkeypatch):
     monkeypatch.setattr(triplets, "version", lambda name: f"{name}-1.0")
     assert package_versions() == {
-        "ulip2_pipeline": __version__, **{name: f"{name}-1.0" for name in (
-            "bpy", "trimesh", "torch", "transformers", "open_clip_torch", "pyarrow", "numpy")}}
+        "ulip2_pipeline": __version__,
+        **{
+            name: f"{name}-1.0"
+            for name in ("bpy", "trimesh", "torch", "transformers", "open_clip_torch", "pyarrow", "numpy")
+        },
+    }
 
 
 def test_a_package_that_is_not_installed_is_left_out_of_the_provenance(monkeypatch):
@@ -259,7 +355,8 @@ def test_the_job_log_names_every_object_left_out_and_the_shard_summary(tmp_path,
         "d_points_only: no_views: left at the render stage: unrecorded: "
         "the stage wrote no ledger row for this object (a bug: please report it)",
         "e_views_only: no_points: left at the points stage: unrecorded: "
-        "the stage wrote no ledger row for this object (a bug: please report it)"]
+        "the stage wrote no ledger row for this object (a bug: please report it)",
+    ]
     infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     assert infos == [f"shard summary: {json.dumps(summary)}"]
     assert summary == {"shard": "00000", "objects": len(OBJECTS), "triplets": len(JOINED), "left": 3}
@@ -281,8 +378,15 @@ def _left(stage, reason="timeout", detail="killed after 600 s"):
 
 
 def test_the_join_reason_says_which_modality_is_missing():
-    account = {"left": {"p": _left("points"), "r": _left("render"), "c": _left("caption"), "k": _left("rank"),
-                        "t": _left("triplets")}}
+    account = {
+        "left": {
+            "p": _left("points"),
+            "r": _left("render"),
+            "c": _left("caption"),
+            "k": _left("rank"),
+            "t": _left("triplets"),
+        }
+    }
     reasons = {f.uid: f.reason for f in join_failures(account, {})}
     assert reasons == {"p": "no_points", "r": "no_views", "c": "no_captions", "k": "no_captions", "t": "not_joined"}
 
@@ -297,11 +401,19 @@ def test_join_failures_come_in_uid_order_with_the_source_where_the_shard_has_one
 
 def test_the_join_detail_keeps_only_the_first_line_of_the_stage_detail():
     traceback = "\n  ValueError: not a mesh\nTraceback (most recent call last)\n"
-    account = {"left": {"a": _left("points", "unreadable", traceback),
-                        "b": _left("render", "no_gpu", "   \n"), "c": _left("caption", "model_error", "")}}
+    account = {
+        "left": {
+            "a": _left("points", "unreadable", traceback),
+            "b": _left("render", "no_gpu", "   \n"),
+            "c": _left("caption", "model_error", ""),
+        }
+    }
     details = {f.uid: f.detail for f in join_failures(account, {})}
-    assert details == {"a": "left at the points stage: unreadable: ValueError: not a mesh",
-                       "b": "left at the render stage: no_gpu: ", "c": "left at the caption stage: model_error: "}
+    assert details == {
+        "a": "left at the points stage: unreadable: ValueError: not a mesh",
+        "b": "left at the render stage: no_gpu: ",
+        "c": "left at the caption stage: model_error: ",
+    }
 
 
 def test_the_shard_is_written_in_exactly_the_triplet_schema(shard):
@@ -312,8 +424,10 @@ def test_the_shard_is_written_in_exactly_the_triplet_schema(shard):
 def test_the_json_in_the_shard_metadata_is_canonical_whatever_order_the_provenance_came_in(tmp_path):
     """Sorted keys: the same run writes the same metadata bytes, so shards compare byte for byte."""
     metadata = []
-    for name, provenance in (("first", {"seed": 0, "dataset": "t", "config_hash": "abc"}),
-                             ("second", {"config_hash": "abc", "dataset": "t", "seed": 0})):
+    for name, provenance in (
+        ("first", {"seed": 0, "dataset": "t", "config_hash": "abc"}),
+        ("second", {"config_hash": "abc", "dataset": "t", "seed": 0}),
+    ):
         (tmp_path / name).mkdir()
         _, _, folder = join_shard(tmp_path / name, provenance=provenance)
         metadata.append(pq.read_schema(folder / "triplets.parquet").metadata)

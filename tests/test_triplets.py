@@ -1,4 +1,5 @@
 """Triplets, summary and embeddings, on the demo run's real outputs (exports: test_exports.py, loader: test_loader.py)."""
+
 import json
 
 import numpy as np
@@ -66,8 +67,11 @@ def test_summary_counts_objects_triplets_and_failures(results):
     assert summary["triplets_out"] == expected_triplets(results)
     assert summary["failures"] == {"points": {"unreadable": 1}}  # it left there; render is not charged again
     assert summary["adds_up"] and summary["objects_failed"] == 1
-    left = [r for shard in summary["shards"]
-            for r in pq.read_table(results_dir / "failures" / "triplets" / f"{shard}.parquet").to_pylist()]
+    left = [
+        r
+        for shard in summary["shards"]
+        for r in pq.read_table(results_dir / "failures" / "triplets" / f"{shard}.parquet").to_pylist()
+    ]
     assert [(r["uid"], r["reason"]) for r in left] == [("broken_000.glb", "no_points")]
     assert summary["shards"] == sorted(p.stem for p in (results_dir / "triplets").glob("*.parquet"))
 

@@ -1,4 +1,5 @@
 """End to end: the real Snakefile on the embedded demo set, driven through Snakemake."""
+
 import json
 import subprocess
 import sys
@@ -77,8 +78,10 @@ def test_a_single_file_target_builds_only_that_shard(tmp_path):
 
 def test_one_dataset_is_one_config_flag_away(tmp_path):
     config = write_config(tmp_path, objects_per_class=1)
-    config["datasets"]["tiny"] = {"source": {"kind": "demo", "objects_per_class": 1, "broken_objects": 0},
-                                  "render_preset": "demo"}
+    config["datasets"]["tiny"] = {
+        "source": {"kind": "demo", "objects_per_class": 1, "broken_objects": 0},
+        "render_preset": "demo",
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "points", "--config", "only=tiny", "-n")
     output = result.stdout + result.stderr
@@ -96,7 +99,8 @@ def test_a_bad_config_stops_the_run_naming_the_key(tmp_path):
 
 
 def test_snakemake_lint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr

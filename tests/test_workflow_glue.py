@@ -1,4 +1,5 @@
 """The glue every workflow script uses: job logs and the split of output settings from throughput knobs."""
+
 import subprocess
 import sys
 
@@ -19,8 +20,9 @@ def _job(log, code):
 
 def test_a_failed_job_leaves_its_traceback_in_its_own_log_and_retries_append(tmp_path):
     log = tmp_path / "logs" / "job.log"
-    first = _job(log, "import logging; logging.getLogger('x').warning('obj-17: unreadable')\n"
-                      "raise ValueError('boom in obj-17')")
+    first = _job(
+        log, "import logging; logging.getLogger('x').warning('obj-17: unreadable')\nraise ValueError('boom in obj-17')"
+    )
     assert first.returncode != 0
     log.unlink()  # Snakemake deletes a job's log before every attempt
     second = _job(log, "pass")

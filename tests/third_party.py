@@ -5,6 +5,7 @@ people's tools: the kind of input the pipeline meets in the wild. The wheel (abo
 100 MB) is fetched once with pip into a cache folder and only ``pybullet_data/`` is
 kept; a test that cannot have it is skipped with the reason.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -38,15 +39,21 @@ def pybullet_data_dir() -> Path:
             if not target.is_dir():
                 _fetch(root, target)
     except (OSError, subprocess.SubprocessError, zipfile.BadZipFile) as exc:
-        pytest.skip(f"the real-world meshes of {PYBULLET} could not be had ({type(exc).__name__}: {exc}); "
-                    f"they are fetched with pip into {cache_dir()} (set ULIP2_TEST_CACHE to move it)")
+        pytest.skip(
+            f"the real-world meshes of {PYBULLET} could not be had ({type(exc).__name__}: {exc}); "
+            f"they are fetched with pip into {cache_dir()} (set ULIP2_TEST_CACHE to move it)"
+        )
     return target
 
 
 def _fetch(root: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        result = subprocess.run([sys.executable, "-m", "pip", "download", PYBULLET, "--no-deps", "--only-binary",
-                                 ":all:", "-d", tmp], capture_output=True, text=True, timeout=1800)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", PYBULLET, "--no-deps", "--only-binary", ":all:", "-d", tmp],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if result.returncode != 0:
             raise OSError(f"pip download failed: {result.stderr.strip()[-500:]}")
         wheel = next(Path(tmp).glob("*.whl"))

@@ -6,5 +6,10 @@ from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-run_caption_shard(snakemake.input.render, snakemake.wildcards.shard, job_settings(snakemake.params.caption, snakemake.config["caption"]),
-                  snakemake.output.captions, snakemake.output.failures)
+run_caption_shard(
+    snakemake.input.render,
+    snakemake.wildcards.shard,
+    job_settings(snakemake.params.caption, snakemake.config["caption"]),
+    snakemake.output.captions,
+    snakemake.output.failures,
+)

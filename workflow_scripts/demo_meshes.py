@@ -4,5 +4,6 @@ from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])
 source = snakemake.params.source
-generate_demo_set(snakemake.output[0], source["objects_per_class"], source["broken_objects"],
-                  seed=snakemake.params.seed)
+generate_demo_set(
+    snakemake.output[0], source["objects_per_class"], source["broken_objects"], seed=snakemake.params.seed
+)

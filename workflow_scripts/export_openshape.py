@@ -5,9 +5,15 @@ from ulip2_pipeline.exports.openshape import export_openshape_shard
 from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])
-listing = export_openshape_shard(snakemake.input.triplets, snakemake.input.embed, snakemake.input.text_features,
-                                 snakemake.wildcards.dataset, snakemake.wildcards.shard, snakemake.params.root,
-                                 snakemake.output[0])
+listing = export_openshape_shard(
+    snakemake.input.triplets,
+    snakemake.input.embed,
+    snakemake.input.text_features,
+    snakemake.wildcards.dataset,
+    snakemake.wildcards.shard,
+    snakemake.params.root,
+    snakemake.output[0],
+)
 logging.info("exported %d objects, skipped %d", len(listing["objects"]), len(listing["skipped"]))
 for uid, reason in listing["skipped"].items():
     logging.warning("skipped %s: %s", uid, reason)

@@ -4,5 +4,10 @@ from ulip2_pipeline.workflow import log_to
 
 log_to(snakemake.log[0])
 outputs = {name: snakemake.output[name] for name in ("sheet", "captions", "histograms", "points")}
-write_dataset_pages(list(snakemake.input.triplets), list(snakemake.input.ranked), snakemake.wildcards.dataset,
-                    Settings.from_config(snakemake.params.report), outputs)
+write_dataset_pages(
+    list(snakemake.input.triplets),
+    list(snakemake.input.ranked),
+    snakemake.wildcards.dataset,
+    Settings.from_config(snakemake.params.report),
+    outputs,
+)

@@ -3,9 +3,14 @@ from ulip2_pipeline.train.launch import TrainJob, launch
 from ulip2_pipeline.workflow import job_settings, log_to
 
 log_to(snakemake.log[0])
-job = TrainJob(triplets=list(snakemake.input.triplets), embed=list(snakemake.input.embed),
-               train=job_settings(snakemake.params.train, snakemake.config["train"], keep=("batch_size",)),
-               embed_settings=job_settings(snakemake.params.embed, snakemake.config["embed"]),
-               up_axis=snakemake.params.up_axis, out_dir=snakemake.params.out_dir, model=snakemake.output.model,
-               log=snakemake.log[0])
+job = TrainJob(
+    triplets=list(snakemake.input.triplets),
+    embed=list(snakemake.input.embed),
+    train=job_settings(snakemake.params.train, snakemake.config["train"], keep=("batch_size",)),
+    embed_settings=job_settings(snakemake.params.embed, snakemake.config["embed"]),
+    up_axis=snakemake.params.up_axis,
+    out_dir=snakemake.params.out_dir,
+    model=snakemake.output.model,
+    log=snakemake.log[0],
+)
 launch(job)

@@ -6,6 +6,7 @@ the first stage it did not come out of; that stage's ledger row says why. So for
 stage, objects in = objects out + objects failed, and for the dataset,
 objects in = triplets out + objects failed.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -45,9 +46,12 @@ def account_shard(uids: list[str], present: dict[str, set[str]], ledgers: dict[s
             left[uid] = {"stage": stage, "reason": reason, "detail": detail}
         # Rows of objects that did come out: a flag, or views that failed while the others went on.
         flagged = Counter(r["reason"] for uid in out for r in by_uid[stage].get(uid, []))
-        stages[stage] = {"in": len(remaining), "out": len(out),
-                         "failed": dict(sorted(Counter(left[uid]["reason"] for uid in gone).items())),
-                         "flagged": dict(sorted(flagged.items()))}
+        stages[stage] = {
+            "in": len(remaining),
+            "out": len(out),
+            "failed": dict(sorted(Counter(left[uid]["reason"] for uid in gone).items())),
+            "flagged": dict(sorted(flagged.items())),
+        }
         remaining = out
     return {"objects": len(uids), "stages": stages, "left": left}
 
@@ -55,24 +59,37 @@ def account_shard(uids: list[str], present: dict[str, set[str]], ledgers: dict[s
 def merge_accounts(accounts: list[dict], manifest_failures: list[dict], manifest_objects: int) -> dict:
     """The dataset's summary from its shards' accounts and the manifest's ledger."""
     manifest_failed = Counter(row["reason"] for row in manifest_failures)
-    stages = {"manifest": {"in": manifest_objects + sum(manifest_failed.values()), "out": manifest_objects,
-                           "failed": dict(sorted(manifest_failed.items())), "flagged": {}}}
+    stages = {
+        "manifest": {
+            "in": manifest_objects + sum(manifest_failed.values()),
+            "out": manifest_objects,
+            "failed": dict(sorted(manifest_failed.items())),
+            "flagged": {},
+        }
+    }
     for stage in CHAIN:
         failed, flagged = Counter(), Counter()
         for account in accounts:
             failed.update(account["stages"][stage]["failed"])
             flagged.update(account["stages"][stage]["flagged"])
-        stages[stage] = {"in": sum(a["stages"][stage]["in"] for a in accounts),
-                         "out": sum(a["stages"][stage]["out"] for a in accounts),
-                         "failed": dict(sorted(failed.items())), "flagged": dict(sorted(flagged.items()))}
+        stages[stage] = {
+            "in": sum(a["stages"][stage]["in"] for a in accounts),
+            "out": sum(a["stages"][stage]["out"] for a in accounts),
+            "failed": dict(sorted(failed.items())),
+            "flagged": dict(sorted(flagged.items())),
+        }
     objects_in = stages["manifest"]["in"]
     triplets_out = stages["triplets"]["out"]
     objects_failed = sum(sum(s["failed"].values()) for s in stages.values())
     adds_up = objects_in == triplets_out + objects_failed and all(
-        s["in"] == s["out"] + sum(s["failed"].values()) for s in stages.values())
+        s["in"] == s["out"] + sum(s["failed"].values()) for s in stages.values()
+    )
     return {
-        "objects_in": objects_in, "triplets_out": triplets_out, "objects_failed": objects_failed,
-        "adds_up": adds_up, "stages": stages,
+        "objects_in": objects_in,
+        "triplets_out": triplets_out,
+        "objects_failed": objects_failed,
+        "adds_up": adds_up,
+        "stages": stages,
         "failures": {stage: s["failed"] for stage, s in stages.items() if s["failed"]},
         "flags": {stage: s["flagged"] for stage, s in stages.items() if s["flagged"]},
     }

@@ -6,6 +6,7 @@ A killed job therefore never leaves a partial shard behind. The file gets the
 permissions a plain ``open()`` would give it (0666 less the umask), so results are
 as readable by a group as any other file the user writes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -91,8 +92,9 @@ def content_digest(path: str | Path) -> str:
     return file_sha256(path)
 
 
-def write_parquet(table: pa.Table, target: str | Path, metadata: dict[str, str] | None = None,
-                  row_group_size: int | None = None) -> None:
+def write_parquet(
+    table: pa.Table, target: str | Path, metadata: dict[str, str] | None = None, row_group_size: int | None = None
+) -> None:
     """Write ``table`` atomically, adding ``metadata`` (str -> str) and the content digest to its schema."""
     merged = dict(table.schema.metadata or {})
     merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})

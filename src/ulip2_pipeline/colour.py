@@ -3,6 +3,7 @@
 Blender keeps material colours and float image buffers in linear light; byte images
 hold the file's sRGB bytes. Points store display sRGB bytes, the colours a render shows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     return out
 
 
-def image_buffer_to_srgb_bytes(values: np.ndarray, width: int, height: int, channels: int,
-                               is_float: bool) -> np.ndarray:
+def image_buffer_to_srgb_bytes(
+    values: np.ndarray, width: int, height: int, channels: int, is_float: bool
+) -> np.ndarray:
     """A Blender image's flat pixel buffer as (H, W, 4) uint8 display sRGB, top row first.
 
     Blender stores the bottom row first; grey images (one or two channels) become grey RGB
@@ -33,7 +35,7 @@ def image_buffer_to_srgb_bytes(values: np.ndarray, width: int, height: int, chan
     """
     values = np.asarray(values, dtype=np.float32).reshape(height, width, channels)[::-1]
     rgba = np.ones((height, width, 4), dtype=np.float32)
-    rgba[..., :min(4, channels)] = values[..., :4]
+    rgba[..., : min(4, channels)] = values[..., :4]
     if channels < 3:
         rgba[..., 1:3] = rgba[..., :1]
     if is_float:

@@ -4,6 +4,7 @@ The schema is the single documentation of every key. Validation fills in the
 schema's defaults and turns jsonschema's errors into one message per problem
 that names the key by its dotted path and says what was expected.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,9 +55,7 @@ def _describe(error) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         prefix = f"{where}." if error.absolute_path else ""
-        return "; ".join(
-            f"unknown key '{prefix}{key}' (allowed here: {', '.join(allowed)})" for key in extra
-        )
+        return "; ".join(f"unknown key '{prefix}{key}' (allowed here: {', '.join(allowed)})" for key in extra)
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
@@ -102,14 +101,12 @@ def _cross_checks(config: dict) -> list[str]:
         for size in points.get("prefix_sizes", []):
             if size > total:
                 problems.append(
-                    f"key 'datasets.{name}.points.prefix_sizes': {size} is larger than "
-                    f"points.count {total}"
+                    f"key 'datasets.{name}.points.prefix_sizes': {size} is larger than points.count {total}"
                 )
     for name in selected_dataset_names(config, check=False):
         if name not in config.get("datasets", {}):
             problems.append(
-                f"key 'only': no dataset named {name!r} "
-                f"(defined: {', '.join(sorted(config.get('datasets', {})))})"
+                f"key 'only': no dataset named {name!r} (defined: {', '.join(sorted(config.get('datasets', {})))})"
             )
     return problems
 

@@ -7,6 +7,7 @@ default, ``ULIP2_GPU_LOCK_DIR`` to change it) and keeps it for its lifetime. Wit
 ``gpu=N`` no more than N jobs run, so a free device is always found; under SLURM
 each job sees only its own GPU and takes it. Without a GPU, jobs use the CPU.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -31,7 +32,7 @@ def visible_gpus() -> list[str]:
         return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env:
-        return [d.strip() for d in env.split(",") if d.strip()][:torch.cuda.device_count()]
+        return [d.strip() for d in env.split(",") if d.strip()][: torch.cuda.device_count()]
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
@@ -76,12 +77,18 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (isinstance(exc, RuntimeError)
-                                                            and "out of memory" in str(exc).lower())
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
-def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], batch_size: int,
-                   on_error: Callable[[T, Exception], R] | None = None, progress=None) -> list[R]:
+def run_in_batches(
+    items: Sequence[T],
+    work: Callable[[Sequence[T]], list[R]],
+    batch_size: int,
+    on_error: Callable[[T, Exception], R] | None = None,
+    progress=None,
+) -> list[R]:
     """``work`` over consecutive batches, one result per item, in order.
 
     A batch that runs out of memory is halved and retried. Without ``on_error`` any
@@ -93,7 +100,7 @@ def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], b
     results: list[R] = []
     start = 0
     while start < len(items):
-        batch = items[start:start + batch_size]
+        batch = items[start : start + batch_size]
         try:
             results.extend(work(batch))
         except Exception as exc:  # noqa: BLE001 - sorted below: halve, isolate or re-raise
@@ -105,8 +112,12 @@ def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], b
             if on_error is None:
                 raise
             if len(batch) > 1:
-                log.warning("a batch of %d failed (%s: %s); retrying its items one at a time", len(batch),
-                            type(exc).__name__, exc)
+                log.warning(
+                    "a batch of %d failed (%s: %s); retrying its items one at a time",
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                )
                 results.extend(_one_at_a_time(batch, work, on_error))
             else:
                 results.append(on_error(batch[0], exc))
@@ -116,8 +127,9 @@ def run_in_batches(items: Sequence[T], work: Callable[[Sequence[T]], list[R]], b
     return results
 
 
-def _one_at_a_time(batch: Sequence[T], work: Callable[[Sequence[T]], list[R]],
-                   on_error: Callable[[T, Exception], R]) -> list[R]:
+def _one_at_a_time(
+    batch: Sequence[T], work: Callable[[Sequence[T]], list[R]], on_error: Callable[[T, Exception], R]
+) -> list[R]:
     results: list[R] = []
     for item in batch:
         try:

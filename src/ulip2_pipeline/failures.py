@@ -3,6 +3,7 @@
 A bad object never fails its shard; it lands here with a reason a person can act
 on, and the shard's job still succeeds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,13 +13,15 @@ import pyarrow as pa
 
 from ulip2_pipeline.atomic import write_parquet
 
-FAILURE_SCHEMA = pa.schema([
-    pa.field("uid", pa.string()),
-    pa.field("stage", pa.string()),
-    pa.field("source", pa.string()),
-    pa.field("reason", pa.string()),
-    pa.field("detail", pa.string()),
-])
+FAILURE_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class Failure:
     uid: str
     stage: str
     source: str
-    reason: str   # short, stable category, e.g. "unreadable", "empty", "no_area"
-    detail: str   # what happened, for a person: the error text or the log tail
+    reason: str  # short, stable category, e.g. "unreadable", "empty", "no_area"
+    detail: str  # what happened, for a person: the error text or the log tail
 
 
 class ObjectFailure(Exception):

@@ -4,6 +4,7 @@ Patterns are relative to the working directory (Snakemake's ``-d``). Their ``{da
 ``{shard}``, ``{stage}``, ``{model}`` and ``{run}`` fields are Snakemake wildcards in the
 rules and are filled with :func:`fill` elsewhere.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """(rows, N, 3) point arrays <-> Arrow list columns, without Python loops in either direction."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ A line is logged when the first item is done, then at most every ``interval_s``
 seconds (30 by default; ``ULIP2_PROGRESS_INTERVAL_S`` changes it), and when the last
 item is done, so a log shows how far a job is without one line per object.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,19 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, what: str, total: int, unit: str = "objects", interval_s: float | None = None,
-                 logger: logging.Logger | None = None, clock=time.monotonic):
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        unit: str = "objects",
+        interval_s: float | None = None,
+        logger: logging.Logger | None = None,
+        clock=time.monotonic,
+    ):
         self.what, self.total, self.unit = what, total, unit
-        self.interval_s = float(os.environ.get("ULIP2_PROGRESS_INTERVAL_S", DEFAULT_INTERVAL_S)) \
-            if interval_s is None else interval_s
+        self.interval_s = (
+            float(os.environ.get("ULIP2_PROGRESS_INTERVAL_S", DEFAULT_INTERVAL_S)) if interval_s is None else interval_s
+        )
         self.log = logger or logging.getLogger("ulip2_pipeline.progress")
         self.clock = clock
         self.started = clock()

@@ -1,4 +1,5 @@
 """Is the file a stage is about to read the one the manifest recorded? (Compared by content.)"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +12,18 @@ def check_source(path: str | Path, expected_sha256: str | None) -> None:
     """Raise ``missing_source`` or ``source_changed`` unless ``path`` holds the manifest's content."""
     path = Path(path)
     if not path.exists():
-        raise ObjectFailure("missing_source", f"{path} does not exist; if it was removed on purpose, rescan "
-                            "with `snakemake <target> --forcerun manifest`")
+        raise ObjectFailure(
+            "missing_source",
+            f"{path} does not exist; if it was removed on purpose, rescan "
+            "with `snakemake <target> --forcerun manifest`",
+        )
     if expected_sha256 is None:
         return
     actual = file_sha256(path)
     if actual != expected_sha256:
-        raise ObjectFailure("source_changed", f"{path} changed after the manifest was built (sha256 {actual}, "
-                            f"the manifest recorded {expected_sha256}); rescan with "
-                            "`snakemake <target> --forcerun manifest`")
+        raise ObjectFailure(
+            "source_changed",
+            f"{path} changed after the manifest was built (sha256 {actual}, "
+            f"the manifest recorded {expected_sha256}); rescan with "
+            "`snakemake <target> --forcerun manifest`",
+        )

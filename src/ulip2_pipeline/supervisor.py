@@ -8,6 +8,7 @@ kills the child, the object becomes a failure (``timeout`` / ``out_of_memory``),
 next object starts a fresh child. A child that dies by itself is ``worker_crashed``.
 ``serve`` is the child's side of the same protocol.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,15 @@ POLL_S = 0.05  # how often the parent looks at the child's memory while it works
 class SupervisedWorker:
     """A ``python -m module`` child, started on first use and restarted after each kill or crash."""
 
-    def __init__(self, module: str, hello: dict, activity: str, startup_timeout_s: float = 300.0,
-                 max_memory_mb: float | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        module: str,
+        hello: dict,
+        activity: str,
+        startup_timeout_s: float = 300.0,
+        max_memory_mb: float | None = None,
+        env: dict | None = None,
+    ):
         self.module, self.hello, self.activity = module, hello, activity
         self.startup_timeout_s, self.max_memory_mb, self.env = startup_timeout_s, max_memory_mb, env
         self.process: subprocess.Popen | None = None
@@ -45,8 +53,12 @@ class SupervisedWorker:
 
     def _start(self) -> None:
         parent, child = socket.socketpair()
-        self.process = subprocess.Popen([sys.executable, "-m", self.module, str(child.fileno())],
-                                        pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, env=self.env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, str(child.fileno())],
+            pass_fds=[child.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+        )
         child.close()
         self.conn = Connection(parent.detach())
         started = time.perf_counter()
@@ -80,8 +92,10 @@ class SupervisedWorker:
         except (EOFError, ConnectionResetError, OSError):
             code = self.process.wait()
             self.process, self.conn = None, None
-            raise ObjectFailure("worker_crashed", f"the worker exited while on this object: {describe_exit(code)}; "
-                                "the shard goes on in a fresh worker") from None
+            raise ObjectFailure(
+                "worker_crashed",
+                f"the worker exited while on this object: {describe_exit(code)}; the shard goes on in a fresh worker",
+            ) from None
         if "failure" in reply:
             raise ObjectFailure(*reply["failure"])
         return reply["ok"]
@@ -96,8 +110,11 @@ class SupervisedWorker:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ObjectFailure("timeout", f"{self.activity} took longer than {timeout_s:g} s; the worker was "
-                                     "killed and the shard goes on in a fresh one")
+                return ObjectFailure(
+                    "timeout",
+                    f"{self.activity} took longer than {timeout_s:g} s; the worker was "
+                    "killed and the shard goes on in a fresh one",
+                )
             if self.conn.poll(min(POLL_S, remaining)):
                 return None
             if watched is not None and self.max_memory_mb is not None:
@@ -107,9 +124,12 @@ class SupervisedWorker:
                     continue  # exiting: the next poll sees the end of the connection
                 self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
                 if rss_mb > self.max_memory_mb:
-                    return ObjectFailure("out_of_memory", f"{self.activity} used {rss_mb:.0f} MB, over the limit of "
-                                         f"{self.max_memory_mb:g} MB (max_memory_mb); the worker was killed and the "
-                                         "shard goes on in a fresh one")
+                    return ObjectFailure(
+                        "out_of_memory",
+                        f"{self.activity} used {rss_mb:.0f} MB, over the limit of "
+                        f"{self.max_memory_mb:g} MB (max_memory_mb); the worker was killed and the "
+                        "shard goes on in a fresh one",
+                    )
 
     def stop(self, graceful: bool = True) -> None:
         if self.process is None:

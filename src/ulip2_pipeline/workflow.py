@@ -8,6 +8,7 @@ scripts read them from the configuration, so changing one reruns nothing. Where 
 output does depend on one (the numeric precision a device implies), the output
 records it in its metadata.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -53,14 +54,18 @@ def log_to(path: str | Path | None) -> None:
         history = path.with_name(f".{path.name}.attempts")
         _restore_earlier_attempts(path, history)
         handlers += [logging.FileHandler(path, mode="a"), logging.FileHandler(history, mode="a")]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
     log = logging.getLogger(__name__)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     log.info("===== attempt started %s (pid %d) =====", started, os.getpid())
     # Where the job ran: a scheduler's job id and the devices it was given.
-    placement = {k: os.environ[k] for k in ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES",
-                                            "SLURM_JOB_GPUS") if k in os.environ}
+    placement = {
+        k: os.environ[k]
+        for k in ("SLURM_JOB_ID", "SLURM_RESTART_COUNT", "CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS")
+        if k in os.environ
+    }
     log.info("job environment: %s", " ".join(f"{k}={v}" for k, v in placement.items()) or "local")
     sys.excepthook = _log_uncaught
 

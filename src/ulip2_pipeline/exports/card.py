@@ -6,6 +6,7 @@ documents every column, the sizes, the provenance recorded in the shards' ``ulip
 metadata and the failure summary of ``summary.json``. It is built from those files alone, so the
 same inputs give the same bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ COLUMN_MEANINGS = {
     "uid": "object id (unique in the dataset)",
     "category": "the source's category (a ShapeNet synset's name, an LVIS class, a folder name), or null",
     "xyz": "surface points, normalised (centre, unit sphere), in farthest-point order: "
-           "`xyz[:8192]` and `xyz[:2048]` are the 8k and 2k clouds",
+    "`xyz[:8192]` and `xyz[:2048]` are the 8k and 2k clouds",
     "rgb": "sRGB colour of each point, 0-255",
     "images": "the rendered views as PNG (`path` is `{uid}/{view:03d}.png`); decoded as images",
     "views": "view index of each entry of the per-view columns",
@@ -32,9 +33,9 @@ COLUMN_MEANINGS = {
     "elevation_deg": "camera elevation of each view, degrees",
     "intrinsics": "3x3 camera matrix K of each view, row-major (pixels; (0, 0) is the top-left pixel's corner)",
     "world_to_camera": "4x4 world-to-camera matrix of each view, row-major, OpenCV axes (x right, y down, "
-                       "z forward), from the normalised frame of `xyz`",
+    "z forward), from the normalised frame of `xyz`",
     "depth": "depth map of each view (depth presets only, else null): float32 little-endian, height x width "
-             "from the top row, distance along the camera axis in normalised units, 0 where no surface",
+    "from the top row, distance along the camera axis in normalised units, 0 where no surface",
     "center": "normalisation: normalised = (file coordinates - center) / scale",
     "scale": "normalisation scale (the largest distance of a sample from `center`)",
     "up_axis": "the source's up axis (points are not rotated)",
@@ -43,8 +44,14 @@ COLUMN_MEANINGS = {
     "kept": "the captions kept for each view (the top-k by CLIP score, best first)",
 }
 
-SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+]
 
 
 def size_category(objects: int) -> str:
@@ -66,8 +73,10 @@ def feature_type(feature: dict) -> str:
 def _column_types(schema) -> dict[str, str]:
     metadata = schema.metadata or {}
     features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
-    return {field.name: feature_type(features[field.name]) if field.name in features else str(field.type)
-            for field in schema}
+    return {
+        field.name: feature_type(features[field.name]) if field.name in features else str(field.type)
+        for field in schema
+    }
 
 
 def dataset_facts(triplet_paths: list) -> dict:
@@ -86,9 +95,15 @@ def dataset_facts(triplet_paths: list) -> dict:
         record = json.loads((pq.read_schema(path).metadata or {}).get(b"ulip2.provenance", b"{}"))
         if record not in provenance:
             provenance.append(record)
-    return {"schema": schema, "objects": objects, "shards": len(paths), "views": views,
-            "views_per_object": sorted(per_object), "bytes": sum(p.stat().st_size for p in paths),
-            "provenance": provenance}
+    return {
+        "schema": schema,
+        "objects": objects,
+        "shards": len(paths),
+        "views": views,
+        "views_per_object": sorted(per_object),
+        "bytes": sum(p.stat().st_size for p in paths),
+        "provenance": provenance,
+    }
 
 
 def _header(dataset: str, objects: int) -> str:
@@ -98,8 +113,14 @@ def _header(dataset: str, objects: int) -> str:
         "size_categories": [size_category(objects)],
         # batch_size: datasets' Parquet reader otherwise takes a file's first row-group size as its
         # batch size, and an empty shard's is 0, which it refuses.
-        "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": "train", "path": TRIPLET_GLOB}], "batch_size": LOAD_BATCH_ROWS}],
+        "configs": [
+            {
+                "config_name": "default",
+                "default": True,
+                "data_files": [{"split": "train", "path": TRIPLET_GLOB}],
+                "batch_size": LOAD_BATCH_ROWS,
+            }
+        ],
     }
     return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n"
 
@@ -113,17 +134,22 @@ def _features_section(schema) -> list[str]:
     if schema is None:
         return ["No triplet shards."]
     types = _column_types(schema)
-    rows = [[f"`{name}`", types[name], COLUMN_MEANINGS.get(name, "(not described: a column this card does not know)")]
-            for name in schema.names]
+    rows = [
+        [f"`{name}`", types[name], COLUMN_MEANINGS.get(name, "(not described: a column this card does not know)")]
+        for name in schema.names
+    ]
     return _table(["column", "type", "meaning"], rows)
 
 
 def _sizes_section(facts: dict) -> list[str]:
     per_object = facts["views_per_object"]
-    spread = "-" if not per_object else (str(per_object[0]) if len(per_object) == 1
-                                         else f"{per_object[0]}-{per_object[-1]}")
-    return _table(["objects", "shards", "bytes (triplet files)", "views", "views per object"],
-                  [[facts["objects"], facts["shards"], facts["bytes"], facts["views"], spread]])
+    spread = (
+        "-" if not per_object else (str(per_object[0]) if len(per_object) == 1 else f"{per_object[0]}-{per_object[-1]}")
+    )
+    return _table(
+        ["objects", "shards", "bytes (triplet files)", "views", "views per object"],
+        [[facts["objects"], facts["shards"], facts["bytes"], facts["views"], spread]],
+    )
 
 
 def _provenance_section(provenance: list[dict]) -> list[str]:
@@ -132,29 +158,43 @@ def _provenance_section(provenance: list[dict]) -> list[str]:
         lines += [f"The shards record {len(provenance)} different provenances (made by different settings):", ""]
     for record in provenance:
         preset = dict(record.get("render_preset", {}))
-        lines += _table(["what", "value"], [
-            ["caption model", f"`{record.get('caption_model')}`"],
-            ["rank model (CLIP)", f"`{record.get('rank_model')}`"],
-            ["render preset", f"`{preset.pop('name', None)}`: "
-                              + ", ".join(f"{k} {json.dumps(v)}" for k, v in sorted(preset.items()))],
-            ["seed", record.get("seed")],
-            ["configuration hash", f"`{record.get('config_hash')}`"],
-            ["packages", ", ".join(f"{k} {v}" for k, v in sorted(record.get("packages", {}).items()))],
-        ]) + [""]
+        lines += _table(
+            ["what", "value"],
+            [
+                ["caption model", f"`{record.get('caption_model')}`"],
+                ["rank model (CLIP)", f"`{record.get('rank_model')}`"],
+                [
+                    "render preset",
+                    f"`{preset.pop('name', None)}`: "
+                    + ", ".join(f"{k} {json.dumps(v)}" for k, v in sorted(preset.items())),
+                ],
+                ["seed", record.get("seed")],
+                ["configuration hash", f"`{record.get('config_hash')}`"],
+                ["packages", ", ".join(f"{k} {v}" for k, v in sorted(record.get("packages", {}).items()))],
+            ],
+        ) + [""]
     return lines or ["No provenance recorded."]
 
 
 def _failures_section(summary: dict) -> list[str]:
-    lines = [f"Objects in: **{summary['objects_in']}**; triplets out: **{summary['triplets_out']}**; "
-             f"objects that left on the way: **{summary.get('objects_failed', 0)}**.", ""]
-    rows = [[stage, reason, count] for stage, reasons in summary.get("failures", {}).items()
-            for reason, count in reasons.items()]
+    lines = [
+        f"Objects in: **{summary['objects_in']}**; triplets out: **{summary['triplets_out']}**; "
+        f"objects that left on the way: **{summary.get('objects_failed', 0)}**.",
+        "",
+    ]
+    rows = [
+        [stage, reason, count]
+        for stage, reasons in summary.get("failures", {}).items()
+        for reason, count in reasons.items()
+    ]
     if not rows:
         return lines + ["No object failed."]
     lines += _table(["stage it left at", "reason", "objects"], rows) + [""]
-    lines.append("Each object that left has a row, with a detail a person can act on, in "
-                 "`failures/{stage}/{shard}.parquet` (`failures/manifest.parquet` for objects never had), and "
-                 "`failures/triplets/{shard}.parquet` lists every object of a shard that is not in its triplets.")
+    lines.append(
+        "Each object that left has a row, with a detail a person can act on, in "
+        "`failures/{stage}/{shard}.parquet` (`failures/manifest.parquet` for objects never had), and "
+        "`failures/triplets/{shard}.parquet` lists every object of a shard that is not in its triplets."
+    )
     return lines
 
 
@@ -162,22 +202,39 @@ def dataset_card(dataset: str, triplet_paths: list, summary_path) -> str:
     facts = dataset_facts(triplet_paths)
     summary = read_json(summary_path)
     body = [
-        f"# {dataset}: ULIP-2 triplets", "",
+        f"# {dataset}: ULIP-2 triplets",
+        "",
         "One row per 3D object with every modality: a coloured point cloud, rendered views and their "
-        "captions ranked by CLIP, made by the ulip2-pipeline Snakemake workflow.", "",
-        "## Loading", "",
+        "captions ranked by CLIP, made by the ulip2-pipeline Snakemake workflow.",
+        "",
+        "## Loading",
+        "",
         "```python",
         "import datasets",
         f'ds = datasets.load_dataset("path/to/results/{dataset}", split="train")   # this folder',
         'ds[0]["images"][0]                    # a PIL image',
         'ds.with_format("numpy")[0]["xyz"]     # (points, 3) float32',
-        "```", "",
+        "```",
+        "",
         f"The `configs` above point at `{TRIPLET_GLOB}`; the folder's other Parquet files are the "
-        "stages' own outputs (points, render, captions, ranked, embed/..., failures/...).", "",
-        "## Features", "", *_features_section(facts["schema"]), "",
-        "## Sizes", "", *_sizes_section(facts), "",
-        "## Provenance", "", *_provenance_section(facts["provenance"]), "",
-        "## Failures", "", *_failures_section(summary), "",
+        "stages' own outputs (points, render, captions, ranked, embed/..., failures/...).",
+        "",
+        "## Features",
+        "",
+        *_features_section(facts["schema"]),
+        "",
+        "## Sizes",
+        "",
+        *_sizes_section(facts),
+        "",
+        "## Provenance",
+        "",
+        *_provenance_section(facts["provenance"]),
+        "",
+        "## Failures",
+        "",
+        *_failures_section(summary),
+        "",
     ]
     return _header(dataset, facts["objects"]) + "\n" + "\n".join(body)
 

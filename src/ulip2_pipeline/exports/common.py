@@ -1,4 +1,5 @@
 """Small helpers shared by the exports: streaming triplet rows, .npy bytes, JSON written atomically."""
+
 from __future__ import annotations
 
 import io

@@ -21,6 +21,7 @@ Every feature is an L2-normalised vector of the frozen CLIP the ``embed:`` secti
 The split JSON (``train.json``) lists ``{"id", "data_path", "dataset", "group"}`` per object;
 ``data_path`` is absolute because the loader opens it as given, from wherever training runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,28 +52,38 @@ def _vector(values) -> np.ndarray:
 def openshape_record(row: dict, embed: dict, text_features: dict, dataset: str, group: str) -> dict:
     """The dict OpenShape's loader reads, from a triplet row and its embed and text-feature rows."""
     texts, caption = openshape_texts(row)
-    by_text = {t: (o, p) for t, o, p in zip(text_features["texts"], text_features["original"],
-                                            text_features["prompt_avg"])}
+    by_text = {
+        t: (o, p) for t, o, p in zip(text_features["texts"], text_features["original"], text_features["prompt_avg"])
+    }
     image_feat = _vector(embed["image_embeddings"])
     caption_feat = {}
     if caption:
-        caption_feat = {"original": _vector(embed["caption_embeddings"][embed["captions"].index(caption)]),
-                        "prompt_avg": _vector(by_text[caption][1])}
+        caption_feat = {
+            "original": _vector(embed["caption_embeddings"][embed["captions"].index(caption)]),
+            "prompt_avg": _vector(by_text[caption][1]),
+        }
     return {
-        "dataset": dataset, "group": group, "id": row["uid"],
+        "dataset": dataset,
+        "group": group,
+        "id": row["uid"],
         "xyz": np.asarray(row["xyz"], dtype=np.float32),
         "rgb": np.asarray(row["rgb"], dtype=np.float32) / 255.0,
-        "image_feat": image_feat, "thumbnail_feat": image_feat[0],
+        "image_feat": image_feat,
+        "thumbnail_feat": image_feat[0],
         "text": texts,
         "text_feat": [{"original": _vector(by_text[t][0]), "prompt_avg": _vector(by_text[t][1])} for t in texts],
-        "blip_caption": caption, "blip_caption_feat": caption_feat,
-        "msft_caption": "", "retrieval_text": [], "retrieval_text_feat": [],
+        "blip_caption": caption,
+        "blip_caption_feat": caption_feat,
+        "msft_caption": "",
+        "retrieval_text": [],
+        "retrieval_text_feat": [],
         "up_axis": row["up_axis"],
     }
 
 
-def export_openshape_shard(triplets_path, embed_path, text_features_path, dataset: str, shard: str,
-                           root, listing_out) -> dict:
+def export_openshape_shard(
+    triplets_path, embed_path, text_features_path, dataset: str, shard: str, root, listing_out
+) -> dict:
     """{uid}.npy per object and a listing of the shard's split entries (data_path relative to ``root``)."""
     root = Path(root)
     uids = [r["uid"] for r in iter_rows(triplets_path, ["uid"], batch_size=1024)]

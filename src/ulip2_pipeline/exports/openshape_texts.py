@@ -9,6 +9,7 @@ samples one) and ``blip_caption`` (one string). Ours:
 - ``blip_caption``: the object's single best kept caption over every view (highest CLIP score
   of a caption against its own view; ties go to the earlier view).
 """
+
 from __future__ import annotations
 
 TRIPLET_TEXT_COLUMNS = ["uid", "category", "captions", "caption_scores", "kept"]

@@ -24,6 +24,7 @@ surface) is mapped linearly over the depth range of the unit sphere the normalis
 
 ``depth_encoding.json`` in the root records this and D.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,7 @@ from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write
 
 ULIP_AZIMUTHS = tuple(range(0, 360, 12))
 ULIP_POINTS = 8192
-DEPTH_LEVELS = 254          # object depths use 0..254
+DEPTH_LEVELS = 254  # object depths use 0..254
 DEPTH_BACKGROUND = 255
 SHAPENET_UID = re.compile(r"^(\d{8})_([^./]+)$")  # ULIP cuts the model id at the first "."
 
@@ -88,8 +89,10 @@ def _views_by_azimuth(row: dict) -> tuple[dict[int, int], str | None]:
             by_azimuth[int(round(azimuth)) % 360] = index
     missing = [a for a in ULIP_AZIMUTHS if a not in by_azimuth]
     if missing:
-        return {}, (f"missing_views: ULIP's loader needs RGB and depth at azimuths 0, 12, ... 348; "
-                    f"none at {', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+        return {}, (
+            f"missing_views: ULIP's loader needs RGB and depth at azimuths 0, 12, ... 348; "
+            f"none at {', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}"
+        )
     return {a: by_azimuth[a] for a in ULIP_AZIMUTHS}, None
 
 
@@ -136,18 +139,29 @@ def merge_shapenet_ulip(fragments, root) -> int:
     write_json(taxonomy, root / "taxonomy.json", indent=1)
     write_bytes("".join(f"{o['id']}.npy\n" for o in objects).encode(), root / "train.txt")
     write_bytes(b"", root / "test.txt")  # ULIP concatenates test.txt and train.txt ("whole"); all is training
-    write_json({"format": "8-bit greyscale PNG", "background": DEPTH_BACKGROUND, "levels": DEPTH_LEVELS,
-                "pixel": "round(levels * clip((z - (D - 1)) / 2, 0, 1)), background for z = 0",
-                "depth": "z = D - 1 + 2 * pixel / levels: distance along the camera axis, normalised units",
-                "camera_distances_D": sorted(distances)}, root / "depth_encoding.json", indent=1)
+    write_json(
+        {
+            "format": "8-bit greyscale PNG",
+            "background": DEPTH_BACKGROUND,
+            "levels": DEPTH_LEVELS,
+            "pixel": "round(levels * clip((z - (D - 1)) / 2, 0, 1)), background for z = 0",
+            "depth": "z = D - 1 + 2 * pixel / levels: distance along the camera axis, normalised units",
+            "camera_distances_D": sorted(distances),
+        },
+        root / "depth_encoding.json",
+        indent=1,
+    )
     return len(objects)
 
 
 def shapenet_ulip_applies(dataset_cfg: dict, render_presets: dict) -> bool:
     """Whether a dataset's objects can be in ULIP's ShapeNet layout: ShapeNet uids, 30 views every 12°, depth."""
     preset = render_presets[dataset_cfg["render_preset"]]
-    return dataset_cfg["source"]["kind"] == "shapenet" and preset["views"] == len(ULIP_AZIMUTHS) \
+    return (
+        dataset_cfg["source"]["kind"] == "shapenet"
+        and preset["views"] == len(ULIP_AZIMUTHS)
         and bool(preset.get("depth"))
+    )
 
 
 def shapenet_ulip_datasets(config: dict, names: list[str]) -> list[str]:

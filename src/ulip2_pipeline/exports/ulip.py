@@ -1,4 +1,5 @@
 """ULIP-2's Objaverse triplet layout: {uid}/{uid}_8192.npz, {uid}/000.png ..., and captions.json."""
+
 from __future__ import annotations
 
 import io

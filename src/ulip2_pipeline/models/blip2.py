@@ -11,6 +11,7 @@ BLIP-2 OPT ends captions with the newline (id 50118), not the tokenizer's ``</s>
 With ``do_sample`` off, the loop picks greedily and gives exactly the tokens of
 ``Blip2ForConditionalGeneration.generate(do_sample=False)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class GenerationSettings:
     max_new_tokens: int = 30
     temperature: float = 1.0
     prompt: str = ""
-    do_sample: bool = True   # False: greedy, every caption of a view is the single most likely one
+    do_sample: bool = True  # False: greedy, every caption of a view is the single most likely one
     min_new_tokens: int = 0  # benchmarks force exact lengths with min == max
 
 
@@ -109,8 +110,15 @@ def _nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, te
 
 
 @torch.inference_mode()
-def sample_caption_tokens(model, pixel_values: torch.Tensor, prompt_ids: torch.Tensor, seeds: list[int],
-                          settings: GenerationSettings, eos_ids: int | list[int], pad_id: int) -> torch.Tensor:
+def sample_caption_tokens(
+    model,
+    pixel_values: torch.Tensor,
+    prompt_ids: torch.Tensor,
+    seeds: list[int],
+    settings: GenerationSettings,
+    eos_ids: int | list[int],
+    pad_id: int,
+) -> torch.Tensor:
     """(images * n, max_new_tokens) token ids; rows i*n .. i*n+n-1 belong to image i.
 
     A row ends with its first end token (kept) and is padded with ``pad_id`` after it.
@@ -127,8 +135,12 @@ def sample_caption_tokens(model, pixel_values: torch.Tensor, prompt_ids: torch.T
     prefix_len = prefix.shape[1]
 
     positions = torch.arange(prefix_len, device=device).unsqueeze(0).expand(batch, -1)
-    out = language_model(inputs_embeds=prefix, attention_mask=torch.ones(batch, prefix_len, device=device),
-                         position_ids=positions, use_cache=True)
+    out = language_model(
+        inputs_embeds=prefix,
+        attention_mask=torch.ones(batch, prefix_len, device=device),
+        position_ids=positions,
+        use_cache=True,
+    )
     cache = out.past_key_values
     if rows > 1:
         cache.batch_repeat_interleave(rows)  # the n samples share the image prefix
@@ -152,9 +164,13 @@ def sample_caption_tokens(model, pixel_values: torch.Tensor, prompt_ids: torch.T
         if step == steps - 1 or bool(finished.all()):
             break
         position = torch.full((batch * rows, 1), prefix_len + step, device=device)
-        out = language_model(input_ids=picked.unsqueeze(1), past_key_values=cache, position_ids=position,
-                             attention_mask=torch.ones(batch * rows, prefix_len + step + 1, device=device),
-                             use_cache=True)
+        out = language_model(
+            input_ids=picked.unsqueeze(1),
+            past_key_values=cache,
+            position_ids=position,
+            attention_mask=torch.ones(batch * rows, prefix_len + step + 1, device=device),
+            use_cache=True,
+        )
         cache, logits = out.past_key_values, out.logits[:, -1]
     return tokens if rows == n else tokens.repeat_interleave(n, dim=0)
 
@@ -173,11 +189,18 @@ def caption_batch(model, processor, images: list, seeds: list[int], settings: Ge
     tokenizer = processor.tokenizer
     pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, vision_dtype(model))
     eos_ids = end_tokens(model)
-    tokens = sample_caption_tokens(model, pixels, prompt_ids(model, processor, settings.prompt, model.device), seeds,
-                                   settings, eos_ids, pad_token(model, tokenizer))
+    tokens = sample_caption_tokens(
+        model,
+        pixels,
+        prompt_ids(model, processor, settings.prompt, model.device),
+        seeds,
+        settings,
+        eos_ids,
+        pad_token(model, tokenizer),
+    )
     texts = decode_captions(tokenizer, tokens, eos_ids)
     n = settings.num_captions
-    return [texts[i * n:(i + 1) * n] for i in range(len(images))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(images))]
 
 
 def clean_caption(text: str) -> str:

@@ -7,6 +7,7 @@ and loads such a tag with QuickGELU (as ``ViT-L-14-quickgelu`` would), saying so
 in the log. The numeric precision: with ``fp16``/``bf16`` open_clip casts the
 tower's weights but not its input, so the image tower casts its pixels itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,7 @@ class Clip:
     tokenizer: object
     device: torch.device
     dtype: torch.dtype = torch.float32  # what the image tower computes in
-    activation: str = "gelu"             # gelu or quick_gelu, read from the built model
+    activation: str = "gelu"  # gelu or quick_gelu, read from the built model
 
 
 def clip_precision(precision: str, device: torch.device) -> str:
@@ -57,12 +58,20 @@ def needs_quick_gelu(arch: str, pretrained: str | None) -> bool:
     arch_quick = bool((open_clip.get_model_config(name) or {}).get("quick_gelu"))
     tag_quick = bool(tag.get("quick_gelu"))
     if tag_quick and not arch_quick:
-        log.warning("%s/%s: these weights were trained with QuickGELU but the %s config uses GELU; "
-                    "loading with QuickGELU (as %s-quickgelu)", arch, pretrained, arch, arch)
+        log.warning(
+            "%s/%s: these weights were trained with QuickGELU but the %s config uses GELU; "
+            "loading with QuickGELU (as %s-quickgelu)",
+            arch,
+            pretrained,
+            arch,
+            arch,
+        )
         return True
     if arch_quick and not tag_quick:
-        raise ValueError(f"open_clip architecture {arch!r} uses QuickGELU, but its pretrained weights {pretrained!r} "
-                         f"were trained with GELU: use the architecture without '-quickgelu'")
+        raise ValueError(
+            f"open_clip architecture {arch!r} uses QuickGELU, but its pretrained weights {pretrained!r} "
+            f"were trained with GELU: use the architecture without '-quickgelu'"
+        )
     return False
 
 
@@ -75,11 +84,13 @@ def model_activation(model) -> str:
 def _cast_input_to(dtype: torch.dtype):
     def hook(module, args):
         return (args[0].to(dtype), *args[1:])
+
     return hook
 
 
-def load_clip(arch: str, pretrained: str | None, arch_config: str | None, device: torch.device,
-              precision: str = "auto") -> Clip:
+def load_clip(
+    arch: str, pretrained: str | None, arch_config: str | None, device: torch.device, precision: str = "auto"
+) -> Clip:
     """Any open_clip architecture with a pretrained tag (``openai``) or a local checkpoint path.
 
     ``arch_config`` registers an architecture JSON first (how the tiny demo models are found).
@@ -90,8 +101,12 @@ def load_clip(arch: str, pretrained: str | None, arch_config: str | None, device
         open_clip.add_model_config(arch_config)
     precision = clip_precision(precision, device)
     model, _, preprocess = open_clip.create_model_and_transforms(
-        arch, pretrained=pretrained or None, device=device, precision=precision,
-        force_quick_gelu=needs_quick_gelu(arch, pretrained))
+        arch,
+        pretrained=pretrained or None,
+        device=device,
+        precision=precision,
+        force_quick_gelu=needs_quick_gelu(arch, pretrained),
+    )
     dtype = open_clip.get_input_dtype(precision) or torch.float32
     # Every caller's pixels (rank, embed, training's online towers) enter in the tower's own dtype.
     model.visual.register_forward_pre_hook(_cast_input_to(dtype))

@@ -9,6 +9,7 @@ merges learned here on caption-like text ending in a newline, and, to reach the
 real size, lowercase letter strings (with and without a leading space), each with
 its merge, so that a random model's tokens decode to letters, not control bytes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,9 +21,11 @@ from ulip2_pipeline.models.real_models import BLIP2_PROCESSOR_CONFIG, BLIP2_TOKE
 
 VOCAB_ENTRIES = BLIP2_TOKENIZER["image_token_id"]  # BPE entries before <image>: ids 0 .. 50264
 
-_WORDS = ("a an the of with on in and small large red green blue yellow white black grey wooden metal "
-          "plastic round square tall short mug table bottle crate ball cone chair lamp cup box object "
-          "model render 3d shape picture photo view toy simple").split()
+_WORDS = (
+    "a an the of with on in and small large red green blue yellow white black grey wooden metal "
+    "plastic round square tall short mug table bottle crate ball cone chair lamp cup box object "
+    "model render 3d shape picture photo view toy simple"
+).split()
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -117,8 +120,14 @@ def build_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def _added(content: str) -> dict:
-    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-            "special": True}
+    return {
+        "content": content,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": True,
+    }
 
 
 def write_tokenizer_files(out_dir: str | Path) -> None:
@@ -127,18 +136,33 @@ def write_tokenizer_files(out_dir: str | Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab()
     (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-                                        encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     t = BLIP2_TOKENIZER
-    added = {str(t["special_ids"]["<pad>"]): _added("<pad>"), str(t["special_ids"]["</s>"]): _added("</s>"),
-             str(t["image_token_id"]): _added(t["image_token"])}
-    config = {"tokenizer_class": t["tokenizer_class"], "add_bos_token": t["add_bos_token"],
-              "add_prefix_space": t["add_prefix_space"], "errors": t["errors"], "bos_token": t["bos_token"],
-              "eos_token": t["eos_token"], "unk_token": t["unk_token"], "pad_token": t["pad_token"],
-              "added_tokens_decoder": added,
-              "clean_up_tokenization_spaces": False, "model_max_length": 1000000000000000019884624838656,
-              "processor_class": BLIP2_PROCESSOR_CONFIG["processor_class"]}
+    added = {
+        str(t["special_ids"]["<pad>"]): _added("<pad>"),
+        str(t["special_ids"]["</s>"]): _added("</s>"),
+        str(t["image_token_id"]): _added(t["image_token"]),
+    }
+    config = {
+        "tokenizer_class": t["tokenizer_class"],
+        "add_bos_token": t["add_bos_token"],
+        "add_prefix_space": t["add_prefix_space"],
+        "errors": t["errors"],
+        "bos_token": t["bos_token"],
+        "eos_token": t["eos_token"],
+        "unk_token": t["unk_token"],
+        "pad_token": t["pad_token"],
+        "added_tokens_decoder": added,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1000000000000000019884624838656,
+        "processor_class": BLIP2_PROCESSOR_CONFIG["processor_class"],
+    }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
-    special_map = {"bos_token": t["bos_token"], "eos_token": t["eos_token"], "unk_token": t["unk_token"],
-                   "pad_token": t["pad_token"], "additional_special_tokens": [t["image_token"]]}
+    special_map = {
+        "bos_token": t["bos_token"],
+        "eos_token": t["eos_token"],
+        "unk_token": t["unk_token"],
+        "pad_token": t["pad_token"],
+        "additional_special_tokens": [t["image_token"]],
+    }
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))

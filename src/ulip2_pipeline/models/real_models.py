@@ -11,6 +11,7 @@ leaves a field to the library's default (the vision and Q-Former blocks, OPT's
 bos/pad ids), the transformers 5.23 default is written out here so that it is
 visible and can be shrunk.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,28 +34,58 @@ BLIP2_CONFIG = {
     "torch_dtype": "float32",
     "vision_config": {  # EVA ViT-g/14: all transformers defaults
         "model_type": "blip_2_vision_model",
-        "hidden_size": 1408, "intermediate_size": 6144, "num_hidden_layers": 39, "num_attention_heads": 16,
-        "image_size": 224, "patch_size": 14, "num_channels": 3, "hidden_act": "gelu", "layer_norm_eps": 1e-6,
-        "qkv_bias": True, "dropout": 0.0, "attention_dropout": 0.0, "initializer_factor": 1.0,
+        "hidden_size": 1408,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 39,
+        "num_attention_heads": 16,
+        "image_size": 224,
+        "patch_size": 14,
+        "num_channels": 3,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-6,
+        "qkv_bias": True,
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "initializer_factor": 1.0,
         "projection_dim": 512,
     },
     "qformer_config": {  # BERT-base Q-Former: transformers defaults
         "model_type": "blip_2_qformer",
-        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "cross_attention_frequency": 2, "encoder_hidden_size": 1408, "hidden_act": "gelu",
-        "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "vocab_size": 30522, "pad_token_id": 0,
-        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "classifier_dropout": None,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "cross_attention_frequency": 2,
+        "encoder_hidden_size": 1408,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 512,
+        "vocab_size": 30522,
+        "pad_token_id": 0,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "classifier_dropout": None,
     },
     "text_config": {  # OPT-6.7B
         "_name_or_path": "facebook/opt-6.7b",
         "architectures": ["OPTForCausalLM"],
         "model_type": "opt",
-        "hidden_size": 4096, "ffn_dim": 16384, "num_hidden_layers": 32, "num_attention_heads": 32,
-        "word_embed_proj_dim": 4096, "max_position_embeddings": 2048, "vocab_size": 50304,
-        "do_layer_norm_before": True, "activation_function": "relu", "activation_dropout": 0.0,
-        "bos_token_id": 2, "pad_token_id": 1,
+        "hidden_size": 4096,
+        "ffn_dim": 16384,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "word_embed_proj_dim": 4096,
+        "max_position_embeddings": 2048,
+        "vocab_size": 50304,
+        "do_layer_norm_before": True,
+        "activation_function": "relu",
+        "activation_dropout": 0.0,
+        "bos_token_id": 2,
+        "pad_token_id": 1,
         "eos_token_id": 50118,  # the newline: BLIP-2 captions end with "\n", not </s>
-        "prefix": "</s>", "tie_word_embeddings": True, "torch_dtype": "float16",
+        "prefix": "</s>",
+        "tie_word_embeddings": True,
+        "torch_dtype": "float16",
     },
 }
 
@@ -82,44 +113,70 @@ BLIP2_PROCESSOR_CONFIG = {"num_query_tokens": 32, "processor_class": "Blip2Proce
 # The tokenizer: OPT's byte-level BPE (GPT-2's merges, fairseq's id order) plus BLIP-2's <image>.
 BLIP2_TOKENIZER = {
     "tokenizer_class": "GPT2Tokenizer",
-    "add_bos_token": True,           # prepends </s>
+    "add_bos_token": True,  # prepends </s>
     "add_prefix_space": False,
     "errors": "replace",
-    "bos_token": "</s>", "eos_token": "</s>", "unk_token": "</s>", "pad_token": "<pad>",
+    "bos_token": "</s>",
+    "eos_token": "</s>",
+    "unk_token": "</s>",
+    "pad_token": "<pad>",
     "special_ids": {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3},
-    "newline_token": "\u010a",       # "Ċ", the byte-level form of "\n"
+    "newline_token": "\u010a",  # "Ċ", the byte-level form of "\n"
     "newline_id": 50118,
     "image_token": "<image>",
     "image_token_id": 50265,
-    "size": 50266,                   # 50265 BPE entries + <image>; the model's 50304 rows pad it
+    "size": 50266,  # 50265 BPE entries + <image>; the model's 50304 rows pad it
 }
 
 # open_clip: the rank model (ULIP-2 used CLIP ViT-L/14, OpenAI's weights) and the frozen towers for training.
 CLIP_RANK = {"arch": "ViT-L-14", "pretrained": "openai", "quick_gelu": True, "embed_dim": 768}
 CLIP_EMBED = {"arch": "ViT-bigG-14", "pretrained": "laion2b_s39b_b160k", "quick_gelu": False, "embed_dim": 1280}
 # Preprocessing shared by both tags (open_clip's _pcfg): resize the shortest side, centre crop.
-CLIP_PREPROCESS = {"size": 224, "mean": tuple(OPENAI_CLIP_MEAN), "std": tuple(OPENAI_CLIP_STD),
-                   "interpolation": "bicubic", "resize_mode": "shortest"}
+CLIP_PREPROCESS = {
+    "size": 224,
+    "mean": tuple(OPENAI_CLIP_MEAN),
+    "std": tuple(OPENAI_CLIP_STD),
+    "interpolation": "bicubic",
+    "resize_mode": "shortest",
+}
 
 # What a stand-in may change: sizes only.
 SIZE_KEYS = {
     "vision_config": {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"},
-    "qformer_config": {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                       "encoder_hidden_size"},
+    "qformer_config": {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "encoder_hidden_size",
+    },
     "text_config": {"hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads", "word_embed_proj_dim"},
     "clip": {"embed_dim", "width", "layers", "heads", "head_width"},
 }
 
 BLIP2_TINY_SIZES = {
     "vision_config": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4},
-    "qformer_config": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "encoder_hidden_size": 64},
-    "text_config": {"hidden_size": 64, "ffn_dim": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-                    "word_embed_proj_dim": 64},
+    "qformer_config": {
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "encoder_hidden_size": 64,
+    },
+    "text_config": {
+        "hidden_size": 64,
+        "ffn_dim": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "word_embed_proj_dim": 64,
+    },
 }
 
-CLIP_TINY_SIZES = {"embed_dim": 32, "vision_cfg": {"width": 64, "layers": 2, "head_width": 32},
-                   "text_cfg": {"width": 64, "heads": 2, "layers": 2}}
+CLIP_TINY_SIZES = {
+    "embed_dim": 32,
+    "vision_cfg": {"width": 64, "layers": 2, "head_width": 32},
+    "text_cfg": {"width": 64, "heads": 2, "layers": 2},
+}
 
 
 def blip2_config(sizes: dict | None = None) -> dict:

@@ -14,6 +14,7 @@ weights make the random language model behave like a trained captioner where the
 pipeline can tell: a confident next-token distribution and captions that end at
 the newline after about ten tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ def sharpen_next_token_distribution(model, logit_std: float = LOGIT_STD) -> None
     """
     text = model.config.text_config
     decoder = model.language_model.model.decoder
-    gain = logit_std / (text.init_std * text.word_embed_proj_dim ** 0.5)
+    gain = logit_std / (text.init_std * text.word_embed_proj_dim**0.5)
     with torch.no_grad():
         decoder.final_layer_norm.weight.fill_(gain)
 
@@ -125,5 +126,8 @@ def build_tiny_clip(out_dir: str | Path, clip: dict = CLIP_RANK, seed: int = 0) 
 
 def build_tiny_models(blip2_dir: str | Path, clip_rank_dir: str | Path, clip_embed_dir: str | Path) -> dict:
     """Every stand-in the demo uses: BLIP-2 OPT, the rank CLIP (ViT-L-14/openai), the embed CLIP (ViT-bigG-14)."""
-    return {"blip2": str(build_tiny_blip2(blip2_dir)), "rank": build_tiny_clip(clip_rank_dir, CLIP_RANK),
-            "embed": build_tiny_clip(clip_embed_dir, CLIP_EMBED)}
+    return {
+        "blip2": str(build_tiny_blip2(blip2_dir)),
+        "rank": build_tiny_clip(clip_rank_dir, CLIP_RANK),
+        "embed": build_tiny_clip(clip_embed_dir, CLIP_EMBED),
+    }

@@ -7,6 +7,7 @@ of shard order and count) and the lowest- and highest-scored kept captions. Pass
 reads the heavy columns (images, points, cameras) of only the row groups that hold a
 chosen object.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,8 @@ import pyarrow.parquet as pq
 
 from ulip2_pipeline import point_columns
 
-SCORE_RANGE = (-1.0, 1.0)   # cosine similarity
-SCORE_BINS = 2000           # fine bins; charts merge them over the occupied range
+SCORE_RANGE = (-1.0, 1.0)  # cosine similarity
+SCORE_BINS = 2000  # fine bins; charts merge them over the occupied range
 
 
 def sample_key(uid: str) -> int:
@@ -33,12 +34,13 @@ def sample_key(uid: str) -> int:
 @dataclass(frozen=True, order=True)
 class KeptCaption:
     """The kept caption(s) of one view and the CLIP score of the best (None: nothing was kept)."""
+
     score: float | None
     uid: str
     view: int
     kept: tuple[str, ...]
     shard: str = ""
-    candidates: tuple[tuple[str, float], ...] = ()   # every caption of the view with its score
+    candidates: tuple[tuple[str, float], ...] = ()  # every caption of the view with its score
 
 
 @dataclass
@@ -57,9 +59,9 @@ class DatasetDigest:
     empty_per_view: Counter = field(default_factory=Counter)
     # max-heap by sample key (stored negated): the sample_size objects with the lowest keys
     _sample: list = field(default_factory=list)
-    sample_views: dict = field(default_factory=dict)    # uid -> {view: KeptCaption}
-    lowest: list = field(default_factory=list)          # KeptCaption, lowest score first
-    highest: list = field(default_factory=list)         # KeptCaption, highest score first
+    sample_views: dict = field(default_factory=dict)  # uid -> {view: KeptCaption}
+    lowest: list = field(default_factory=list)  # KeptCaption, lowest score first
+    highest: list = field(default_factory=list)  # KeptCaption, highest score first
 
     @property
     def mean_kept_score(self) -> float | None:
@@ -120,12 +122,14 @@ class DatasetDigest:
 
         scored = np.flatnonzero(has_kept)
         if self.extremes and len(scored):
-            keep = 2 * self.extremes   # spares, for views whose object is not in the triplets
+            keep = 2 * self.extremes  # spares, for views whose object is not in the triplets
             order = scored[np.lexsort((scored, best[scored]))]
-            self.lowest = sorted(self.lowest + [record(i) for i in order[:keep]],
-                                 key=lambda c: (c.score, c.uid, c.view))[:keep]
-            self.highest = sorted(self.highest + [record(i) for i in order[::-1][:keep]],
-                                  key=lambda c: (-c.score, c.uid, c.view))[:keep]
+            self.lowest = sorted(
+                self.lowest + [record(i) for i in order[:keep]], key=lambda c: (c.score, c.uid, c.view)
+            )[:keep]
+            self.highest = sorted(
+                self.highest + [record(i) for i in order[::-1][:keep]], key=lambda c: (-c.score, c.uid, c.view)
+            )[:keep]
         sampled = {uid for _, uid, _ in self._sample}
         for i, uid in enumerate(uids):
             if uid in sampled:
@@ -144,8 +148,8 @@ class DatasetDigest:
 
         def merge(counts: np.ndarray) -> list[int]:
             padded = np.zeros(last - first, np.int64)
-            available = counts[first:min(last, SCORE_BINS)]
-            padded[:len(available)] = available
+            available = counts[first : min(last, SCORE_BINS)]
+            padded[: len(available)] = available
             return padded.reshape(-1, width).sum(axis=1).tolist()
 
         return edges, {"all captions": merge(self.scores_all), "kept": merge(self.scores_kept)}
@@ -153,7 +157,7 @@ class DatasetDigest:
 
 def word_counts(captions: pa.Array) -> np.ndarray:
     """Words (runs of non-whitespace) per caption; a regex count is three times slower."""
-    tokens = pc.utf8_split_whitespace(captions)   # runs of spaces leave empty tokens: not words
+    tokens = pc.utf8_split_whitespace(captions)  # runs of spaces leave empty tokens: not words
     owner = pc.list_parent_indices(tokens).to_numpy()
     non_empty = pc.not_equal(tokens.flatten(), "").to_numpy(zero_copy_only=False)
     return np.bincount(owner[non_empty], minlength=len(captions))
@@ -201,8 +205,10 @@ def collect(triplet_paths: list, ranked_paths: list, sample_size: int, extremes:
         shard = shard_name(path)
         digest.add_triplet_uids(pq.read_table(path, columns=["uid"]).column("uid").to_pylist(), shard)
         if shard in ranked_by_shard:
-            digest.add_ranked(pq.read_table(ranked_by_shard[shard],
-                                            columns=["uid", "view", "captions", "scores", "top_k", "kept"]), shard)
+            digest.add_ranked(
+                pq.read_table(ranked_by_shard[shard], columns=["uid", "view", "captions", "scores", "top_k", "kept"]),
+                shard,
+            )
     return digest
 
 

@@ -1,4 +1,5 @@
 """Building blocks of the report pages: escaping, inlined images, tables, the page frame."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def visible(text: str) -> str:
     """``text`` with control characters replaced by visible symbols (U+2400 block, or U+2421 for DEL)."""
     text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be written as UTF-8
-    return _CONTROL.sub(lambda m: chr(0x2400 + ord(m.group())) if ord(m.group()) < 0x20 else "\u2421",
-                        text)
+    return _CONTROL.sub(lambda m: chr(0x2400 + ord(m.group())) if ord(m.group()) < 0x20 else "\u2421", text)
 
 
 def esc(value) -> str:
@@ -66,9 +66,11 @@ def table(headers: list[str], rows: list[list], numeric: set[int] = frozenset(),
     """An HTML table; cells are escaped unless they are ``Raw``."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{cell_html(c)}</td>'
-                         for i, c in enumerate(row)) + "</tr>"
-        for row in rows)
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{cell_html(c)}</td>" for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -111,6 +113,8 @@ pre{white-space:pre-wrap;word-break:break-all;font-size:11px;margin:0;max-width:
 
 def page(title: str, lead: str, body: str) -> str:
     """A whole HTML document, styles inline: it needs nothing from the network."""
-    return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
-            f'<body><h1>{esc(title)}</h1><p class="lead">{lead}</p>\n{body}\n</body></html>\n')
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
+        f'<body><h1>{esc(title)}</h1><p class="lead">{lead}</p>\n{body}\n</body></html>\n'
+    )

@@ -5,6 +5,7 @@ from the normalised frame), so a preview shows the points exactly where the view
 the surface, whatever the dataset's up axis: a misaligned or mis-coloured cloud is
 visible at a glance next to its view.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,18 @@ def project(xyz: np.ndarray, world_to_camera, intrinsics) -> tuple[np.ndarray, n
     return pixels, depth
 
 
-def splat(xyz: np.ndarray, rgb: np.ndarray, world_to_camera, intrinsics, width: int, height: int,
-          size: int, radius: int | None = None, shade: float = 0.2, background: int = 255) -> np.ndarray:
+def splat(
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    world_to_camera,
+    intrinsics,
+    width: int,
+    height: int,
+    size: int,
+    radius: int | None = None,
+    shade: float = 0.2,
+    background: int = 255,
+) -> np.ndarray:
     """An RGB image at most ``size`` pixels on its longer side of the points seen by a ``width`` x ``height`` camera.
 
     Each point covers a (2 ``radius`` + 1)² square; where squares overlap, the point nearest the
@@ -50,7 +61,7 @@ def splat(xyz: np.ndarray, rgb: np.ndarray, world_to_camera, intrinsics, width: 
     point = np.repeat(np.arange(len(depth)), len(dx))
     inside = (cols >= 0) & (cols < out_w) & (rows >= 0) & (rows < out_h)
     pixel, point = rows[inside] * out_w + cols[inside], point[inside]
-    order = np.lexsort((depth[point], pixel))          # by pixel, nearest first
+    order = np.lexsort((depth[point], pixel))  # by pixel, nearest first
     first = np.ones(len(order), dtype=bool)
     first[1:] = pixel[order][1:] != pixel[order][:-1]
     winners = order[first]

@@ -1,4 +1,5 @@
 """Hand-written SVG charts (histograms, line charts): no plotting library, nothing to load."""
+
 from __future__ import annotations
 
 import math
@@ -36,6 +37,7 @@ def tick_label(value: float) -> str:
 @dataclass(frozen=True)
 class Frame:
     """The plot area inside an SVG of ``width`` x ``height`` and the data ranges it maps."""
+
     width: int
     height: int
     x0: float
@@ -63,17 +65,25 @@ def _axes(frame: Frame, title: str, xlabel: str, ylabel: str, xticks: list[float
     out.append(f'<line x1="{frame.left}" y1="{frame.top}" x2="{frame.left}" y2="{base}" stroke="#555"/>')
     for t in xticks:
         x = frame.x(t)
-        out.append(f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#555"/>'
-                   f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle">{tick_label(t)}</text>')
+        out.append(
+            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#555"/>'
+            f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle">{tick_label(t)}</text>'
+        )
     for t in yticks:
         y = frame.y(t)
-        out.append(f'<line x1="{frame.left}" y1="{y:.1f}" x2="{frame.width - frame.right}" y2="{y:.1f}" '
-                   f'stroke="#e3e6ec"/><text x="{frame.left - 5}" y="{y + 4:.1f}" text-anchor="end">'
-                   f'{tick_label(t)}</text>')
-    out.append(f'<text x="{(frame.left + frame.width - frame.right) / 2:.0f}" y="{frame.height - 6}" '
-               f'text-anchor="middle">{esc(xlabel)}</text>')
-    out.append(f'<text transform="translate(13 {(frame.top + base) / 2:.0f}) rotate(-90)" '
-               f'text-anchor="middle">{esc(ylabel)}</text>')
+        out.append(
+            f'<line x1="{frame.left}" y1="{y:.1f}" x2="{frame.width - frame.right}" y2="{y:.1f}" '
+            f'stroke="#e3e6ec"/><text x="{frame.left - 5}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{tick_label(t)}</text>"
+        )
+    out.append(
+        f'<text x="{(frame.left + frame.width - frame.right) / 2:.0f}" y="{frame.height - 6}" '
+        f'text-anchor="middle">{esc(xlabel)}</text>'
+    )
+    out.append(
+        f'<text transform="translate(13 {(frame.top + base) / 2:.0f}) rotate(-90)" '
+        f'text-anchor="middle">{esc(ylabel)}</text>'
+    )
     return out
 
 
@@ -82,19 +92,30 @@ def _legend(frame: Frame, names: list[str]) -> list[str]:
     for i, name in reversed(list(enumerate(names))):
         width = 14 + 6.2 * len(name)
         x -= width
-        out.append(f'<rect x="{x:.0f}" y="{frame.top - 2}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
-                   f'<text x="{x + 13:.0f}" y="{frame.top + 7}">{esc(name)}</text>')
+        out.append(
+            f'<rect x="{x:.0f}" y="{frame.top - 2}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
+            f'<text x="{x + 13:.0f}" y="{frame.top + 7}">{esc(name)}</text>'
+        )
         x -= 8
     return out
 
 
 def _svg(width: int, height: int, parts: list[str]) -> str:
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" {FONT}>' + "".join(parts) + "</svg>")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" {FONT}>' + "".join(parts) + "</svg>"
+    )
 
 
-def histogram(edges: list[float], series: dict[str, list[float]], title: str, xlabel: str,
-              ylabel: str = "count", width: int = 520, height: int = 260) -> str:
+def histogram(
+    edges: list[float],
+    series: dict[str, list[float]],
+    title: str,
+    xlabel: str,
+    ylabel: str = "count",
+    width: int = 520,
+    height: int = 260,
+) -> str:
     """Bars over ``edges`` (len = bins + 1); several series overlap, each drawn semi-transparent."""
     top = max((max(values) for values in series.values() if len(values)), default=0) or 1
     frame = Frame(width, height, edges[0], edges[-1], 0, top * 1.08)
@@ -105,16 +126,25 @@ def histogram(edges: list[float], series: dict[str, list[float]], title: str, xl
             if value <= 0:
                 continue
             x, y = frame.x(left), frame.y(value)
-            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(frame.x(right) - x - 0.6, 0.6):.1f}" '
-                         f'height="{frame.y(0) - y:.1f}" fill="{colour}" fill-opacity="0.7">'
-                         f'<title>{esc(name)} [{left:.4g}, {right:.4g}): {tick_label(value)}</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(frame.x(right) - x - 0.6, 0.6):.1f}" '
+                f'height="{frame.y(0) - y:.1f}" fill="{colour}" fill-opacity="0.7">'
+                f"<title>{esc(name)} [{left:.4g}, {right:.4g}): {tick_label(value)}</title></rect>"
+            )
     if len(series) > 1:
         parts += _legend(frame, list(series))
     return _svg(width, height, parts)
 
 
-def line_chart(xs: list[float], series: dict[str, list[float | None]], title: str, xlabel: str, ylabel: str,
-               width: int = 520, height: int = 260) -> str:
+def line_chart(
+    xs: list[float],
+    series: dict[str, list[float | None]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    width: int = 520,
+    height: int = 260,
+) -> str:
     """One polyline per series; ``None`` values are gaps."""
     values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
@@ -134,8 +164,10 @@ def line_chart(xs: list[float], series: dict[str, list[float | None]], title: st
             current.append(f"{frame.x(x):.1f},{frame.y(y):.1f}")
         runs = runs + [current] if current else runs
         for run in runs:
-            parts.append(f'<polyline points="{" ".join(run)}" fill="none" stroke="{colour}" stroke-width="1.6">'
-                         f'<title>{esc(name)}</title></polyline>')
+            parts.append(
+                f'<polyline points="{" ".join(run)}" fill="none" stroke="{colour}" stroke-width="1.6">'
+                f"<title>{esc(name)}</title></polyline>"
+            )
     if len(series) > 1:
         parts += _legend(frame, list(series))
     return _svg(width, height, parts)

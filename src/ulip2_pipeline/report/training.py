@@ -1,4 +1,5 @@
 """The training page: curves from metrics.json, the zero-shot table and each benchmark's confusion matrix."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ CURVES = (
     ("Logit scale", "scale", ("logit_scale",)),
 )
 ZERO_SHOT_COLUMNS = ("top1", "top5", "class_mean", "chance_top1", "samples", "classes")
-MAX_MATRIX_CLASSES = 50   # beyond this a matrix is unreadable (and LVIS's 1,156 classes would be 1.3M cells)
+MAX_MATRIX_CLASSES = 50  # beyond this a matrix is unreadable (and LVIS's 1,156 classes would be 1.3M cells)
 MAX_LISTED = 30
 
 
@@ -41,21 +42,29 @@ def confusion_table(confusion: dict) -> str:
             share = count / total
             colour = "#fff" if share > 0.55 else "#1d2330"
             border = "outline:2px solid #2a9d3a;outline-offset:-2px;" if i == j else ""
-            cells.append(f'<td style="background:rgba(11,92,173,{share:.3f});color:{colour};{border}" '
-                         f'title="{esc(name)} predicted as {esc(classes[j])}: {count}">{count}</td>')
+            cells.append(
+                f'<td style="background:rgba(11,92,173,{share:.3f});color:{colour};{border}" '
+                f'title="{esc(name)} predicted as {esc(classes[j])}: {count}">{count}</td>'
+            )
         rows.append(f"<tr><th>{esc(name)}</th>{''.join(cells)}<td class=num>{sum(counts)}</td></tr>")
-    return (f'<table class="cm"><thead><tr><th>true \\ predicted</th>{head}<th>total</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f'<table class="cm"><thead><tr><th>true \\ predicted</th>{head}<th>total</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def top_confusions(confusion: dict, count: int = MAX_LISTED) -> str:
     """The most frequent (true, predicted) pairs off the diagonal: a matrix too large to read, summarised."""
     classes, matrix = confusion["classes"], confusion["matrix"]
-    pairs = sorted(((n, classes[i], classes[j]) for i, row in enumerate(matrix) for j, n in enumerate(row)
-                    if i != j and n > 0), key=lambda p: (-p[0], p[1], p[2]))[:count]
-    return (f"<p>{len(classes)} classes: too many for a readable matrix; the {len(pairs)} most frequent "
-            "confusions instead.</p>"
-            + table(["true class", "predicted as", "samples"], [[t, p, n] for n, t, p in pairs], numeric={2}))
+    pairs = sorted(
+        ((n, classes[i], classes[j]) for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j and n > 0),
+        key=lambda p: (-p[0], p[1], p[2]),
+    )[:count]
+    return (
+        f"<p>{len(classes)} classes: too many for a readable matrix; the {len(pairs)} most frequent "
+        "confusions instead.</p>"
+        + table(["true class", "predicted as", "samples"], [[t, p, n] for n, t, p in pairs], numeric={2})
+    )
 
 
 def per_class_table(per_class, classes: list[str] | None) -> str:
@@ -78,13 +87,24 @@ def zero_shot_section(zero_shot: dict | None) -> str:
     rows = []
     for name, result in benchmarks.items():
         if "error" in result:
-            rows.append([name, result.get("format", ""), Raw(f'<span class="muted">{esc(result["error"])}</span>'),
-                         *[""] * (len(ZERO_SHOT_COLUMNS) - 1)])
+            rows.append(
+                [
+                    name,
+                    result.get("format", ""),
+                    Raw(f'<span class="muted">{esc(result["error"])}</span>'),
+                    *[""] * (len(ZERO_SHOT_COLUMNS) - 1),
+                ]
+            )
         else:
             rows.append([name, result.get("format", ""), *[result.get(k, "") for k in ZERO_SHOT_COLUMNS]])
-    out = [f'<p>Text tower: <code>{esc(zero_shot.get("text_tower", "?"))}</code>. Accuracies in %.</p>',
-           table(["benchmark", "format", "top-1", "top-5", "class mean", "chance top-1", "samples", "classes"],
-                 rows, numeric={2, 3, 4, 5, 6, 7})]
+    out = [
+        f"<p>Text tower: <code>{esc(zero_shot.get('text_tower', '?'))}</code>. Accuracies in %.</p>",
+        table(
+            ["benchmark", "format", "top-1", "top-5", "class mean", "chance top-1", "samples", "classes"],
+            rows,
+            numeric={2, 3, 4, 5, 6, 7},
+        ),
+    ]
     for name, result in benchmarks.items():
         if "error" in result:
             continue
@@ -92,9 +112,11 @@ def zero_shot_section(zero_shot: dict | None) -> str:
         confusion = result.get("confusion")
         parts = []
         if not confusion:
-            parts.append('<p class="note">Confusion matrix missing: this zero_shot.json has no '
-                         f'<code>benchmarks["{esc(name)}"]["confusion"]</code> (written by newer versions of the '
-                         "eval stage). Rerun the eval rule to get it.</p>")
+            parts.append(
+                '<p class="note">Confusion matrix missing: this zero_shot.json has no '
+                f'<code>benchmarks["{esc(name)}"]["confusion"]</code> (written by newer versions of the '
+                "eval stage). Rerun the eval rule to get it.</p>"
+            )
         elif len(confusion["classes"]) > MAX_MATRIX_CLASSES:
             parts.append(top_confusions(confusion))
         else:
@@ -108,19 +130,29 @@ def zero_shot_section(zero_shot: dict | None) -> str:
 def training_page(dataset: str, run: str, metrics: dict, zero_shot: dict | None) -> str:
     history = metrics.get("history", [])
     last = history[-1] if history else {}
-    stats = [("epochs", metrics.get("epochs", len(history))), ("steps", metrics.get("steps", "–")),
-             ("final loss", last.get("loss", "–")),
-             ("trainable parameters", metrics.get("trainable_parameters", "–")),
-             ("CLIP towers unchanged", {True: "yes", False: "NO"}.get(metrics.get("towers_unchanged"), "–"))]
+    stats = [
+        ("epochs", metrics.get("epochs", len(history))),
+        ("steps", metrics.get("steps", "–")),
+        ("final loss", last.get("loss", "–")),
+        ("trainable parameters", metrics.get("trainable_parameters", "–")),
+        ("CLIP towers unchanged", {True: "yes", False: "NO"}.get(metrics.get("towers_unchanged"), "–")),
+    ]
     head = stat_boxes(stats)
     encoder = metrics.get("encoder") or {}
-    encoder_table = (table(["setting", "value"], [[k, v] for k, v in encoder.items()]) if encoder
-                     else '<p class="muted">not recorded</p>')
-    body = (f"<div>{head}</div><h2>Training curves</h2><div class='row'>{curve_charts(history)}</div>"
-            f"<h2>Zero-shot classification</h2>{zero_shot_section(zero_shot)}"
-            f"<h2>Encoder</h2>{encoder_table}")
-    lead = (f"Run {esc(run)}: the Point-BERT trained against the frozen CLIP, per epoch (metrics.json), and its "
-            "zero-shot scores (zero_shot.json).")
+    encoder_table = (
+        table(["setting", "value"], [[k, v] for k, v in encoder.items()])
+        if encoder
+        else '<p class="muted">not recorded</p>'
+    )
+    body = (
+        f"<div>{head}</div><h2>Training curves</h2><div class='row'>{curve_charts(history)}</div>"
+        f"<h2>Zero-shot classification</h2>{zero_shot_section(zero_shot)}"
+        f"<h2>Encoder</h2>{encoder_table}"
+    )
+    lead = (
+        f"Run {esc(run)}: the Point-BERT trained against the frozen CLIP, per epoch (metrics.json), and its "
+        "zero-shot scores (zero_shot.json)."
+    )
     return page(f"{dataset}: training run {run}", lead, body)
 
 

@@ -6,6 +6,7 @@ tables and bottles are multi-mesh scenes whose parts are placed by node
 transforms. Formats: glb, ply, obj and stl. Optionally a few unreadable files
 exercise the failure ledger.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -36,23 +37,32 @@ def _parts(cls: str, rng: np.random.Generator) -> list[tuple[trimesh.Trimesh, np
     if cls == "mug":
         radius, height = 0.4 * s[0], 0.9 * s[1]
         body = _y_up(trimesh.creation.cylinder(radius=radius, height=height, sections=40))
-        handle = trimesh.creation.torus(major_radius=0.22 * s[1], minor_radius=0.05, major_sections=32,
-                                        minor_sections=12)
+        handle = trimesh.creation.torus(
+            major_radius=0.22 * s[1], minor_radius=0.05, major_sections=32, minor_sections=12
+        )
         return [(body, np.eye(4)), (handle, _translate(x=radius + 0.1 * s[2]))]
     if cls == "table":
         width, depth, height = 1.2 * s[0], 0.8 * s[2], 0.7 * s[1]
         top = trimesh.creation.box(extents=[width, 0.06, depth])
-        legs = [(_y_up(trimesh.creation.cylinder(radius=0.04, height=height, sections=16)),
-                 _translate(sx * (width / 2 - 0.08), -height / 2, sz * (depth / 2 - 0.08)))
-                for sx in (-1, 1) for sz in (-1, 1)]
+        legs = [
+            (
+                _y_up(trimesh.creation.cylinder(radius=0.04, height=height, sections=16)),
+                _translate(sx * (width / 2 - 0.08), -height / 2, sz * (depth / 2 - 0.08)),
+            )
+            for sx in (-1, 1)
+            for sz in (-1, 1)
+        ]
         return [(top, np.eye(4))] + legs
     if cls == "bottle":
         radius, body_h, neck_h = 0.25 * s[0], 0.8 * s[1], 0.35 * s[2]
         body = _y_up(trimesh.creation.cylinder(radius=radius, height=body_h, sections=32))
         neck = _y_up(trimesh.creation.cylinder(radius=radius * 0.35, height=neck_h, sections=24))
         cap = _y_up(trimesh.creation.cylinder(radius=radius * 0.4, height=0.06, sections=24))
-        return [(body, np.eye(4)), (neck, _translate(y=(body_h + neck_h) / 2)),
-                (cap, _translate(y=body_h / 2 + neck_h + 0.03))]
+        return [
+            (body, np.eye(4)),
+            (neck, _translate(y=(body_h + neck_h) / 2)),
+            (cap, _translate(y=body_h / 2 + neck_h + 0.03)),
+        ]
     if cls == "crate":
         return [(trimesh.creation.box(extents=[0.8 * s[0], 0.6 * s[1], 0.7 * s[2]]), np.eye(4))]
     if cls == "ball":
@@ -83,8 +93,9 @@ def _planar_uv(mesh: trimesh.Trimesh) -> np.ndarray:
 
 def _paint(mesh: trimesh.Trimesh, appearance: str, rng: np.random.Generator) -> trimesh.Trimesh:
     if appearance == "texture":
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=_texture(rng), metallicFactor=0.0,
-                                                       roughnessFactor=0.8)
+        material = trimesh.visual.material.PBRMaterial(
+            baseColorTexture=_texture(rng), metallicFactor=0.0, roughnessFactor=0.8
+        )
         mesh.visual = trimesh.visual.TextureVisuals(uv=_planar_uv(mesh), material=material)
     elif appearance == "vertex":
         low, high = _palette(rng, 2).astype(np.float64)
@@ -94,7 +105,8 @@ def _paint(mesh: trimesh.Trimesh, appearance: str, rng: np.random.Generator) -> 
     elif appearance == "material":
         colour = np.append(_palette(rng, 1)[0], 255)
         mesh.visual = trimesh.visual.TextureVisuals(
-            material=trimesh.visual.material.PBRMaterial(baseColorFactor=colour, metallicFactor=0.0))
+            material=trimesh.visual.material.PBRMaterial(baseColorFactor=colour, metallicFactor=0.0)
+        )
     return mesh
 
 
@@ -117,10 +129,14 @@ def build_object(cls: str, index: int, seed: int) -> tuple[str, bytes]:
     if name.endswith(".glb"):
         scene = trimesh.Scene()
         for k, (mesh, transform) in enumerate(parts):
-            scene.add_geometry(_paint(mesh, appearance, rng), node_name=f"{cls}_part{k}",
-                               geom_name=f"{cls}_mesh{k}", transform=transform)
+            scene.add_geometry(
+                _paint(mesh, appearance, rng),
+                node_name=f"{cls}_part{k}",
+                geom_name=f"{cls}_mesh{k}",
+                transform=transform,
+            )
         return name, scene.export(file_type="glb")
-    (mesh, transform), = parts
+    ((mesh, transform),) = parts
     mesh = _paint(mesh.copy(), appearance, rng)
     mesh.apply_transform(transform)
     data = mesh.export(file_type=name.rsplit(".", 1)[1])

@@ -10,6 +10,7 @@ separator) has the offending characters mapped to '_' and a hash of the
 original path appended (``my duck.obj`` is ``my_duck.obj-3b1f...``, 16 hex digits), so
 two files never share a uid and a uid never changes while its file keeps its path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +31,12 @@ def folder_uid(rel_parts: tuple[str, ...]) -> str:
     """The uid of a file from its path parts relative to the root (see the module docstring)."""
     plain = UID_SEPARATOR.join(rel_parts)
     # Reversible: safe characters, and no name whose '_' could merge with a separator.
-    reversible = (len(plain) <= MAX_UID and _SAFE.fullmatch(plain) is not None and ".." not in plain
-                  and all(part and part[0] != "_" and part[-1] != "_" and UID_SEPARATOR not in part
-                          for part in rel_parts))
+    reversible = (
+        len(plain) <= MAX_UID
+        and _SAFE.fullmatch(plain) is not None
+        and ".." not in plain
+        and all(part and part[0] != "_" and part[-1] != "_" and UID_SEPARATOR not in part for part in rel_parts)
+    )
     if reversible:
         return plain
     # The name's bytes as the file system holds them: a name that is not UTF-8 arrives with surrogate escapes.
@@ -40,7 +44,7 @@ def folder_uid(rel_parts: tuple[str, ...]) -> str:
     mapped = _REPEATED_DOT.sub("_", _UNSAFE.sub("_", plain))
     if not mapped[0].isalnum():
         mapped = "u" + mapped
-    return f"{mapped[:MAX_UID - 17]}-{tag}"
+    return f"{mapped[: MAX_UID - 17]}-{tag}"
 
 
 def _walk(root: str):
@@ -65,7 +69,9 @@ def _is_utf8(path: str) -> bool:
     return True
 
 
-def list_folder(root: Path, extensions: list[str], category: str) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
+def list_folder(
+    root: Path, extensions: list[str], category: str
+) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
     """The mesh files under ``root``, and the ones that cannot be admitted as (uid, reason, detail).
 
     Built for a million files: paths stay strings and each file costs one stat.
@@ -86,8 +92,14 @@ def list_folder(root: Path, extensions: list[str], category: str) -> tuple[list[
             continue
         try:
             if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(resolved_root):
-                rejected.append((uid, "outside_root", f"{entry.path} is a link to {Path(entry.path).resolve()}, "
-                                 f"outside the dataset root {root}; copy the file into the root to use it"))
+                rejected.append(
+                    (
+                        uid,
+                        "outside_root",
+                        f"{entry.path} is a link to {Path(entry.path).resolve()}, "
+                        f"outside the dataset root {root}; copy the file into the root to use it",
+                    )
+                )
                 continue
             stat = entry.stat()
         except OSError as exc:

@@ -3,6 +3,7 @@
 The package downloads each object to {cache}/glbs/{group}/{uid}.glb and skips files
 already there, so a pre-filled cache is used offline as is.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,7 +30,7 @@ def _fetch(objaverse, uids: list[str], processes: int) -> tuple[dict[str, str], 
     """Fetch in chunks; a chunk that fails is retried uid by uid so one bad uid costs only itself."""
     found, missing = {}, []
     for start in range(0, len(uids), CHUNK):
-        chunk = uids[start:start + CHUNK]
+        chunk = uids[start : start + CHUNK]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -63,6 +64,9 @@ def list_objaverse(source: dict) -> tuple[list[SourceObject], list[tuple[str, st
         for category, members in objaverse.load_lvis_annotations().items():
             for uid in members:
                 categories.setdefault(uid, category)
-    objects = [SourceObject(uid=uid, path=Path(paths[uid]), root=cache, category=categories.get(uid))
-               for uid in uids if uid in paths]
+    objects = [
+        SourceObject(uid=uid, path=Path(paths[uid]), root=cache, category=categories.get(uid))
+        for uid in uids
+        if uid in paths
+    ]
     return objects, missing

@@ -1,4 +1,5 @@
 """The embed stage: frozen OpenCLIP embeddings of every view and every kept caption, computed once."""
+
 from __future__ import annotations
 
 import io
@@ -21,14 +22,16 @@ from ulip2_pipeline.stages.model_stage import numerics_metadata
 
 log = logging.getLogger(__name__)
 
-EMBED_SCHEMA = pa.schema([
-    pa.field("uid", pa.string(), nullable=False),
-    pa.field("views", pa.list_(pa.int16())),
-    pa.field("image_embeddings", pa.list_(pa.list_(pa.float32()))),
-    pa.field("caption_views", pa.list_(pa.int16())),
-    pa.field("captions", pa.list_(pa.string())),
-    pa.field("caption_embeddings", pa.list_(pa.list_(pa.float32()))),
-])
+EMBED_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("views", pa.list_(pa.int16())),
+        pa.field("image_embeddings", pa.list_(pa.list_(pa.float32()))),
+        pa.field("caption_views", pa.list_(pa.int16())),
+        pa.field("captions", pa.list_(pa.string())),
+        pa.field("caption_embeddings", pa.list_(pa.list_(pa.float32()))),
+    ]
+)
 
 
 @torch.inference_mode()
@@ -52,10 +55,10 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
     precision = cfg.get("precision", "auto")
     clip = None
     if rows:
-        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]),
-                         precision)
-        log.info("loaded %s/%s on %s in %s with %s", cfg["arch"], cfg["pretrained"], clip.device, clip.dtype,
-                 clip.activation)
+        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]), precision)
+        log.info(
+            "loaded %s/%s on %s in %s with %s", cfg["arch"], cfg["pretrained"], clip.device, clip.dtype, clip.activation
+        )
     images = [image["bytes"] for row in rows for image in row["images"]]
     texts, text_views, text_ranges = [], [], []
     for row in rows:
@@ -65,23 +68,43 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
             text_views += [view] * len(kept)
         text_ranges.append((start, len(texts)))
     progress = Progress(f"embed {shard}", len(images) + len(texts), unit="images and captions")
-    image_vectors = run_in_batches(images, lambda b: list(_encode_images(clip, b)), cfg["batch_size"], progress=progress)
+    image_vectors = run_in_batches(
+        images, lambda b: list(_encode_images(clip, b)), cfg["batch_size"], progress=progress
+    )
     text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), cfg["batch_size"], progress=progress)
     out_rows, cursor = [], 0
     for row, (start, end) in zip(rows, text_ranges):
         count = len(row["images"])
-        out_rows.append({"uid": row["uid"], "views": row["views"],
-                         "image_embeddings": [v.tolist() for v in image_vectors[cursor:cursor + count]],
-                         "caption_views": text_views[start:end], "captions": texts[start:end],
-                         "caption_embeddings": [v.tolist() for v in text_vectors[start:end]]})
+        out_rows.append(
+            {
+                "uid": row["uid"],
+                "views": row["views"],
+                "image_embeddings": [v.tolist() for v in image_vectors[cursor : cursor + count]],
+                "caption_views": text_views[start:end],
+                "captions": texts[start:end],
+                "caption_embeddings": [v.tolist() for v in text_vectors[start:end]],
+            }
+        )
         cursor += count
     dim = len(image_vectors[0]) if image_vectors else 0
-    metadata = {"ulip2.stage": "embed", "ulip2.shard": shard, "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
-                "ulip2.embedding_dim": str(dim), "ulip2.normalised": "L2",
-                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
-                "ulip2.activation": clip.activation if clip else "none", "ulip2.version": __version__}
+    metadata = {
+        "ulip2.stage": "embed",
+        "ulip2.shard": shard,
+        "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
+        "ulip2.embedding_dim": str(dim),
+        "ulip2.normalised": "L2",
+        **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
+        "ulip2.activation": clip.activation if clip else "none",
+        "ulip2.version": __version__,
+    }
     write_parquet(pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA), out, metadata)
-    summary = {"shard": shard, "objects": len(out_rows), "images": len(images), "captions": len(texts),
-               "dim": dim, "seconds": round(time.perf_counter() - started, 2)}
+    summary = {
+        "shard": shard,
+        "objects": len(out_rows),
+        "images": len(images),
+        "captions": len(texts),
+        "dim": dim,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     log.info("shard summary: %s", json.dumps(summary))
     return summary

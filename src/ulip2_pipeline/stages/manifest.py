@@ -8,6 +8,7 @@ shard's jobs read; a slice is rewritten only when its rows change, so Snakemake 
 exactly the shards whose objects were added, removed or changed. A rescan hashes only
 files whose path, size or modification time differ from the previous manifest.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,22 @@ from ulip2_pipeline.sources import SourceObject, list_objects
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "2"
-UID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # used with fullmatch: "$" also matches before a final newline
+UID_PATTERN = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+)  # used with fullmatch: "$" also matches before a final newline
 SHARD_FILE = re.compile(r"^\d{5,}\.parquet$")
 
-MANIFEST_SCHEMA = pa.schema([
-    pa.field("uid", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("sha256", pa.string(), nullable=False),
-    pa.field("bytes", pa.int64(), nullable=False),
-    pa.field("mtime_ns", pa.int64()),
-    pa.field("category", pa.string()),
-    pa.field("shard", pa.string(), nullable=False),
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("category", pa.string()),
+        pa.field("shard", pa.string(), nullable=False),
+    ]
+)
 
 
 class ManifestError(ValueError):
@@ -67,12 +72,17 @@ def admit(objects: list[SourceObject]) -> tuple[list[SourceObject], list[Failure
     for obj in sorted(objects, key=_uid):  # stable: sources list in a deterministic order
         problem = None
         if not obj.checked and (not UID_PATTERN.fullmatch(obj.uid) or ".." in obj.uid):
-            problem = ("unsafe_uid", f"uid {obj.uid!r} is not a safe file name: uids may hold only letters, "
-                       "digits, '.', '_' and '-', start with a letter or digit, must not contain '..', and "
-                       "have at most 200 characters")
+            problem = (
+                "unsafe_uid",
+                f"uid {obj.uid!r} is not a safe file name: uids may hold only letters, "
+                "digits, '.', '_' and '-', start with a letter or digit, must not contain '..', and "
+                "have at most 200 characters",
+            )
         elif not obj.checked and not Path(obj.path).resolve().is_relative_to(Path(obj.root).resolve()):
-            problem = ("outside_root", f"{obj.path} resolves to {Path(obj.path).resolve()}, outside the dataset "
-                       f"root {obj.root}")
+            problem = (
+                "outside_root",
+                f"{obj.path} resolves to {Path(obj.path).resolve()}, outside the dataset root {obj.root}",
+            )
         elif obj.uid in seen:
             problem = ("duplicate_uid", f"{obj.path} has the uid of {seen[obj.uid]}, which was admitted")
         if problem:
@@ -87,8 +97,9 @@ def _uid(obj: SourceObject) -> str:
     return obj.uid
 
 
-def hash_objects(objects: list[SourceObject], previous: dict[str, tuple], workers: int = 4
-                 ) -> tuple[list[dict], list[Failure], int]:
+def hash_objects(
+    objects: list[SourceObject], previous: dict[str, tuple], workers: int = 4
+) -> tuple[list[dict], list[Failure], int]:
     """Manifest rows (without shard) of the objects, reusing the previous sha256 of unchanged files.
 
     A file is unchanged when its path, size and modification time equal the previous
@@ -131,13 +142,14 @@ def _stat(path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def assign_shards(uids: list[str], previous: dict[str, str], shard_size: int, next_index: int
-                  ) -> tuple[dict[str, str], int]:
+def assign_shards(
+    uids: list[str], previous: dict[str, str], shard_size: int, next_index: int
+) -> tuple[dict[str, str], int]:
     """Known uids keep their shard; new uids, in uid order, fill new shards from ``next_index``."""
     assignment = {uid: previous[uid] for uid in uids if uid in previous}
     new = sorted(uid for uid in uids if uid not in previous)
     for start in range(0, len(new), shard_size):
-        for uid in new[start:start + shard_size]:
+        for uid in new[start : start + shard_size]:
             assignment[uid] = shard_name(next_index)
         next_index += 1
     return assignment, next_index
@@ -158,22 +170,33 @@ def read_previous(manifest: str | Path) -> tuple[dict[str, tuple], dict]:
     return {uid: rest for uid, *rest in zip(*columns)}, metadata
 
 
-def build_manifest(objects: list[SourceObject], shard_size: int, previous: dict[str, tuple] | None = None,
-                   next_index: int = 0, workers: int = 4) -> tuple[pa.Table, list[Failure], dict]:
+def build_manifest(
+    objects: list[SourceObject],
+    shard_size: int,
+    previous: dict[str, tuple] | None = None,
+    next_index: int = 0,
+    workers: int = 4,
+) -> tuple[pa.Table, list[Failure], dict]:
     """Admit, hash and shard ``objects``; returns the table (sorted by shard, uid), failures and figures."""
     previous = previous or {}
     admitted, failures = admit(objects)
     rows, unreadable, hashed = hash_objects(admitted, previous, workers)
     failures += unreadable
-    assignment, next_index = assign_shards([r["uid"] for r in rows], {u: r[4] for u, r in previous.items()},
-                                           shard_size, next_index)
+    assignment, next_index = assign_shards(
+        [r["uid"] for r in rows], {u: r[4] for u, r in previous.items()}, shard_size, next_index
+    )
     for row in rows:
         row["shard"] = assignment[row["uid"]]
     rows.sort(key=lambda r: (r["shard"], r["uid"]))
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    figures = {"objects": len(rows), "hashed": hashed, "hash_reused": len(rows) - hashed, "next_shard": next_index,
-               "new_objects": sum(1 for r in rows if r["uid"] not in previous),
-               "removed_objects": len(set(previous) - {r["uid"] for r in rows})}
+    figures = {
+        "objects": len(rows),
+        "hashed": hashed,
+        "hash_reused": len(rows) - hashed,
+        "next_shard": next_index,
+        "new_objects": sum(1 for r in rows if r["uid"] not in previous),
+        "removed_objects": len(set(previous) - {r["uid"] for r in rows}),
+    }
     return table, failures, figures
 
 
@@ -212,8 +235,9 @@ def write_slices(slices: dict[str, pa.Table], manifest: str | Path) -> dict[str,
             unchanged.append(shard)
             continue
         times = target.stat().st_mtime_ns if old and old[1] == objects else None
-        write_parquet(rows, target, {"ulip2.schema_version": SCHEMA_VERSION, "ulip2.shard": shard,
-                                     OBJECTS_KEY: objects})
+        write_parquet(
+            rows, target, {"ulip2.schema_version": SCHEMA_VERSION, "ulip2.shard": shard, OBJECTS_KEY: objects}
+        )
         if times is not None:
             os.utime(target, ns=(times, times))
             moved.append(shard)
@@ -224,8 +248,12 @@ def write_slices(slices: dict[str, pa.Table], manifest: str | Path) -> dict[str,
         if SHARD_FILE.match(path.name) and path.stem not in slices:
             path.unlink()
             removed.append(path.stem)
-    return {"written": sorted(written), "moved": sorted(moved), "unchanged": sorted(unchanged),
-            "removed": sorted(removed)}
+    return {
+        "written": sorted(written),
+        "moved": sorted(moved),
+        "unchanged": sorted(unchanged),
+        "removed": sorted(removed),
+    }
 
 
 def _slice_digests(path: Path) -> tuple[str, str] | None:
@@ -261,8 +289,9 @@ def read_shard(path: str | Path, shard: str) -> list[dict]:
     return table.to_pylist()
 
 
-def run_manifest(source: dict, shard_size: int, out: str | Path, failures_out: str | Path,
-                 demo_dir: str | Path | None = None) -> dict:
+def run_manifest(
+    source: dict, shard_size: int, out: str | Path, failures_out: str | Path, demo_dir: str | Path | None = None
+) -> dict:
     """List the source, admit, hash (reusing unchanged files' hashes) and shard it; write manifest and slices.
 
     ``out`` may hold the previous manifest (the rule marks it ``update``): its shard
@@ -282,14 +311,30 @@ def run_manifest(source: dict, shard_size: int, out: str | Path, failures_out: s
     slices = shard_slices(table)
     changes = write_slices(slices, out)
     write_failures(failures, failures_out, {"ulip2.stage": "manifest"})
-    write_manifest(table, out, {"ulip2.config_hash": config_hash([source, shard_size]),
-                                "ulip2.next_shard": str(figures["next_shard"]), "ulip2.shard_size": str(shard_size)})
-    summary = {**figures, "shards": len(slices), "slices_written": len(changes["written"]),
-               "slices_moved": len(changes["moved"]), "slices_unchanged": len(changes["unchanged"]), "slices_removed": len(changes["removed"]),
-               "unavailable": len(failures), "list_s": round(listed - started, 2),
-               "seconds": round(time.perf_counter() - started, 2)}
+    write_manifest(
+        table,
+        out,
+        {
+            "ulip2.config_hash": config_hash([source, shard_size]),
+            "ulip2.next_shard": str(figures["next_shard"]),
+            "ulip2.shard_size": str(shard_size),
+        },
+    )
+    summary = {
+        **figures,
+        "shards": len(slices),
+        "slices_written": len(changes["written"]),
+        "slices_moved": len(changes["moved"]),
+        "slices_unchanged": len(changes["unchanged"]),
+        "slices_removed": len(changes["removed"]),
+        "unavailable": len(failures),
+        "list_s": round(listed - started, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     log.info("manifest: %s", json.dumps(summary))
     if changes["written"]:
-        log.info("shards whose objects changed (their jobs rerun): %s", ", ".join(changes["written"][:50]) +
-                 (" ..." if len(changes["written"]) > 50 else ""))
+        log.info(
+            "shards whose objects changed (their jobs rerun): %s",
+            ", ".join(changes["written"][:50]) + (" ..." if len(changes["written"]) > 50 else ""),
+        )
     return summary

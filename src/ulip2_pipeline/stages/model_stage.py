@@ -1,4 +1,5 @@
 """What the model stages (caption, rank, embed) share: per-view failure rows and numerics metadata."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,17 +29,29 @@ def split_failures(views: Sequence[View], results: Sequence[R | Failure]) -> tup
     return done, failed
 
 
-def process_views(views: Sequence[View], work: Callable[[Sequence[View]], list[R]], batch_size: int, stage: str,
-                  shard: str, source: str | Path) -> tuple[list[tuple[View, R]], list[Failure]]:
+def process_views(
+    views: Sequence[View],
+    work: Callable[[Sequence[View]], list[R]],
+    batch_size: int,
+    stage: str,
+    shard: str,
+    source: str | Path,
+) -> tuple[list[tuple[View, R]], list[Failure]]:
     """Run ``work`` over the views in batches (isolating failing views), logging progress; (done, failed)."""
-    results = run_in_batches(views, work, batch_size,
-                             on_error=lambda view, exc: view_failure(view, stage, source, exc),
-                             progress=Progress(f"{stage} {shard}", len(views), unit="views"))
+    results = run_in_batches(
+        views,
+        work,
+        batch_size,
+        on_error=lambda view, exc: view_failure(view, stage, source, exc),
+        progress=Progress(f"{stage} {shard}", len(views), unit="views"),
+    )
     return split_failures(views, results)
 
 
 def numerics_metadata(device: torch.device | None, dtype: torch.dtype | None, precision: str) -> dict[str, str]:
     """Where and in what dtype the model ran ("none" when the shard had nothing to run on)."""
-    return {"ulip2.device": device.type if device is not None else "none",
-            "ulip2.dtype": str(dtype).removeprefix("torch.") if dtype is not None else "none",
-            "ulip2.precision": precision}
+    return {
+        "ulip2.device": device.type if device is not None else "none",
+        "ulip2.dtype": str(dtype).removeprefix("torch.") if dtype is not None else "none",
+        "ulip2.precision": precision,
+    }

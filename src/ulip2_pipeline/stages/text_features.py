@@ -7,6 +7,7 @@ embed stage encodes kept captions only; this encodes what an object's OpenShape 
 (category names, its best caption) both ways, with the model the embed section names, loaded
 through the same ``load_clip``. Every vector is L2-normalised, like the embed stage's.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,20 +29,23 @@ from ulip2_pipeline.train.zeroshot import TEMPLATES
 
 log = logging.getLogger(__name__)
 
-TEXT_FEATURES_SCHEMA = pa.schema([
-    pa.field("uid", pa.string(), nullable=False),
-    pa.field("texts", pa.list_(pa.string())),
-    pa.field("original", pa.list_(pa.list_(pa.float32()))),
-    pa.field("prompt_avg", pa.list_(pa.list_(pa.float32()))),
-])
+TEXT_FEATURES_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("texts", pa.list_(pa.string())),
+        pa.field("original", pa.list_(pa.list_(pa.float32()))),
+        pa.field("prompt_avg", pa.list_(pa.list_(pa.float32()))),
+    ]
+)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def encode_both_ways(encode, strings: list[str], batch_size: int,
-                     templates: list[str] = TEMPLATES) -> tuple[np.ndarray, np.ndarray]:
+def encode_both_ways(
+    encode, strings: list[str], batch_size: int, templates: list[str] = TEMPLATES
+) -> tuple[np.ndarray, np.ndarray]:
     """(original, prompt_avg) features of ``strings``, each (len(strings), D), L2-normalised.
 
     ``encode`` maps a list of texts to an array of (unnormalised) features.
@@ -73,20 +77,35 @@ def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
     precision = cfg.get("precision", "auto")
     encode, clip = None, None
     if distinct:
-        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]),
-                         precision)
+        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]), precision)
         encode = clip_text_encoder(clip)
     original, prompt_avg = encode_both_ways(encode, distinct, cfg["batch_size"])
     index = {s: i for i, s in enumerate(distinct)}
-    rows = [{"uid": uid, "texts": strings,
-             "original": [original[index[s]].tolist() for s in strings],
-             "prompt_avg": [prompt_avg[index[s]].tolist() for s in strings]} for uid, strings in needed]
-    metadata = {"ulip2.stage": "text_features", "ulip2.shard": shard,
-                "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}", "ulip2.normalised": "L2",
-                **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
-                "ulip2.templates": json.dumps(TEMPLATES), "ulip2.version": __version__}
+    rows = [
+        {
+            "uid": uid,
+            "texts": strings,
+            "original": [original[index[s]].tolist() for s in strings],
+            "prompt_avg": [prompt_avg[index[s]].tolist() for s in strings],
+        }
+        for uid, strings in needed
+    ]
+    metadata = {
+        "ulip2.stage": "text_features",
+        "ulip2.shard": shard,
+        "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
+        "ulip2.normalised": "L2",
+        **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
+        "ulip2.templates": json.dumps(TEMPLATES),
+        "ulip2.version": __version__,
+    }
     write_parquet(pa.Table.from_pylist(rows, schema=TEXT_FEATURES_SCHEMA), out, metadata)
-    summary = {"shard": shard, "objects": len(rows), "distinct_texts": len(distinct),
-               "encoded": len(distinct) * (1 + len(TEMPLATES)), "seconds": round(time.perf_counter() - started, 2)}
+    summary = {
+        "shard": shard,
+        "objects": len(rows),
+        "distinct_texts": len(distinct),
+        "encoded": len(distinct) * (1 + len(TEMPLATES)),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     log.info("shard summary: %s", json.dumps(summary))
     return summary

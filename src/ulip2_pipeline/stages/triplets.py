@@ -1,4 +1,5 @@
 """The triplets stage: one row per object with every modality, readable by pyarrow, pandas and HF datasets."""
+
 from __future__ import annotations
 
 import json
@@ -25,29 +26,32 @@ PROVENANCE_PACKAGES = ("bpy", "trimesh", "torch", "transformers", "open_clip_tor
 
 
 def triplet_schema(points: int) -> pa.Schema:
-    return pa.schema([
-        pa.field("uid", pa.string(), nullable=False),
-        pa.field("category", pa.string()),
-        pa.field("xyz", pa.list_(pa.list_(pa.float32(), 3), points)),
-        pa.field("rgb", pa.list_(pa.list_(pa.uint8(), 3), points)),
-        pa.field("images", pa.list_(pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())]))),
-        pa.field("views", pa.list_(pa.int16())),
-        pa.field("azimuth_deg", pa.list_(pa.float64())),
-        pa.field("elevation_deg", pa.list_(pa.float64())),
-        pa.field("intrinsics", pa.list_(pa.list_(pa.float64(), 9))),
-        pa.field("world_to_camera", pa.list_(pa.list_(pa.float64(), 16))),
-        pa.field("depth", pa.list_(pa.binary())),
-        pa.field("center", pa.list_(pa.float64(), 3)),
-        pa.field("scale", pa.float64()),
-        pa.field("up_axis", pa.string()),
-        pa.field("captions", pa.list_(pa.list_(pa.string()))),
-        pa.field("caption_scores", pa.list_(pa.list_(pa.float32()))),
-        pa.field("kept", pa.list_(pa.list_(pa.string()))),
-    ])
+    return pa.schema(
+        [
+            pa.field("uid", pa.string(), nullable=False),
+            pa.field("category", pa.string()),
+            pa.field("xyz", pa.list_(pa.list_(pa.float32(), 3), points)),
+            pa.field("rgb", pa.list_(pa.list_(pa.uint8(), 3), points)),
+            pa.field("images", pa.list_(pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())]))),
+            pa.field("views", pa.list_(pa.int16())),
+            pa.field("azimuth_deg", pa.list_(pa.float64())),
+            pa.field("elevation_deg", pa.list_(pa.float64())),
+            pa.field("intrinsics", pa.list_(pa.list_(pa.float64(), 9))),
+            pa.field("world_to_camera", pa.list_(pa.list_(pa.float64(), 16))),
+            pa.field("depth", pa.list_(pa.binary())),
+            pa.field("center", pa.list_(pa.float64(), 3)),
+            pa.field("scale", pa.float64()),
+            pa.field("up_axis", pa.string()),
+            pa.field("captions", pa.list_(pa.list_(pa.string()))),
+            pa.field("caption_scores", pa.list_(pa.list_(pa.float32()))),
+            pa.field("kept", pa.list_(pa.list_(pa.string()))),
+        ]
+    )
 
 
 def hf_features(points: int) -> dict:
     """The ``huggingface`` schema metadata: images decode as images, points as fixed-shape arrays."""
+
     def value(dtype):
         return {"dtype": dtype, "_type": "Value"}
 
@@ -57,16 +61,29 @@ def hf_features(points: int) -> dict:
             out["length"] = length
         return out
 
-    return {"info": {"features": {
-        "uid": value("string"), "category": value("string"),
-        "xyz": seq(seq(value("float32"), 3), points), "rgb": seq(seq(value("uint8"), 3), points),
-        "images": seq({"_type": "Image"}), "views": seq(value("int16")),
-        "azimuth_deg": seq(value("float64")), "elevation_deg": seq(value("float64")),
-        "intrinsics": seq(seq(value("float64"), 9)), "world_to_camera": seq(seq(value("float64"), 16)),
-        "depth": seq(value("binary")), "center": seq(value("float64"), 3), "scale": value("float64"),
-        "up_axis": value("string"), "captions": seq(seq(value("string"))),
-        "caption_scores": seq(seq(value("float32"))), "kept": seq(seq(value("string"))),
-    }}}
+    return {
+        "info": {
+            "features": {
+                "uid": value("string"),
+                "category": value("string"),
+                "xyz": seq(seq(value("float32"), 3), points),
+                "rgb": seq(seq(value("uint8"), 3), points),
+                "images": seq({"_type": "Image"}),
+                "views": seq(value("int16")),
+                "azimuth_deg": seq(value("float64")),
+                "elevation_deg": seq(value("float64")),
+                "intrinsics": seq(seq(value("float64"), 9)),
+                "world_to_camera": seq(seq(value("float64"), 16)),
+                "depth": seq(value("binary")),
+                "center": seq(value("float64"), 3),
+                "scale": value("float64"),
+                "up_axis": value("string"),
+                "captions": seq(seq(value("string"))),
+                "caption_scores": seq(seq(value("float32"))),
+                "kept": seq(seq(value("string"))),
+            }
+        }
+    }
 
 
 def package_versions() -> dict[str, str]:
@@ -102,26 +119,50 @@ def build_triplets(points_path, render_path, ranked_path, n_points: int) -> pa.T
         pairs = views[uid]
         renders = [r for r, _ in pairs]
         per_view["images"].append([{"bytes": r["png"], "path": f"{uid}/{r['view']:03d}.png"} for r in renders])
-        for name, source in (("views", "view"), ("azimuth_deg", "azimuth_deg"), ("elevation_deg", "elevation_deg"),
-                             ("intrinsics", "intrinsics"), ("world_to_camera", "world_to_camera")):
+        for name, source in (
+            ("views", "view"),
+            ("azimuth_deg", "azimuth_deg"),
+            ("elevation_deg", "elevation_deg"),
+            ("intrinsics", "intrinsics"),
+            ("world_to_camera", "world_to_camera"),
+        ):
             per_view[name].append([r[source] for r in renders])
         per_view["depth"].append([r["depth"] for r in renders] if renders[0]["depth"] is not None else None)
         per_view["captions"].append([s["captions"] for _, s in pairs])
         per_view["caption_scores"].append([s["scores"] for _, s in pairs])
         per_view["kept"].append([s["kept"] for _, s in pairs])
     schema = triplet_schema(n_points)
-    columns = {name: pa.array(per_view[name], type=schema.field(name).type)
-               for name in ("images", "views", "azimuth_deg", "elevation_deg", "intrinsics", "world_to_camera",
-                            "depth", "captions", "caption_scores", "kept")}
+    columns = {
+        name: pa.array(per_view[name], type=schema.field(name).type)
+        for name in (
+            "images",
+            "views",
+            "azimuth_deg",
+            "elevation_deg",
+            "intrinsics",
+            "world_to_camera",
+            "depth",
+            "captions",
+            "caption_scores",
+            "kept",
+        )
+    }
     shape = (points.num_rows, n_points, 3)
     xyz = point_columns.to_numpy(points, "xyz", np.float32) if points.num_rows else np.zeros(shape, np.float32)
     rgb = point_columns.to_numpy(points, "rgb", np.uint8) if points.num_rows else np.zeros(shape, np.uint8)
-    return pa.table({
-        "uid": points.column("uid"), "category": points.column("category"),
-        "xyz": point_columns.to_arrow(xyz, pa.float32(), True), "rgb": point_columns.to_arrow(rgb, pa.uint8(), True),
-        "center": points.column("center").cast(schema.field("center").type), "scale": points.column("scale"),
-        "up_axis": points.column("up_axis"), **columns,
-    }, schema=schema)
+    return pa.table(
+        {
+            "uid": points.column("uid"),
+            "category": points.column("category"),
+            "xyz": point_columns.to_arrow(xyz, pa.float32(), True),
+            "rgb": point_columns.to_arrow(rgb, pa.uint8(), True),
+            "center": points.column("center").cast(schema.field("center").type),
+            "scale": points.column("scale"),
+            "up_axis": points.column("up_axis"),
+            **columns,
+        },
+        schema=schema,
+    )
 
 
 def _uids(path) -> set[str]:
@@ -138,26 +179,53 @@ def join_failures(account: dict, sources: dict[str, str]) -> list[Failure]:
     for uid, fate in sorted(account["left"].items()):
         first_line = fate["detail"].strip().splitlines()[0] if fate["detail"].strip() else ""
         reason = JOIN_REASONS.get(fate["stage"], "not_joined")
-        rows.append(Failure(uid, STAGE, sources.get(uid, ""), reason,
-                            f"left at the {fate['stage']} stage: {fate['reason']}: {first_line}"))
+        rows.append(
+            Failure(
+                uid,
+                STAGE,
+                sources.get(uid, ""),
+                reason,
+                f"left at the {fate['stage']} stage: {fate['reason']}: {first_line}",
+            )
+        )
     return rows
 
 
-def run_triplets_shard(manifest_slice, points_path, render_path, captions_path, ranked_path, ledgers: dict,
-                       shard: str, provenance: dict, n_points: int, row_group_rows: int, out, failures_out) -> dict:
+def run_triplets_shard(
+    manifest_slice,
+    points_path,
+    render_path,
+    captions_path,
+    ranked_path,
+    ledgers: dict,
+    shard: str,
+    provenance: dict,
+    n_points: int,
+    row_group_rows: int,
+    out,
+    failures_out,
+) -> dict:
     """Join one shard; every object of the shard that did not make it gets a row in failures/triplets."""
     table = build_triplets(points_path, render_path, ranked_path, n_points)
     manifest_rows = read_shard(manifest_slice, shard)
-    present = {"points": _uids(points_path), "render": _uids(render_path), "caption": _uids(captions_path),
-               "rank": _uids(ranked_path), "triplets": set(table.column("uid").to_pylist())}
-    account = account_shard([r["uid"] for r in manifest_rows], present,
-                            {stage: _ledger(path) for stage, path in ledgers.items()})
+    present = {
+        "points": _uids(points_path),
+        "render": _uids(render_path),
+        "caption": _uids(captions_path),
+        "rank": _uids(ranked_path),
+        "triplets": set(table.column("uid").to_pylist()),
+    }
+    account = account_shard(
+        [r["uid"] for r in manifest_rows], present, {stage: _ledger(path) for stage, path in ledgers.items()}
+    )
     failures = join_failures(account, {r["uid"]: r["source"] for r in manifest_rows})
     for failure in failures:
         log.warning("%s: %s: %s", failure.uid, failure.reason, failure.detail)
     accounting = {k: v for k, v in account.items() if k != "left"}
     metadata = {
-        "ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
+        "ulip2.schema_version": SCHEMA_VERSION,
+        "ulip2.stage": STAGE,
+        "ulip2.shard": shard,
         "ulip2.provenance": json.dumps({**provenance, "packages": package_versions()}, sort_keys=True),
         "ulip2.accounting": json.dumps(accounting, sort_keys=True),
         "huggingface": json.dumps(hf_features(n_points)),
@@ -172,8 +240,11 @@ def run_triplets_shard(manifest_slice, points_path, render_path, captions_path, 
 def dataset_summary(manifest_path, manifest_failures_path, triplet_paths: list) -> dict:
     """Objects in, triplets out and failures, per stage; adds up (see ulip2_pipeline.accounting)."""
     accounts = [json.loads(pq.read_schema(p).metadata[b"ulip2.accounting"]) for p in triplet_paths]
-    summary = merge_accounts(accounts, pq.read_table(manifest_failures_path, columns=["reason"]).to_pylist(),
-                             pq.ParquetFile(manifest_path).metadata.num_rows)
+    summary = merge_accounts(
+        accounts,
+        pq.read_table(manifest_failures_path, columns=["reason"]).to_pylist(),
+        pq.ParquetFile(manifest_path).metadata.num_rows,
+    )
     summary["shards"] = sorted(Path(p).stem for p in triplet_paths)
     if not summary["adds_up"]:
         log.error("the per-stage counts do not add up: %s", json.dumps(summary["stages"]))

@@ -1,4 +1,5 @@
 """Reading rendered views back from a render shard, with undecodable PNGs reported, not raised."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,13 +33,21 @@ def read_views(render_path: str | Path, stage: str) -> tuple[list[View], list[Fa
     """Every view of a render shard whose PNG decodes; the others become failure rows."""
     table = pq.read_table(render_path, columns=["uid", "view", "png"])
     views, failures = [], []
-    for uid, view, png in zip(table.column("uid").to_pylist(), table.column("view").to_pylist(),
-                              table.column("png").to_pylist()):
+    for uid, view, png in zip(
+        table.column("uid").to_pylist(), table.column("view").to_pylist(), table.column("png").to_pylist()
+    ):
         try:
             Image.open(io.BytesIO(png)).load()
         except Exception as exc:  # noqa: BLE001 - PIL raises several types for broken data
-            failures.append(Failure(uid, stage, str(render_path), "corrupt_png",
-                                    f"view {view}: cannot decode the rendered PNG: {type(exc).__name__}: {exc}"))
+            failures.append(
+                Failure(
+                    uid,
+                    stage,
+                    str(render_path),
+                    "corrupt_png",
+                    f"view {view}: cannot decode the rendered PNG: {type(exc).__name__}: {exc}",
+                )
+            )
             continue
         views.append(View(uid, view, png))
     return views, failures

@@ -1,4 +1,5 @@
 """Point-cloud augmentation as in ULIP (and OpenShape's colour dropping), batched in torch."""
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,15 @@ def _rotation(axis: int, angle: torch.Tensor) -> torch.Tensor:
     return matrix + zero[:, None, None]
 
 
-def augment(xyz: torch.Tensor, rgb: torch.Tensor, up_axis: str, generator: torch.Generator | None = None,
-            grey_rgb_prob: float = 0.5, dropout_max: float = 0.875, keep_prefix: int = 1
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    xyz: torch.Tensor,
+    rgb: torch.Tensor,
+    up_axis: str,
+    generator: torch.Generator | None = None,
+    grey_rgb_prob: float = 0.5,
+    dropout_max: float = 0.875,
+    keep_prefix: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale U(0.8, 1.25), shift +-0.1, rotation jitter (+-0.06 rad per axis), a random rotation about the
     up axis, random point dropout (dropped points repeat the first one; the first ``keep_prefix``
     points, the encoder's FPS centres, are never dropped), and rgb replaced by 0.4 grey with
@@ -38,7 +45,7 @@ def augment(xyz: torch.Tensor, rgb: torch.Tensor, up_axis: str, generator: torch
     xyz = xyz @ rotation.transpose(1, 2)
     xyz = xyz * uniform(batch, 1, 3, low=0.8, high=1.25) + uniform(batch, 1, 3, low=-0.1, high=0.1)
     keep = uniform(batch, n) >= uniform(batch, 1, high=dropout_max)
-    keep[:, :max(1, keep_prefix)] = True
+    keep[:, : max(1, keep_prefix)] = True
     xyz = torch.where(keep.unsqueeze(-1), xyz, xyz[:, :1])
     rgb = torch.where(keep.unsqueeze(-1), rgb, rgb[:, :1])
     grey = uniform(batch, 1, 1) < grey_rgb_prob

@@ -4,6 +4,7 @@ Each reader returns (clouds, labels, class_names), clouds as (xyz, rgb) float32 
 rgb in [0, 1] (0.4 grey where the format has no colour), normalised to the unit sphere and
 put in farthest-point order so they match what the encoder trained on.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,23 @@ from ulip2_pipeline.stages.points.sampling import farthest_point_order
 from ulip2_pipeline.train.splits import holdout
 
 GREY = 0.4
-SCANOBJECTNN_CLASSES = ["bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",
-                        "pillow", "sink", "sofa", "toilet"]
+SCANOBJECTNN_CLASSES = [
+    "bag",
+    "bin",
+    "box",
+    "cabinet",
+    "chair",
+    "desk",
+    "display",
+    "door",
+    "shelf",
+    "table",
+    "bed",
+    "pillow",
+    "sink",
+    "sofa",
+    "toilet",
+]
 
 
 def prepare(xyz: np.ndarray, rgb: np.ndarray | None, num_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +54,12 @@ def read_demo_heldout(triplet_paths, fraction: float, num_points: int):
         table = pq.read_table(path, columns=["uid", "category", "xyz", "rgb"])
         for row in table.to_pylist():
             if row["category"] and holdout(row["uid"], fraction):
-                clouds.append((np.asarray(row["xyz"][:num_points], np.float32),
-                               np.asarray(row["rgb"][:num_points], np.float32) / 255.0))
+                clouds.append(
+                    (
+                        np.asarray(row["xyz"][:num_points], np.float32),
+                        np.asarray(row["rgb"][:num_points], np.float32) / 255.0,
+                    )
+                )
                 names.append(row["category"])
     classes = sorted(set(names))
     return clouds, [classes.index(n) for n in names], classes

@@ -1,4 +1,5 @@
 """Checkpoint files: atomic writes, every random stream, and resuming only the same run."""
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,12 @@ def save_atomic(obj, path: Path) -> None:
 def rng_state(generators: dict) -> dict:
     """The global streams (torch CPU, every CUDA device, python, numpy) and ``generators``
     (random.Random or torch.Generator objects) by name."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
     for name, generator in generators.items():
         state[name] = generator.getstate() if isinstance(generator, random.Random) else generator.get_state()
     return state
@@ -56,7 +61,10 @@ def load_matching(path: Path, fingerprint: dict, device: torch.device) -> dict |
     previous = state.get("fingerprint") if isinstance(state, dict) else None
     if previous != fingerprint:
         changed = differences(previous or {}, fingerprint) if previous else ["the checkpoint records no fingerprint"]
-        log.warning("%s belongs to another run; training starts from epoch 0. What changed:\n  %s",
-                    path, "\n  ".join(changed or ["(nothing visible; the fingerprint format changed)"]))
+        log.warning(
+            "%s belongs to another run; training starts from epoch 0. What changed:\n  %s",
+            path,
+            "\n  ".join(changed or ["(nothing visible; the fingerprint format changed)"]),
+        )
         return None
     return state

@@ -8,6 +8,7 @@ results/{dataset}/train/{run}/ (or --out), and resumes there when the run's
 fingerprint matches. ``--job job.json`` runs one rank of a launched job (what
 torchrun starts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,21 @@ def job_from_config(args) -> TrainJob:
     triplets = args.triplets or sorted(str(p) for p in shard_pattern.parent.glob("*.parquet"))
     if not triplets:
         raise SystemExit(f"no triplet shards under {shard_pattern.parent}; build them or pass --triplets")
-    embeds = args.embed or [str(paths.under(args.results, paths.EMBED, dataset=dataset, model=embed["name"],
-                                            shard=Path(p).stem)) for p in triplets]
+    embeds = args.embed or [
+        str(paths.under(args.results, paths.EMBED, dataset=dataset, model=embed["name"], shard=Path(p).stem))
+        for p in triplets
+    ]
     out_dir = Path(args.out or paths.under(args.results, paths.TRAIN_RUN, dataset=dataset, run=train["run"]))
-    return TrainJob(triplets=list(triplets), embed=list(embeds), train=train, embed_settings=embed,
-                    up_axis=config["datasets"][dataset].get("up_axis", "y"), out_dir=str(out_dir),
-                    model=str(out_dir / "model.pt"), log=str(out_dir / "train.log"))
+    return TrainJob(
+        triplets=list(triplets),
+        embed=list(embeds),
+        train=train,
+        embed_settings=embed,
+        up_axis=config["datasets"][dataset].get("up_axis", "y"),
+        out_dir=str(out_dir),
+        model=str(out_dir / "model.pt"),
+        log=str(out_dir / "train.log"),
+    )
 
 
 def _label_rank(rank: str) -> None:
@@ -74,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embed", nargs="+", help="embedding shards, one per triplet shard, in the same order")
     parser.add_argument("--out", help="run folder (default: results/{dataset}/train/{train.run})")
     parser.add_argument("--gpus", type=int, help="ranks to run (default: train.gpus)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. train.epochs=50 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. train.epochs=50 (repeatable)",
+    )
     parser.add_argument("--schema", default=str(SCHEMA_PATH), help="config.schema.yaml (default: the package's)")
     return parser
 

@@ -1,4 +1,5 @@
 """The few collective operations training needs, all no-ops in a single process."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ once per epoch, batches mix shards that are neighbours in the shuffled order, an
 window is read from disk as a few contiguous row ranges. Nothing here depends on how
 many DataLoader workers read the windows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ import numpy as np
 class Window:
     """A contiguous stretch of the stream, as (shard, first, end) ranges of each shard's training
     objects, and its batches as positions into the stretch."""
-    first_batch: int                      # the epoch-wide index of its first batch on this rank
+
+    first_batch: int  # the epoch-wide index of its first batch on this rank
     segments: tuple[tuple[int, int, int], ...]
     batches: tuple[np.ndarray, ...]
 
@@ -82,8 +84,7 @@ def _segments(order: np.ndarray, offsets: np.ndarray, start: int, end: int) -> t
     return tuple(segments)
 
 
-def epoch_windows(counts, seed: int, epoch: int, rank: int, world: int, batch_size: int,
-                  window: int) -> list[Window]:
+def epoch_windows(counts, seed: int, epoch: int, rank: int, world: int, batch_size: int, window: int) -> list[Window]:
     """The windows of one rank in one epoch, in batch order. ``counts``: training objects per shard."""
     counts = np.asarray(counts, dtype=np.int64)
     order = shard_order(len(counts), seed, epoch)

@@ -5,6 +5,7 @@
 rank (a GPU with NCCL, or a CPU process with gloo where there is no GPU) and reads
 the same job file.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainJob:
     """Everything a rank needs: input shards, the full train and embed settings, where to write."""
+
     triplets: list[str]
     embed: list[str]
     train: dict
@@ -52,16 +54,24 @@ def run_rank(job: TrainJob) -> dict:
     """Train as this process's rank (the only one outside torchrun)."""
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(max(1, job.train["threads"] // ranks))  # the job's CPU threads, shared out
-    summary = run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir,
-                           job.model)
+    summary = run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir, job.model)
     # Only on success: a failed rank must exit (torchrun then stops the others), not wait at a barrier.
     distributed.finish()
     return summary
 
 
 def torchrun_command(job_path: Path, processes: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "ulip2_pipeline.train", "--job", str(job_path)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "ulip2_pipeline.train",
+        "--job",
+        str(job_path),
+    ]
 
 
 def launch(job: TrainJob) -> None:

@@ -9,6 +9,7 @@ whatever the number of workers. Per-object randomness (which view, which caption
 keyed by the seed, the epoch and the object's uid, so ``workers`` only changes speed.
 Points come at 10k, 8k or 2k by slicing the FPS-ordered cloud.
 """
+
 from __future__ import annotations
 
 import random
@@ -67,8 +68,12 @@ def read_rows(path, required: tuple[str, ...], columns, rows: np.ndarray) -> lis
 
 def collate(samples: list[dict]) -> dict:
     """Tensors stacked, everything else as lists."""
-    return {key: torch.stack([s[key] for s in samples]) if isinstance(samples[0][key], torch.Tensor)
-            else [s[key] for s in samples] for key in samples[0]}
+    return {
+        key: torch.stack([s[key] for s in samples])
+        if isinstance(samples[0][key], torch.Tensor)
+        else [s[key] for s in samples]
+        for key in samples[0]
+    }
 
 
 class TripletDataset(IterableDataset):
@@ -76,9 +81,20 @@ class TripletDataset(IterableDataset):
     of a random view, and with embedding shards the view's image embedding and the caption's text
     embedding. Use ``dataset.epoch(e, workers=...)``; ``len(dataset)`` is the batches per epoch."""
 
-    def __init__(self, triplet_paths, embed_paths=None, num_points: int = 10000, batch_size: int = 64,
-                 shuffle_buffer: int = 512, seed: int = 0, holdout_fraction: float = 0.0, split: str | None = None,
-                 with_image_bytes: bool = False, rank: int | None = None, world: int | None = None):
+    def __init__(
+        self,
+        triplet_paths,
+        embed_paths=None,
+        num_points: int = 10000,
+        batch_size: int = 64,
+        shuffle_buffer: int = 512,
+        seed: int = 0,
+        holdout_fraction: float = 0.0,
+        split: str | None = None,
+        with_image_bytes: bool = False,
+        rank: int | None = None,
+        world: int | None = None,
+    ):
         """``split``: None for every object, "train" or "heldout" for one side of the stable uid
         split (``holdout_fraction``). ``with_image_bytes`` adds the chosen view's PNG. ``rank`` and
         ``world`` default to torch.distributed's when it is initialised."""
@@ -103,8 +119,9 @@ class TripletDataset(IterableDataset):
         if self.embed_paths:
             embed_rows = open_shard(self.embed_paths[index], EMBED_COLUMNS).metadata.num_rows
             if embed_rows != rows:
-                raise ShardError(f"{self.embed_paths[index]}: {embed_rows} rows for the {rows} of {path}; "
-                                 "rebuild the embeddings")
+                raise ShardError(
+                    f"{self.embed_paths[index]}: {embed_rows} rows for the {rows} of {path}; rebuild the embeddings"
+                )
         if self.split is None or rows == 0:
             return np.arange(rows, dtype=np.int64)
         try:
@@ -130,8 +147,15 @@ class TripletDataset(IterableDataset):
         return EpochBatches(self, workers)
 
     def windows(self) -> list[Window]:
-        return epoch_windows([len(rows) for rows in self.objects], self.seed, self.epoch_number, self.rank,
-                             self.world, self.batch_size, self.shuffle_buffer)
+        return epoch_windows(
+            [len(rows) for rows in self.objects],
+            self.seed,
+            self.epoch_number,
+            self.rank,
+            self.world,
+            self.batch_size,
+            self.shuffle_buffer,
+        )
 
     def _read_window(self, window: Window) -> list[dict]:
         """The window's objects as samples, in stream order."""
@@ -139,23 +163,33 @@ class TripletDataset(IterableDataset):
         for shard, first, end in window.segments:
             rows = self.objects[shard][first:end]
             triplets = read_rows(self.triplet_paths[shard], self.columns, self.columns, rows)
-            extras = (read_rows(self.embed_paths[shard], EMBED_COLUMNS, EMBED_COLUMNS, rows) if self.embed_paths
-                      else [None] * len(triplets))
+            extras = (
+                read_rows(self.embed_paths[shard], EMBED_COLUMNS, EMBED_COLUMNS, rows)
+                if self.embed_paths
+                else [None] * len(triplets)
+            )
             for row, extra in zip(triplets, extras):
                 if extra is not None and extra["uid"] != row["uid"]:
-                    raise ShardError(f"{self.embed_paths[shard]}: row {extra['uid']!r} does not match "
-                                     f"{row['uid']!r} of {self.triplet_paths[shard]}; rebuild the embeddings")
+                    raise ShardError(
+                        f"{self.embed_paths[shard]}: row {extra['uid']!r} does not match "
+                        f"{row['uid']!r} of {self.triplet_paths[shard]}; rebuild the embeddings"
+                    )
                 samples.append(self._sample(row, extra))
         return samples
 
     def _sample(self, row: dict, extra: dict | None) -> dict:
         rng = random.Random(f"{self.seed}:{self.epoch_number}:{row['uid']}")
-        xyz = np.array(row["xyz"][:self.num_points], dtype=np.float32)  # a writable copy for torch
-        rgb = row["rgb"][:self.num_points].astype(np.float32) / 255.0
+        xyz = np.array(row["xyz"][: self.num_points], dtype=np.float32)  # a writable copy for torch
+        rgb = row["rgb"][: self.num_points].astype(np.float32) / 255.0
         view = rng.randrange(len(row["views"]))
         kept = row["kept"][view]
-        sample = {"uid": row["uid"], "category": row["category"] or "", "xyz": torch.from_numpy(xyz),
-                  "rgb": torch.from_numpy(rgb), "caption": kept[0] if kept else ""}
+        sample = {
+            "uid": row["uid"],
+            "category": row["category"] or "",
+            "xyz": torch.from_numpy(xyz),
+            "rgb": torch.from_numpy(rgb),
+            "caption": kept[0] if kept else "",
+        }
         if self.with_image_bytes:
             sample["image_png"] = row["images"][view]["bytes"]
         if extra is not None:
@@ -172,7 +206,7 @@ class TripletDataset(IterableDataset):
         info = get_worker_info()
         windows = self.windows()
         if info is not None:
-            windows = windows[info.id::info.num_workers]
+            windows = windows[info.id :: info.num_workers]
         for window in windows:
             samples = self._read_window(window)
             for offset, positions in enumerate(window.batches):
@@ -195,8 +229,13 @@ class EpochBatches:
                 yield batch
             return
         # Its own generator: a DataLoader draws its base seed from the global torch RNG otherwise.
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.workers, persistent_workers=False,
-                            generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=self.workers,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(0),
+        )
         pending, expected = {}, 0
         for index, batch in loader:
             pending[index] = batch

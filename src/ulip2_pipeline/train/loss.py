@@ -1,4 +1,5 @@
 """ULIP's contrastive loss: points against frozen image and text features, gathered across GPUs."""
+
 from __future__ import annotations
 
 import math
@@ -42,5 +43,11 @@ class UlipLoss(nn.Module):
         with torch.no_grad():
             accuracy_text = (p_t.argmax(-1) == labels).float().mean()
             accuracy_image = (p_i.argmax(-1) == labels).float().mean()
-        return {"loss": loss_text + loss_image, "loss_text": loss_text.detach(), "loss_image": loss_image.detach(),
-                "acc_text": accuracy_text, "acc_image": accuracy_image, "logit_scale": scale.detach()}
+        return {
+            "loss": loss_text + loss_image,
+            "loss_text": loss_text.detach(),
+            "loss_image": loss_image.detach(),
+            "acc_text": accuracy_text,
+            "acc_image": accuracy_image,
+            "logit_scale": scale.detach(),
+        }

@@ -4,6 +4,7 @@ Pure-torch FPS and kNN run anywhere; inputs that are already in farthest-point o
 (every cloud this pipeline stores) take their first G points as the centres, which
 is what FPS would pick, at no cost.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -26,11 +27,11 @@ class PointBertConfig:
     heads: int = 6
     groups: int = 512
     group_size: int = 32
-    in_channels: int = 6        # xyz + rgb
-    patch_hidden: int = 128     # mini-PointNet widths: h, 2h, then 4h (Point-BERT: 128, 256, 512)
-    embed_dim: int = 1280       # the CLIP width to project to
+    in_channels: int = 6  # xyz + rgb
+    patch_hidden: int = 128  # mini-PointNet widths: h, 2h, then 4h (Point-BERT: 128, 256, 512)
+    embed_dim: int = 1280  # the CLIP width to project to
     drop_path: float = 0.1
-    centres: str = "prefix"     # "prefix": inputs are FPS-ordered; "fps": run FPS here
+    centres: str = "prefix"  # "prefix": inputs are FPS-ordered; "fps": run FPS here
 
     @classmethod
     def named(cls, size: str, embed_dim: int, **overrides) -> "PointBertConfig":
@@ -126,11 +127,11 @@ class PointBert(nn.Module):
     def group(self, xyz: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
         if config.centres == "prefix":
-            centres = xyz[:, :config.groups]
+            centres = xyz[:, : config.groups]
         else:
             index = farthest_point_sample(xyz, config.groups)
             centres = torch.gather(xyz, 1, index.unsqueeze(-1).expand(-1, -1, 3))
-        neighbours = knn(centres, xyz, config.group_size)                      # (B, G, k)
+        neighbours = knn(centres, xyz, config.group_size)  # (B, G, k)
         gather = neighbours.reshape(xyz.shape[0], -1, 1)
         local_xyz = torch.gather(xyz, 1, gather.expand(-1, -1, 3)).reshape(*neighbours.shape, 3)
         local_rgb = torch.gather(rgb, 1, gather.expand(-1, -1, 3)).reshape(*neighbours.shape, 3)

@@ -1,4 +1,5 @@
 """A stable train / held-out split by uid, shared by training and evaluation."""
+
 from __future__ import annotations
 
 import hashlib

@@ -14,6 +14,7 @@ uninterrupted one would. Under torchrun every rank runs the same number of steps
 its own share of the data (``epoch_plan``), gradients (the logit scale's too) are
 averaged by DDP, and BatchNorm statistics are averaged at the end of every epoch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,13 @@ log = logging.getLogger(__name__)
 def frozen_towers(embed_cfg: dict, device: torch.device):
     """The frozen CLIP (the one the embed stage used), every parameter out of autograd."""
     # The precision the embed stage encoded with, so online towers and class texts match the stored features.
-    clip = load_clip(embed_cfg["arch"], embed_cfg["pretrained"], embed_cfg.get("arch_config"), device,
-                     embed_cfg.get("precision", "auto"))
+    clip = load_clip(
+        embed_cfg["arch"],
+        embed_cfg["pretrained"],
+        embed_cfg.get("arch_config"),
+        device,
+        embed_cfg.get("precision", "auto"),
+    )
     clip.model.eval()
     for parameter in clip.model.parameters():
         parameter.requires_grad_(False)
@@ -81,11 +87,13 @@ def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]
 
 def lr_lambda(warmup_steps: int, total_steps: int, lr: float, min_lr: float):
     """Linear warm-up, then cosine decay to ``min_lr`` (as a factor of ``lr``)."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return (min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))) / lr
+
     return factor
 
 
@@ -134,44 +142,74 @@ class Trainer:
         self.encoder = PointBert(self.encoder_config).to(self.device)
         self.loss = UlipLoss().to(self.device)
         trainable = torch.nn.ModuleDict({"encoder": self.encoder, "loss": self.loss})
-        self.optimizer = torch.optim.AdamW(parameter_groups(trainable, cfg["weight_decay"]), lr=cfg["lr"],
-                                           betas=(0.9, 0.98), eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(trainable, cfg["weight_decay"]), lr=cfg["lr"], betas=(0.9, 0.98), eps=1e-8
+        )
         self.model = ContrastiveModel(self.encoder, self.loss, self.device.type == "cuda" and cfg["amp"])
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                forward_sync_buffers=False)  # BatchNorm statistics are averaged per epoch instead
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False,
+            )  # BatchNorm statistics are averaged per epoch instead
         torch.manual_seed(derived_seed(cfg["seed"], 1, self.rank))
         random.seed(derived_seed(cfg["seed"], 2, self.rank))
         np.random.seed(derived_seed(cfg["seed"], 3, self.rank))
-        self.generators = {"text": random.Random(derived_seed(cfg["seed"], 4, self.rank)),
-                           "augment": torch.Generator().manual_seed(derived_seed(cfg["seed"], 5, self.rank))}
-        self.dataset = TripletDataset(triplet_paths, None if cfg["towers"] == "online" else embed_paths,
-                                      num_points=cfg["num_points"], batch_size=cfg["batch_size"],
-                                      shuffle_buffer=cfg["shuffle_buffer"], seed=cfg["seed"],
-                                      holdout_fraction=cfg["holdout_fraction"], split="train",
-                                      with_image_bytes=cfg["towers"] == "online", rank=self.rank, world=self.world)
+        self.generators = {
+            "text": random.Random(derived_seed(cfg["seed"], 4, self.rank)),
+            "augment": torch.Generator().manual_seed(derived_seed(cfg["seed"], 5, self.rank)),
+        }
+        self.dataset = TripletDataset(
+            triplet_paths,
+            None if cfg["towers"] == "online" else embed_paths,
+            num_points=cfg["num_points"],
+            batch_size=cfg["batch_size"],
+            shuffle_buffer=cfg["shuffle_buffer"],
+            seed=cfg["seed"],
+            holdout_fraction=cfg["holdout_fraction"],
+            split="train",
+            with_image_bytes=cfg["towers"] == "online",
+            rank=self.rank,
+            world=self.world,
+        )
         self.batches_per_epoch = len(self.dataset)
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{self.dataset.num_objects} training objects in {len(triplet_paths)} shards "
-                             f"(holdout_fraction {cfg['holdout_fraction']}) cannot feed {self.world} rank(s)")
+            raise ValueError(
+                f"{self.dataset.num_objects} training objects in {len(triplet_paths)} shards "
+                f"(holdout_fraction {cfg['holdout_fraction']}) cannot feed {self.world} rank(s)"
+            )
         total = self.batches_per_epoch * cfg["epochs"] // cfg["accumulate"]
         if total == 0:
-            raise ValueError(f"accumulate {cfg['accumulate']} is more than the {self.batches_per_epoch * cfg['epochs']} "
-                             "batches of the whole run: no optimiser step would be taken")
+            raise ValueError(
+                f"accumulate {cfg['accumulate']} is more than the {self.batches_per_epoch * cfg['epochs']} "
+                "batches of the whole run: no optimiser step would be taken"
+            )
         warmup = max(1, int(self.batches_per_epoch * cfg["warmup_epochs"] / cfg["accumulate"]))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lr_lambda(warmup, total, cfg["lr"], cfg["min_lr"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(warmup, total, cfg["lr"], cfg["min_lr"])
+        )
         self.categories = self._categories(triplet_paths)
         self.category_features = self._category_template_features()
         self.fingerprint = run_fingerprint(
-            {"train": output_settings(cfg, keep=("batch_size",)), "embed": output_settings(embed_cfg),
-             "up_axis": up_axis, "world_size": self.world, "towers_sha256": self.tower_hash},
-            {"triplets": list(triplet_paths), "embed": list(embed_paths or [])})
+            {
+                "train": output_settings(cfg, keep=("batch_size",)),
+                "embed": output_settings(embed_cfg),
+                "up_axis": up_axis,
+                "world_size": self.world,
+                "towers_sha256": self.tower_hash,
+            },
+            {"triplets": list(triplet_paths), "embed": list(embed_paths or [])},
+        )
         self.epoch, self.step, self.pending = 0, 0, 0  # pending: micro-batches accumulated towards the next step
         self.history: list[dict] = []
-        log.info("%d training objects, %d batches of %d per rank per epoch, %d rank(s); %d optimiser steps",
-                 self.dataset.num_objects, self.batches_per_epoch, cfg["batch_size"], self.world, total)
+        log.info(
+            "%d training objects, %d batches of %d per rank per epoch, %d rank(s); %d optimiser steps",
+            self.dataset.num_objects,
+            self.batches_per_epoch,
+            cfg["batch_size"],
+            self.world,
+            total,
+        )
         self._resume()
 
     # --- text ---------------------------------------------------------------------------------------------
@@ -194,8 +232,10 @@ class Trainer:
     def text_targets(self, batch: dict, generator: random.Random) -> torch.Tensor:
         """Per sample: its kept caption's feature, or a random template of its category, or a mix."""
         source, n = self.cfg["text_source"], len(batch["uid"])
-        use_category = [source == "category" or (source == "mix" and generator.random() < self.cfg["mix_category_prob"])
-                        for _ in range(n)]
+        use_category = [
+            source == "category" or (source == "mix" and generator.random() < self.cfg["mix_category_prob"])
+            for _ in range(n)
+        ]
         if self.cfg["towers"] == "online":
             caption_features = encode_texts(self.clip, [c or "a 3d object." for c in batch["caption"]])
         else:
@@ -218,8 +258,9 @@ class Trainer:
         from PIL import Image
 
         with torch.inference_mode():
-            pixels = torch.stack([self.clip.preprocess(Image.open(BytesIO(b)).convert("RGB"))
-                                  for b in batch["image_png"]]).to(self.device)
+            pixels = torch.stack(
+                [self.clip.preprocess(Image.open(BytesIO(b)).convert("RGB")) for b in batch["image_png"]]
+            ).to(self.device)
             return self.clip.model.encode_image(pixels).float()
 
     # --- checkpoints ------------------------------------------------------------------------------------------
@@ -228,8 +269,9 @@ class Trainer:
         return self.out_dir / "checkpoint.pt"
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
-        return {f"encoder.{n}": p for n, p in self.encoder.named_parameters()} | \
-               {f"loss.{n}": p for n, p in self.loss.named_parameters()}
+        return {f"encoder.{n}": p for n, p in self.encoder.named_parameters()} | {
+            f"loss.{n}": p for n, p in self.loss.named_parameters()
+        }
 
     def _resume(self) -> None:
         state = load_matching(self.checkpoint_path, self.fingerprint, self.device)
@@ -245,8 +287,13 @@ class Trainer:
             grad = state["pending_grads"].get(name)
             parameter.grad = None if grad is None else grad.to(self.device)
         restore_rng(state["rng"][self.rank], self.generators)
-        log.info("resumed from %s at epoch %d (step %d, %d micro-batches pending)", self.checkpoint_path,
-                 self.epoch, self.step, self.pending)
+        log.info(
+            "resumed from %s at epoch %d (step %d, %d micro-batches pending)",
+            self.checkpoint_path,
+            self.epoch,
+            self.step,
+            self.pending,
+        )
 
     def _checkpoint(self) -> None:
         rng = distributed.gather_objects(rng_state(self.generators))  # collective: every rank takes part
@@ -255,20 +302,33 @@ class Trainer:
         # Gradients waiting for the next step are the same on every rank: the epoch's last
         # micro-batch always synchronises them.
         pending = {name: p.grad.detach().clone() for name, p in self._trainable().items() if p.grad is not None}
-        save_atomic({"fingerprint": self.fingerprint, "encoder": self.encoder.state_dict(),
-                     "loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
-                     "pending": self.pending, "pending_grads": pending, "history": self.history,
-                     "encoder_config": self.encoder_config.__dict__, "train_config": self.cfg, "rng": rng},
-                    self.checkpoint_path)
+        save_atomic(
+            {
+                "fingerprint": self.fingerprint,
+                "encoder": self.encoder.state_dict(),
+                "loss": self.loss.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "epoch": self.epoch,
+                "step": self.step,
+                "pending": self.pending,
+                "pending_grads": pending,
+                "history": self.history,
+                "encoder_config": self.encoder_config.__dict__,
+                "train_config": self.cfg,
+                "rng": rng,
+            },
+            self.checkpoint_path,
+        )
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def _micro_step(self, batch: dict, synchronise: bool) -> dict:
         cfg = self.cfg
         xyz, rgb = batch["xyz"].to(self.device), batch["rgb"].to(self.device)
         if cfg["augment"]:
-            xyz, rgb = augment(xyz, rgb, self.up_axis, self.generators["augment"],
-                               keep_prefix=self.encoder_config.groups)
+            xyz, rgb = augment(
+                xyz, rgb, self.up_axis, self.generators["augment"], keep_prefix=self.encoder_config.groups
+            )
         image, text = self.image_targets(batch), self.text_targets(batch, self.generators["text"])
         no_sync = self.world > 1 and not synchronise
         with self.model.no_sync() if no_sync else contextlib.nullcontext():
@@ -304,9 +364,13 @@ class Trainer:
             self.epoch += 1
             epochs_run += 1
             seconds = distributed.maximum(time.perf_counter() - started, self.device)
-            record = {"epoch": self.epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                      "samples_per_s": round(samples * self.world / max(seconds, 1e-9), 1),
-                      **{k: round(v / len(batches), 4) for k, v in sums.items()}}
+            record = {
+                "epoch": self.epoch,
+                "step": self.step,
+                "lr": self.scheduler.get_last_lr()[0],
+                "samples_per_s": round(samples * self.world / max(seconds, 1e-9), 1),
+                **{k: round(v / len(batches), 4) for k, v in sums.items()},
+            }
             self.history.append(record)
             log.info("epoch %s", json.dumps(record))
             self._checkpoint()
@@ -317,13 +381,24 @@ class Trainer:
         unchanged = tower_fingerprint(self.clip) == self.tower_hash
         if not unchanged:
             raise RuntimeError("the frozen CLIP towers changed during training")
-        summary = {"epochs": self.epoch, "steps": self.step, "towers_unchanged": unchanged, "world_size": self.world,
-                   "objects_per_epoch": self.dataset.num_objects, "batches_per_epoch": self.batches_per_epoch,
-                   "trainable_parameters": sum(p.numel() for g in self.optimizer.param_groups for p in g["params"]),
-                   "encoder": self.encoder_config.__dict__, "history": self.history}
+        summary = {
+            "epochs": self.epoch,
+            "steps": self.step,
+            "towers_unchanged": unchanged,
+            "world_size": self.world,
+            "objects_per_epoch": self.dataset.num_objects,
+            "batches_per_epoch": self.batches_per_epoch,
+            "trainable_parameters": sum(p.numel() for g in self.optimizer.param_groups for p in g["params"]),
+            "encoder": self.encoder_config.__dict__,
+            "history": self.history,
+        }
         if self.world > 1:  # each rank's own account, for checking that the ranks agree
-            rank_report = {"rank": self.rank, "world_size": self.world, "history": self.history,
-                           "weights_sha256": state_fingerprint(self.encoder, self.loss)}
+            rank_report = {
+                "rank": self.rank,
+                "world_size": self.world,
+                "history": self.history,
+                "weights_sha256": state_fingerprint(self.encoder, self.loss),
+            }
             with atomic_path(self.out_dir / f"rank{self.rank}.json") as tmp:
                 tmp.write_text(json.dumps(rank_report, indent=2) + "\n")
         if self.rank == 0:
@@ -333,8 +408,15 @@ class Trainer:
 
     def save_model(self, path) -> None:
         if self.rank == 0:
-            save_atomic({"encoder": self.encoder.state_dict(), "encoder_config": self.encoder_config.__dict__,
-                         "train_config": self.cfg, "categories": self.categories}, Path(path))
+            save_atomic(
+                {
+                    "encoder": self.encoder.state_dict(),
+                    "encoder_config": self.encoder_config.__dict__,
+                    "train_config": self.cfg,
+                    "categories": self.categories,
+                },
+                Path(path),
+            )
 
     def _write_curve(self) -> None:
         if self.rank != 0 or not self.history:
@@ -344,16 +426,21 @@ class Trainer:
         (self.out_dir / "curve.csv").write_text("\n".join(lines) + "\n")
         (self.out_dir / "curve.svg").write_text(loss_curve_svg([h["loss"] for h in self.history]))
 
+
 def loss_curve_svg(losses: list[float], width: int = 480, height: int = 240) -> str:
     """A dependency-free line plot of the loss per epoch."""
     pad = 30
     top, bottom = max(losses), min(losses)
     span = (top - bottom) or 1.0
     step = (width - 2 * pad) / max(1, len(losses) - 1)
-    points = " ".join(f"{pad + i * step:.1f},{height - pad - (v - bottom) / span * (height - 2 * pad):.1f}"
-                      for i, v in enumerate(losses))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-            f'<rect width="100%" height="100%" fill="white"/>'
-            f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{points}"/>'
-            f'<text x="{pad}" y="18" font-size="12">training loss per epoch: {top:.3f} to {losses[-1]:.3f}</text>'
-            f'<text x="{pad}" y="{height - 8}" font-size="11">epoch 1 .. {len(losses)}</text></svg>\n')
+    points = " ".join(
+        f"{pad + i * step:.1f},{height - pad - (v - bottom) / span * (height - 2 * pad):.1f}"
+        for i, v in enumerate(losses)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="100%" height="100%" fill="white"/>'
+        f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{points}"/>'
+        f'<text x="{pad}" y="18" font-size="12">training loss per epoch: {top:.3f} to {losses[-1]:.3f}</text>'
+        f'<text x="{pad}" y="{height - 8}" font-size="11">epoch 1 .. {len(losses)}</text></svg>\n'
+    )

@@ -6,6 +6,7 @@ gives at least one triangle), so a file over the limit by its count is over it f
 certain. Formats whose count is not cheap to find give None; the loaded mesh is
 checked instead.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,8 @@ def declared_faces(path: str | Path) -> int | None:
     """A lower bound on the file's triangles, or None where it cannot be had cheaply."""
     path = Path(path)
     reader = {"ply": _ply, "stl": _stl, "off": _off, "obj": _obj, "glb": _gltf, "gltf": _gltf}.get(
-        path.suffix.lower().lstrip("."))
+        path.suffix.lower().lstrip(".")
+    )
     if reader is None:
         return None
     try:

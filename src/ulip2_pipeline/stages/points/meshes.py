@@ -4,6 +4,7 @@ Every node transform of the scene graph is applied, so a multi-mesh scene sample
 exactly as it renders. Each part carries the best colour information it has, in
 the order texture > vertex colour > material base colour > none.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ TEXTURE, VERTEX, FACE, MATERIAL, NONE = "texture", "vertex", "face", "material",
 
 @dataclass
 class Part:
-    vertices: np.ndarray            # (V, 3) float64, world space
-    faces: np.ndarray               # (F, 3) int64
-    colour_source: str              # one of TEXTURE, VERTEX, FACE, MATERIAL, NONE
-    uv: np.ndarray | None = None    # (V, 2) for TEXTURE
+    vertices: np.ndarray  # (V, 3) float64, world space
+    faces: np.ndarray  # (F, 3) int64
+    colour_source: str  # one of TEXTURE, VERTEX, FACE, MATERIAL, NONE
+    uv: np.ndarray | None = None  # (V, 2) for TEXTURE
     image: np.ndarray | None = None  # (H, W, 4) uint8 for TEXTURE
     factor: np.ndarray | None = None  # (4,) float multiplier for TEXTURE (glTF baseColorFactor)
     colours: np.ndarray | None = None  # (V, 4) or (F, 4) uint8 for VERTEX / FACE; (4,) for MATERIAL

@@ -6,6 +6,7 @@ and is the second chance for a file trimesh fails on in a format Blender imports
 Before either loads anything, a face count from the file's header turns away meshes
 over the limit.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,10 @@ def first_reader(path: str | Path) -> str:
 def check_declared_faces(path: str | Path, max_faces: int) -> None:
     declared = declared_faces(path)
     if declared is not None and declared > max_faces:
-        raise ObjectFailure("too_many_faces", f"the file declares at least {declared} triangles, over the limit "
-                            f"of {max_faces}; not loaded")
+        raise ObjectFailure(
+            "too_many_faces",
+            f"the file declares at least {declared} triangles, over the limit of {max_faces}; not loaded",
+        )
 
 
 def read_parts(path: str | Path, max_faces: int, up_axis: str) -> tuple[list[Part], str]:

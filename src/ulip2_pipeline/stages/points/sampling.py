@@ -1,4 +1,5 @@
 """Area-weighted surface sampling with colour, unit-sphere normalisation and FPS ordering."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from ulip2_pipeline.stages.points.meshes import FACE, MATERIAL, NONE, TEXTURE, V
 
 @dataclass
 class SampledCloud:
-    xyz: np.ndarray          # (N, 3) float32, normalised, farthest-point order
-    rgb: np.ndarray          # (N, 3) uint8, same order
-    center: np.ndarray       # (3,) float64: xyz = (world - center) / scale
+    xyz: np.ndarray  # (N, 3) float32, normalised, farthest-point order
+    rgb: np.ndarray  # (N, 3) uint8, same order
+    center: np.ndarray  # (3,) float64: xyz = (world - center) / scale
     scale: float
     colour_sources: list[str]
 
@@ -46,10 +47,10 @@ def _colour_samples(part: Part, faces: np.ndarray, bary: np.ndarray, default_rgb
 
 
 class SurfaceSample(NamedTuple):
-    xyz: np.ndarray          # (N, 3) float64, world space
-    rgb: np.ndarray          # (N, 3) uint8
+    xyz: np.ndarray  # (N, 3) float64, world space
+    rgb: np.ndarray  # (N, 3) uint8
     colour_sources: list[str]
-    centroid: np.ndarray     # (3,) exact area-weighted centroid of the whole surface
+    centroid: np.ndarray  # (3,) exact area-weighted centroid of the whole surface
 
 
 def _area_and_centroid_terms(part: Part) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +60,9 @@ def _area_and_centroid_terms(part: Part) -> tuple[np.ndarray, np.ndarray]:
     return areas, (areas[:, None] * (a + b + c)).sum(axis=0) / 3.0
 
 
-def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
-                   default_rgb: tuple[float, float, float]) -> SurfaceSample:
+def sample_surface(
+    parts: list[Part], count: int, rng: np.random.Generator, default_rgb: tuple[float, float, float]
+) -> SurfaceSample:
     """``count`` points uniformly by area over all parts, with their colours."""
     terms = [_area_and_centroid_terms(part) for part in parts]
     areas = np.concatenate([t[0] for t in terms])
@@ -87,7 +89,7 @@ def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
     bounds = np.searchsorted(part_of[by_part], np.arange(len(parts) + 1))
     sources = []
     for index, part in enumerate(parts):
-        mine = by_part[bounds[index]:bounds[index + 1]]
+        mine = by_part[bounds[index] : bounds[index + 1]]
         if mine.size == 0:
             continue
         local = picks[mine] - part_starts[index]
@@ -102,7 +104,7 @@ def sample_surface(parts: list[Part], count: int, rng: np.random.Generator,
 def normalise(xyz: np.ndarray, center: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Centre on ``center`` (the surface centroid) and scale the farthest point to radius 1."""
     centred = xyz - center
-    scale = float(np.sqrt((centred ** 2).sum(axis=1).max()))
+    scale = float(np.sqrt((centred**2).sum(axis=1).max()))
     if not np.isfinite(scale) or scale <= 0.0:
         raise ObjectFailure("no_area", "all sampled points coincide; the object has no extent")
     return (centred / scale).astype(np.float32), center, scale
@@ -139,9 +141,21 @@ def sample_object(parts: list[Part], count: int, seed_sequence, default_rgb) -> 
     surface = sample_surface(parts, count, rng, default_rgb)
     xyz, center, scale = normalise(surface.xyz, surface.centroid)
     order = farthest_point_order(xyz)
-    return SampledCloud(xyz=xyz[order], rgb=surface.rgb[order], center=center, scale=scale,
-                        colour_sources=surface.colour_sources)
+    return SampledCloud(
+        xyz=xyz[order], rgb=surface.rgb[order], center=center, scale=scale, colour_sources=surface.colour_sources
+    )
 
 
-__all__ = ["SampledCloud", "SurfaceSample", "sample_object", "sample_surface", "normalise", "farthest_point_order",
-           "TEXTURE", "VERTEX", "FACE", "MATERIAL", "NONE"]
+__all__ = [
+    "SampledCloud",
+    "SurfaceSample",
+    "sample_object",
+    "sample_surface",
+    "normalise",
+    "farthest_point_order",
+    "TEXTURE",
+    "VERTEX",
+    "FACE",
+    "MATERIAL",
+    "NONE",
+]

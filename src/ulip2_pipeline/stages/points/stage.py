@@ -3,6 +3,7 @@
 Each object is read and sampled in a supervised worker process (``points_worker``):
 a hang, a memory blow-up or a crash costs that object, never the shard.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,19 +35,21 @@ SCHEMA_VERSION = "2"  # 2: the reader column
 STAGE = "points"
 ROW_GROUP_ROWS = 64
 
-POINTS_SCHEMA = pa.schema([
-    pa.field("uid", pa.string(), nullable=False),
-    pa.field("category", pa.string()),
-    pa.field("xyz", pa.list_(pa.list_(pa.float32(), 3)), nullable=False),
-    pa.field("rgb", pa.list_(pa.list_(pa.uint8(), 3)), nullable=False),
-    pa.field("colour_sources", pa.list_(pa.string())),
-    pa.field("center", pa.list_(pa.float64(), 3)),
-    pa.field("scale", pa.float64()),
-    pa.field("up_axis", pa.string()),
-    pa.field("num_faces", pa.int64()),
-    pa.field("source_sha256", pa.string()),
-    pa.field("reader", pa.string()),
-])
+POINTS_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("category", pa.string()),
+        pa.field("xyz", pa.list_(pa.list_(pa.float32(), 3)), nullable=False),
+        pa.field("rgb", pa.list_(pa.list_(pa.uint8(), 3)), nullable=False),
+        pa.field("colour_sources", pa.list_(pa.string())),
+        pa.field("center", pa.list_(pa.float64(), 3)),
+        pa.field("scale", pa.float64()),
+        pa.field("up_axis", pa.string()),
+        pa.field("num_faces", pa.int64()),
+        pa.field("source_sha256", pa.string()),
+        pa.field("reader", pa.string()),
+    ]
+)
 LOG_TAIL_CHARS = 2000
 
 
@@ -59,11 +62,12 @@ def object_seed(seed: int, uid: str) -> np.random.SeedSequence:
 class ObjectPoints(NamedTuple):
     cloud: SampledCloud
     num_faces: int
-    reader: str   # "trimesh" or "blender"
+    reader: str  # "trimesh" or "blender"
 
 
-def points_for_object(source: str | Path, uid: str, expected_sha256: str | None, points_cfg: dict, seed: int,
-                      up_axis: str = "y") -> ObjectPoints:
+def points_for_object(
+    source: str | Path, uid: str, expected_sha256: str | None, points_cfg: dict, seed: int, up_axis: str = "y"
+) -> ObjectPoints:
     """Sample one object (in this process); raise ObjectFailure with a reason when it cannot be done."""
     path = Path(source)
     check_source(path, expected_sha256)
@@ -76,27 +80,33 @@ def points_table(rows: list[dict], results: list[ObjectPoints], up_axis: str, co
     clouds = [r.cloud for r in results]
     xyz = np.stack([c.xyz for c in clouds]) if clouds else np.zeros((0, count, 3), np.float32)
     rgb = np.stack([c.rgb for c in clouds]) if clouds else np.zeros((0, count, 3), np.uint8)
-    return pa.table({
-        "uid": [r["uid"] for r in rows],
-        "category": [r["category"] for r in rows],
-        "xyz": point_columns.to_arrow(xyz, pa.float32()),
-        "rgb": point_columns.to_arrow(rgb, pa.uint8()),
-        "colour_sources": [c.colour_sources for c in clouds],
-        "center": [c.center.tolist() for c in clouds],
-        "scale": [c.scale for c in clouds],
-        "up_axis": [up_axis] * len(rows),
-        "num_faces": [r.num_faces for r in results],
-        "source_sha256": [r["sha256"] for r in rows],
-        "reader": [r.reader for r in results],
-    }, schema=POINTS_SCHEMA)
+    return pa.table(
+        {
+            "uid": [r["uid"] for r in rows],
+            "category": [r["category"] for r in rows],
+            "xyz": point_columns.to_arrow(xyz, pa.float32()),
+            "rgb": point_columns.to_arrow(rgb, pa.uint8()),
+            "colour_sources": [c.colour_sources for c in clouds],
+            "center": [c.center.tolist() for c in clouds],
+            "scale": [c.scale for c in clouds],
+            "up_axis": [up_axis] * len(rows),
+            "num_faces": [r.num_faces for r in results],
+            "source_sha256": [r["sha256"] for r in rows],
+            "reader": [r.reader for r in results],
+        },
+        schema=POINTS_SCHEMA,
+    )
 
 
 def points_worker(dataset_cfg: dict) -> SupervisedWorker:
     """The child (``stages/points/worker.py``) that reads and samples one object per request, started on first use."""
     points_cfg = dataset_cfg["points"]
-    return SupervisedWorker("ulip2_pipeline.stages.points.worker",
-                            {"points": points_cfg, "seed": dataset_cfg["seed"], "up_axis": dataset_cfg["up_axis"]},
-                            activity="reading and sampling", max_memory_mb=points_cfg["max_memory_mb"])
+    return SupervisedWorker(
+        "ulip2_pipeline.stages.points.worker",
+        {"points": points_cfg, "seed": dataset_cfg["seed"], "up_axis": dataset_cfg["up_axis"]},
+        activity="reading and sampling",
+        max_memory_mb=points_cfg["max_memory_mb"],
+    )
 
 
 def _worker_output(path: Path) -> str:
@@ -112,13 +122,20 @@ def _sample_one(worker: SupervisedWorker, row: dict, object_log: Path, timeout_s
     except ObjectFailure as failure:
         log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
         return Failure(row["uid"], STAGE, row["source"], failure.reason, failure.detail + _worker_output(object_log))
-    log.info("%s: %d faces (%s), colour from %s, %.1f ms", row["uid"], result.num_faces, result.reader,
-             "+".join(result.cloud.colour_sources), 1000 * (time.perf_counter() - started))
+    log.info(
+        "%s: %d faces (%s), colour from %s, %.1f ms",
+        row["uid"],
+        result.num_faces,
+        result.reader,
+        "+".join(result.cloud.colour_sources),
+        1000 * (time.perf_counter() - started),
+    )
     return result
 
 
-def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: str | Path,
-                     failures_out: str | Path) -> dict:
+def run_points_shard(
+    manifest: str | Path, shard: str, dataset_cfg: dict, out: str | Path, failures_out: str | Path
+) -> dict:
     """Sample every object of ``shard``; failures go to the ledger, never abort the shard."""
     points_cfg, seed = dataset_cfg["points"], dataset_cfg["seed"]
     done_rows, results, failures = [], [], []
@@ -143,19 +160,31 @@ def run_points_shard(manifest: str | Path, shard: str, dataset_cfg: dict, out: s
         "ulip2.schema_version": SCHEMA_VERSION,
         "ulip2.stage": STAGE,
         "ulip2.shard": shard,
-        "ulip2.points": json.dumps({**points_cfg, "seed": seed, "order": "farthest_point",
-                                    "rgb": "uint8 sRGB 0-255", "normalisation": "(world - center) / scale"}),
+        "ulip2.points": json.dumps(
+            {
+                **points_cfg,
+                "seed": seed,
+                "order": "farthest_point",
+                "rgb": "uint8 sRGB 0-255",
+                "normalisation": "(world - center) / scale",
+            }
+        ),
         "ulip2.config_hash": config_hash(dataset_cfg),
         "ulip2.version": __version__,
     }
     table = points_table(done_rows, results, dataset_cfg["up_axis"], points_cfg["count"])
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     write_parquet(table, out, metadata, row_group_size=ROW_GROUP_ROWS)
-    summary = {"shard": shard, "objects": len(done_rows) + len(failures), "sampled": len(done_rows),
-               "failed": len(failures),
-               "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
-               "worker_startups_s": [round(s, 2) for s in worker.startups], "peak_worker_mb": round(worker.peak_rss_mb),
-               "seconds": round(time.perf_counter() - started, 3)}
+    summary = {
+        "shard": shard,
+        "objects": len(done_rows) + len(failures),
+        "sampled": len(done_rows),
+        "failed": len(failures),
+        "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
+        "worker_startups_s": [round(s, 2) for s in worker.startups],
+        "peak_worker_mb": round(worker.peak_rss_mb),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     log.info("shard summary: %s", json.dumps(summary))
     return summary
 
@@ -165,8 +194,13 @@ def read_points(path: str | Path) -> dict[str, np.ndarray]:
     table = pq.read_table(path, columns=["uid", "xyz", "rgb"])
     if table.num_rows == 0:  # an empty shard: the point count is in its metadata
         count = json.loads(pq.read_schema(path).metadata[b"ulip2.points"])["count"]
-        return {"uid": np.array([], dtype=object), "xyz": np.zeros((0, count, 3), np.float32),
-                "rgb": np.zeros((0, count, 3), np.uint8)}
-    return {"uid": np.array(table.column("uid").to_pylist(), dtype=object),
-            "xyz": point_columns.to_numpy(table, "xyz", np.float32),
-            "rgb": point_columns.to_numpy(table, "rgb", np.uint8)}
+        return {
+            "uid": np.array([], dtype=object),
+            "xyz": np.zeros((0, count, 3), np.float32),
+            "rgb": np.zeros((0, count, 3), np.uint8),
+        }
+    return {
+        "uid": np.array(table.column("uid").to_pylist(), dtype=object),
+        "xyz": point_columns.to_numpy(table, "xyz", np.float32),
+        "rgb": point_columns.to_numpy(table, "rgb", np.uint8),
+    }

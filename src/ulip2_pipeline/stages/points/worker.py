@@ -4,6 +4,7 @@ Started by the points stage (``stage.points_worker``) as ``python -m
 ulip2_pipeline.stages.points.worker FD``; see ``ulip2_pipeline.supervisor`` for the protocol.
 Blender (bpy) is loaded only when an object needs the Blender reader.
 """
+
 from __future__ import annotations
 
 from ulip2_pipeline.stages.points.stage import points_for_object

@@ -14,6 +14,7 @@ colour; else none (the default grey). Colours are Blender's display values (sRGB
 the colours its renders show: texture bytes as stored, colour attributes as
 ``color_srgb``, material colours converted from Blender's linear values.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,22 +90,35 @@ def _part(mesh, material, vertices, tri_vertices, tri_loops, tri_polygons, image
         image = _image_pixels(source[1], images)
         uv = _uv_layer(mesh, source[2])
         if image is not None and uv is not None:
-            return Part(vertices=vertices[tri_vertices].reshape(-1, 3), faces=_unwelded(len(tri_vertices)),
-                        colour_source=TEXTURE, uv=uv[tri_loops].reshape(-1, 2), image=image, factor=source[3])
+            return Part(
+                vertices=vertices[tri_vertices].reshape(-1, 3),
+                faces=_unwelded(len(tri_vertices)),
+                colour_source=TEXTURE,
+                uv=uv[tri_loops].reshape(-1, 2),
+                image=image,
+                factor=source[3],
+            )
     attribute = _colour_attribute(mesh, source[1] if source[0] == VERTEX else None)
     if attribute is not None:
         colours = _attribute_colours(attribute)
         if attribute.domain == "POINT":
             return Part(vertices=vertices, faces=tri_vertices, colour_source=VERTEX, colours=colours)
-        return Part(vertices=vertices[tri_vertices].reshape(-1, 3), faces=_unwelded(len(tri_vertices)),
-                    colour_source=VERTEX, colours=colours[tri_loops].reshape(-1, 4))
+        return Part(
+            vertices=vertices[tri_vertices].reshape(-1, 3),
+            faces=_unwelded(len(tri_vertices)),
+            colour_source=VERTEX,
+            colours=colours[tri_loops].reshape(-1, 4),
+        )
     face_attribute = _face_colour_attribute(mesh)
     if face_attribute is not None:
-        return Part(vertices=vertices, faces=tri_vertices, colour_source=FACE,
-                    colours=_attribute_colours(face_attribute)[tri_polygons])
+        return Part(
+            vertices=vertices,
+            faces=tri_vertices,
+            colour_source=FACE,
+            colours=_attribute_colours(face_attribute)[tri_polygons],
+        )
     if source[0] == MATERIAL and source[1] is not None:
-        return Part(vertices=vertices, faces=tri_vertices, colour_source=MATERIAL,
-                    colours=linear_to_srgb(source[1]))
+        return Part(vertices=vertices, faces=tri_vertices, colour_source=MATERIAL, colours=linear_to_srgb(source[1]))
     return Part(vertices=vertices, faces=tri_vertices, colour_source=NONE)
 
 
@@ -113,6 +127,7 @@ def _unwelded(triangles: int) -> np.ndarray:
 
 
 # --- what a material's base colour reads ---
+
 
 def material_colour_source(material) -> tuple:
     """(TEXTURE, image, uv map name or None, factor) | (VERTEX, attribute name or None) |
@@ -146,8 +161,13 @@ def _base_colour_socket(tree):
 def _shader_colour(node, depth: int):
     if depth > MAX_TRACE_DEPTH:
         return None
-    names = {"BSDF_PRINCIPLED": "Base Color", "BSDF_DIFFUSE": "Color", "EMISSION": "Color",
-             "BSDF_GLOSSY": "Color", "SUBSURFACE_SCATTERING": "Color"}
+    names = {
+        "BSDF_PRINCIPLED": "Base Color",
+        "BSDF_DIFFUSE": "Color",
+        "EMISSION": "Color",
+        "BSDF_GLOSSY": "Color",
+        "SUBSURFACE_SCATTERING": "Color",
+    }
     if node.type in names:
         return node.inputs[names[node.type]]
     if node.type in ("MIX_SHADER", "ADD_SHADER"):
@@ -202,6 +222,7 @@ def _uv_map_name(image_node) -> str | None:
 
 
 # --- mesh data ---
+
 
 def _uv_layer(mesh, name: str | None) -> np.ndarray | None:
     layers = mesh.uv_layers

@@ -4,6 +4,7 @@ One object at a time: reset to factory-empty, import, check, move into the
 normalised frame, light, render every view. Nothing survives from one object
 to the next but the Python process and its loaded render kernels.
 """
+
 from __future__ import annotations
 
 import math
@@ -231,7 +232,11 @@ def replace_missing_textures(fallback_rgb) -> int:
             if node.type != "TEX_IMAGE" or node.image is None:
                 continue
             image = node.image
-            if image.packed_file is None and image.source == "FILE" and not os.path.exists(bpy.path.abspath(image.filepath)):
+            if (
+                image.packed_file is None
+                and image.source == "FILE"
+                and not os.path.exists(bpy.path.abspath(image.filepath))
+            ):
                 if fallback is None:
                     fallback = bpy.data.images.new("ulip2_missing_texture", 1, 1)
                     fallback.pixels = [*fallback_rgb, 1.0]

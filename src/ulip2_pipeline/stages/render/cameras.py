@@ -10,6 +10,7 @@ Conventions, recorded with every view:
   is the pixel matrix K, so ``K @ (R @ p + t)`` divided by its z gives the pixel
   (column, row) of a point ``p``, with (0, 0) the top-left corner of the top-left pixel.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,9 +31,9 @@ class Camera:
     fov_deg: float
     width: int
     height: int
-    intrinsics: np.ndarray       # (3, 3)
+    intrinsics: np.ndarray  # (3, 3)
     world_to_camera: np.ndarray  # (4, 4) OpenCV convention
-    position: np.ndarray         # (3,) camera centre in the normalised frame
+    position: np.ndarray  # (3,) camera centre in the normalised frame
 
     def blender_matrix_world(self) -> np.ndarray:
         """Camera-to-world for Blender, whose cameras look along local -Z with +Y up."""
@@ -67,8 +68,9 @@ def intrinsics(fov_deg: float, width: int, height: int) -> np.ndarray:
     return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
 
 
-def orbit_cameras(views: int, elevation_deg: float, fov_deg: float, resolution: int, up_axis: str,
-                  distance: float | None = None) -> list[Camera]:
+def orbit_cameras(
+    views: int, elevation_deg: float, fov_deg: float, resolution: int, up_axis: str, distance: float | None = None
+) -> list[Camera]:
     """``views`` cameras at azimuths evenly dividing 360 degrees, all at one elevation."""
     up, right = UP_AXIS[up_axis], RIGHT_AXIS[up_axis]
     front = np.cross(right, up)
@@ -81,9 +83,20 @@ def orbit_cameras(views: int, elevation_deg: float, fov_deg: float, resolution: 
         azimuth = math.radians(azimuth_deg)
         horizontal = math.cos(azimuth) * front + math.sin(azimuth) * right
         position = distance * (math.cos(elevation) * horizontal + math.sin(elevation) * up)
-        cameras.append(Camera(view=view, azimuth_deg=azimuth_deg, elevation_deg=elevation_deg,
-                              distance=distance, fov_deg=fov_deg, width=resolution, height=resolution,
-                              intrinsics=k, world_to_camera=look_at(position, up), position=position))
+        cameras.append(
+            Camera(
+                view=view,
+                azimuth_deg=azimuth_deg,
+                elevation_deg=elevation_deg,
+                distance=distance,
+                fov_deg=fov_deg,
+                width=resolution,
+                height=resolution,
+                intrinsics=k,
+                world_to_camera=look_at(position, up),
+                position=position,
+            )
+        )
     return cameras
 
 

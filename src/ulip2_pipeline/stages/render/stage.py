@@ -1,4 +1,5 @@
 """The render stage: every object of a shard, every view, into one Parquet file."""
+
 from __future__ import annotations
 
 import json
@@ -27,26 +28,28 @@ STAGE = "render"
 SCHEMA_VERSION = "1"
 LOG_TAIL_CHARS = 3000
 
-RENDER_SCHEMA = pa.schema([
-    pa.field("uid", pa.string(), nullable=False),
-    pa.field("category", pa.string()),
-    pa.field("view", pa.int16(), nullable=False),
-    pa.field("azimuth_deg", pa.float64()),
-    pa.field("elevation_deg", pa.float64()),
-    pa.field("distance", pa.float64()),
-    pa.field("fov_deg", pa.float64()),
-    pa.field("width", pa.int32()),
-    pa.field("height", pa.int32()),
-    pa.field("intrinsics", pa.list_(pa.float64(), 9)),
-    pa.field("world_to_camera", pa.list_(pa.float64(), 16)),
-    pa.field("png", pa.binary(), nullable=False),
-    pa.field("depth", pa.binary()),
-    pa.field("center", pa.list_(pa.float64(), 3)),
-    pa.field("scale", pa.float64()),
-    pa.field("normalisation_source", pa.string()),
-    pa.field("up_axis", pa.string()),
-    pa.field("missing_textures", pa.int32()),
-])
+RENDER_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("category", pa.string()),
+        pa.field("view", pa.int16(), nullable=False),
+        pa.field("azimuth_deg", pa.float64()),
+        pa.field("elevation_deg", pa.float64()),
+        pa.field("distance", pa.float64()),
+        pa.field("fov_deg", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("intrinsics", pa.list_(pa.float64(), 9)),
+        pa.field("world_to_camera", pa.list_(pa.float64(), 16)),
+        pa.field("png", pa.binary(), nullable=False),
+        pa.field("depth", pa.binary()),
+        pa.field("center", pa.list_(pa.float64(), 3)),
+        pa.field("scale", pa.float64()),
+        pa.field("normalisation_source", pa.string()),
+        pa.field("up_axis", pa.string()),
+        pa.field("missing_textures", pa.int32()),
+    ]
+)
 
 
 def read_normalisations(points_path: str | Path | None) -> dict[str, tuple[list[float], float]]:
@@ -54,32 +57,61 @@ def read_normalisations(points_path: str | Path | None) -> dict[str, tuple[list[
     if points_path is None or not Path(points_path).exists():
         return {}
     table = pq.read_table(points_path, columns=["uid", "center", "scale"])
-    return {uid: (center, scale) for uid, center, scale in zip(
-        table.column("uid").to_pylist(), table.column("center").to_pylist(), table.column("scale").to_pylist())}
+    return {
+        uid: (center, scale)
+        for uid, center, scale in zip(
+            table.column("uid").to_pylist(), table.column("center").to_pylist(), table.column("scale").to_pylist()
+        )
+    }
 
 
 def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[dict]:
-    cameras = orbit_cameras(settings["views"], settings["elevation_deg"], settings["fov_deg"],
-                            settings["resolution"], up_axis, settings.get("distance"))
-    return [{
-        "uid": row["uid"], "category": row["category"], "view": cam.view, "azimuth_deg": cam.azimuth_deg,
-        "elevation_deg": cam.elevation_deg, "distance": cam.distance, "fov_deg": cam.fov_deg,
-        "width": cam.width, "height": cam.height, "intrinsics": cam.intrinsics.reshape(-1).tolist(),
-        "world_to_camera": cam.world_to_camera.reshape(-1).tolist(), "png": view["png"], "depth": view["depth"],
-        "center": result["center"], "scale": result["scale"],
-        "normalisation_source": result["normalisation_source"], "up_axis": up_axis,
-        "missing_textures": result["missing_textures"],
-    } for cam, view in zip(cameras, result["views"])]
+    cameras = orbit_cameras(
+        settings["views"],
+        settings["elevation_deg"],
+        settings["fov_deg"],
+        settings["resolution"],
+        up_axis,
+        settings.get("distance"),
+    )
+    return [
+        {
+            "uid": row["uid"],
+            "category": row["category"],
+            "view": cam.view,
+            "azimuth_deg": cam.azimuth_deg,
+            "elevation_deg": cam.elevation_deg,
+            "distance": cam.distance,
+            "fov_deg": cam.fov_deg,
+            "width": cam.width,
+            "height": cam.height,
+            "intrinsics": cam.intrinsics.reshape(-1).tolist(),
+            "world_to_camera": cam.world_to_camera.reshape(-1).tolist(),
+            "png": view["png"],
+            "depth": view["depth"],
+            "center": result["center"],
+            "scale": result["scale"],
+            "normalisation_source": result["normalisation_source"],
+            "up_axis": up_axis,
+            "missing_textures": result["missing_textures"],
+        }
+        for cam, view in zip(cameras, result["views"])
+    ]
 
 
 def render_worker(settings: dict, threads: int, log_dir: Path, max_memory_mb: float | None = None) -> SupervisedWorker:
     """The Blender child (``stages/render/worker.py``): one start-up per shard, a kill-and-restart per hang."""
-    return SupervisedWorker("ulip2_pipeline.stages.render.worker",
-                            {"settings": settings, "threads": threads, "worker_log": str(Path(log_dir) / "_worker.log")},
-                            activity="import and render", max_memory_mb=max_memory_mb)
+    return SupervisedWorker(
+        "ulip2_pipeline.stages.render.worker",
+        {"settings": settings, "threads": threads, "worker_log": str(Path(log_dir) / "_worker.log")},
+        activity="import and render",
+        max_memory_mb=max_memory_mb,
+    )
 
 
-def _render_one(worker: SupervisedWorker, row: dict, task: dict, settings: dict) -> tuple[list[dict], list[Failure], dict | None]:
+def _render_one(
+    worker: SupervisedWorker, row: dict, task: dict, settings: dict
+) -> tuple[list[dict], list[Failure], dict | None]:
     """The view rows of one object, its failure or flag rows, and its timings (None when it failed)."""
     object_log = Path(task["log"])
     started = time.perf_counter()
@@ -95,22 +127,48 @@ def _render_one(worker: SupervisedWorker, row: dict, task: dict, settings: dict)
     if result["missing_textures"]:
         # Rendered with the fallback colour, and flagged so a person can fix the asset.
         log.warning("%s: missing_texture: %d texture file(s) not found", row["uid"], result["missing_textures"])
-        flags.append(Failure(row["uid"], STAGE, row["source"], "missing_texture",
-                             f"{result['missing_textures']} texture file(s) not found; rendered with the fallback "
-                             f"colour {settings['missing_texture_rgb']}\n--- Blender log ({object_log}) ---\n"
-                             f"{log_tail(object_log, LOG_TAIL_CHARS)}"))
+        flags.append(
+            Failure(
+                row["uid"],
+                STAGE,
+                row["source"],
+                "missing_texture",
+                f"{result['missing_textures']} texture file(s) not found; rendered with the fallback "
+                f"colour {settings['missing_texture_rgb']}\n--- Blender log ({object_log}) ---\n"
+                f"{log_tail(object_log, LOG_TAIL_CHARS)}",
+            )
+        )
     else:
         object_log.unlink(missing_ok=True)
-    log.info("%s: %d views, %d triangles, import %.2f s, setup %.2f s, render %.2f s", row["uid"],
-             len(result["views"]), result["triangles"], result["import_s"], result["setup_s"], result["render_s"])
-    timing = {"import_s": result["import_s"], "setup_s": result["setup_s"], "render_s": result["render_s"],
-              "total_s": time.perf_counter() - started}
+    log.info(
+        "%s: %d views, %d triangles, import %.2f s, setup %.2f s, render %.2f s",
+        row["uid"],
+        len(result["views"]),
+        result["triangles"],
+        result["import_s"],
+        result["setup_s"],
+        result["render_s"],
+    )
+    timing = {
+        "import_s": result["import_s"],
+        "setup_s": result["setup_s"],
+        "render_s": result["render_s"],
+        "total_s": time.perf_counter() - started,
+    }
     return _view_rows(row, result, settings, task["up_axis"]), flags, timing
 
 
-def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str, dataset_cfg: dict,
-                     settings: dict, out: str | Path, failures_out: str | Path, log_dir: str | Path,
-                     threads: int = 1) -> dict:
+def run_render_shard(
+    manifest: str | Path,
+    points: str | Path | None,
+    shard: str,
+    dataset_cfg: dict,
+    settings: dict,
+    out: str | Path,
+    failures_out: str | Path,
+    log_dir: str | Path,
+    threads: int = 1,
+) -> dict:
     """Render every object of ``shard``; bad objects become failure rows, the shard always completes."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +181,14 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
         shard_rows = read_shard(manifest, shard)
         progress = Progress(f"render {shard}", len(shard_rows))
         for row in shard_rows:
-            task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "up_axis": up_axis,
-                    "log": str(log_dir / f"{row['uid']}.log"), "default_rgb": dataset_cfg["points"]["default_rgb"]}
+            task = {
+                "uid": row["uid"],
+                "path": row["source"],
+                "sha256": row["sha256"],
+                "up_axis": up_axis,
+                "log": str(log_dir / f"{row['uid']}.log"),
+                "default_rgb": dataset_cfg["points"]["default_rgb"],
+            }
             task["center"], task["scale"] = normalisations.get(row["uid"], (None, None))
             views, flags, timing = _render_one(worker, row, task, settings)
             rows += views
@@ -136,18 +200,26 @@ def run_render_shard(manifest: str | Path, points: str | Path | None, shard: str
         worker.stop()
 
     metadata = {
-        "ulip2.schema_version": SCHEMA_VERSION, "ulip2.stage": STAGE, "ulip2.shard": shard,
-        "ulip2.render": json.dumps(settings), "ulip2.config_hash": config_hash([dataset_cfg, settings]),
-        "ulip2.version": __version__, "ulip2.bpy_version": version("bpy"),
+        "ulip2.schema_version": SCHEMA_VERSION,
+        "ulip2.stage": STAGE,
+        "ulip2.shard": shard,
+        "ulip2.render": json.dumps(settings),
+        "ulip2.config_hash": config_hash([dataset_cfg, settings]),
+        "ulip2.version": __version__,
+        "ulip2.bpy_version": version("bpy"),
         "ulip2.depth": "float32 little-endian, height x width from the top row, distance along the camera "
-                       "axis in normalised units; 0 where no surface",
+        "axis in normalised units; 0 where no surface",
     }
     write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
     table = pa.Table.from_pylist(rows, schema=RENDER_SCHEMA)
     write_parquet(table, out, metadata, row_group_size=max(1, settings["views"]) * 16)
-    summary = {"shard": shard, "rendered": len(timings), "failed": len({f.uid for f in failures if f.reason != "missing_texture"}),
-               "worker_startups_s": [round(s, 2) for s in worker.startups],
-               "mean_object_s": round(float(np.mean([t["total_s"] for t in timings])), 3) if timings else None,
-               "seconds": round(time.perf_counter() - started, 2)}
+    summary = {
+        "shard": shard,
+        "rendered": len(timings),
+        "failed": len({f.uid for f in failures if f.reason != "missing_texture"}),
+        "worker_startups_s": [round(s, 2) for s in worker.startups],
+        "mean_object_s": round(float(np.mean([t["total_s"] for t in timings])), 3) if timings else None,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     log.info("shard summary: %s", json.dumps(summary))
     return summary

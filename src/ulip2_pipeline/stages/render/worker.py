@@ -6,6 +6,7 @@ own output (fd 1 and 2) goes to one log file per object, so a failure can be exp
 from its log. The file's content is checked against the manifest here, under the
 object's time limit (a stalled file system must not hang the shard).
 """
+
 from __future__ import annotations
 
 import io
@@ -73,8 +74,14 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
     scene.move_into_normalised_frame(to_blender, center, scale)
     scene.add_light_rig(task["up_axis"], settings["ambient"])
     scene.configure_render(settings, threads)
-    cameras = orbit_cameras(settings["views"], settings["elevation_deg"], settings["fov_deg"],
-                            settings["resolution"], task["up_axis"], settings.get("distance"))
+    cameras = orbit_cameras(
+        settings["views"],
+        settings["elevation_deg"],
+        settings["fov_deg"],
+        settings["resolution"],
+        task["up_axis"],
+        settings.get("distance"),
+    )
     camera_object = scene.add_camera(cameras[0])
     prepared = time.perf_counter()
     views = []
@@ -92,9 +99,17 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
                 depth = _read_depth(exr_path)
             views.append({"png": _compose_png(png_path, settings["background"]), "depth": depth})
     finished = time.perf_counter()
-    return {"views": views, "missing_textures": missing_textures, "center": center.tolist(), "scale": scale,
-            "normalisation_source": source, "triangles": triangles,
-            "import_s": imported - started, "setup_s": prepared - imported, "render_s": finished - prepared}
+    return {
+        "views": views,
+        "missing_textures": missing_textures,
+        "center": center.tolist(),
+        "scale": scale,
+        "normalisation_source": source,
+        "triangles": triangles,
+        "import_s": imported - started,
+        "setup_s": prepared - imported,
+        "render_s": finished - prepared,
+    }
 
 
 def setup(hello: dict):
