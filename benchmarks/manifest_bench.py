@@ -18,6 +18,7 @@ import resource
 import time
 from pathlib import Path
 
+from ulip2_pipeline.settings import SourceSettings  # noqa: E402
 from ulip2_pipeline.stages.manifest import run_manifest
 
 OUT = Path(__file__).resolve().parent / "out" / "manifest"
@@ -53,7 +54,9 @@ def main() -> None:
     for path in out.glob("**/*.parquet") if out.exists() else []:
         path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    source = {"kind": "folder", "path": str(root), "extensions": ["obj"], "category": "none"}
+    source = SourceSettings.from_config(
+        {"kind": "folder", "path": str(root), "extensions": ["obj"], "category": "none"}
+    )
 
     first = timed(source, args.shard_size, out)
     unchanged = timed(source, args.shard_size, out)

@@ -33,6 +33,8 @@ import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ulip2_pipeline.config import default_config  # noqa: E402
+from ulip2_pipeline.settings import DatasetSettings  # noqa: E402
 from ulip2_pipeline.stages.points.meshes import load_parts  # noqa: E402
 from ulip2_pipeline.stages.points.sampling import farthest_point_order, normalise, sample_surface  # noqa: E402
 from ulip2_pipeline.stages.points.stage import object_seed, points_for_object, points_worker  # noqa: E402
@@ -168,17 +170,12 @@ def bench_worker(repeats: int, count: int, workdir: Path) -> dict:
     digest = hashlib.sha256(box.read_bytes()).hexdigest()
     figures = {"faces": 12, "memory_checks": "every 50 ms while an object runs"}
     for points in (64, count):
-        cfg = {
-            "count": points,
-            "prefix_sizes": [],
-            "default_rgb": [0.4, 0.4, 0.4],
-            "max_faces": 10**8,
-            "timeout_s": 600.0,
-            "max_memory_mb": 8000,
-        }
+        dataset = default_config()["datasets"]["test"]
+        dataset["points"].update(count=points, prefix_sizes=[], max_faces=10**8, max_memory_mb=8000)
+        settings = DatasetSettings.from_config(dataset)
         task = {"uid": "box", "path": str(box), "sha256": digest}
-        in_process_ms, _ = time_ms(lambda: points_for_object(box, "box", digest, cfg, 0), repeats)
-        worker = points_worker({"points": cfg, "seed": 0, "up_axis": "y"})
+        in_process_ms, _ = time_ms(lambda: points_for_object(box, "box", digest, settings.points, 0), repeats)
+        worker = points_worker(settings)
         try:
             first_ms, _ = time_ms(lambda: worker.call(task, 600.0), 1)
             worker_ms, _ = time_ms(lambda: worker.call(task, 600.0), repeats)

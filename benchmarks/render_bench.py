@@ -21,30 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from points_bench import textured_grid  # noqa: E402
 
+from ulip2_pipeline.config import default_config  # noqa: E402
+from ulip2_pipeline.settings import PointsSettings, RenderSettings  # noqa: E402
 from ulip2_pipeline.stages.points.stage import points_for_object  # noqa: E402
 from ulip2_pipeline.stages.render.stage import render_worker  # noqa: E402
 
 MESHES = {"1k": 22, "100k": 224, "1M": 707}  # grid cells -> 2 * cells^2 triangles
 
 
-def settings_for(resolution: int, device: str) -> dict:
-    return {
-        "views": 12,
-        "elevation_deg": 20.0,
-        "resolution": resolution,
-        "depth": False,
-        "fov_deg": 40.0,
-        "distance": None,
-        "engine": "cycles",
-        "device": device,
-        "samples": 16,
-        "seed": 0,
-        "background": "white",
-        "ambient": 0.6,
-        "max_faces": 10**8,
-        "timeout_s": 3600.0,
-        "missing_texture_rgb": [0.4, 0.4, 0.4],
-    }
+def settings_for(resolution: int, device: str, threads: int) -> RenderSettings:
+    """The schema's render defaults (12 views, 16 samples, white background) at ``resolution``."""
+    preset = default_config()["render_presets"]["test"]
+    preset.update(resolution=resolution, depth=False, device=device, threads=threads, max_faces=10**8, timeout_s=3600.0)
+    return RenderSettings.from_config(preset)
 
 
 def main() -> None:
@@ -57,14 +46,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         meshes, frames = {}, {}
-        points_cfg = {"count": 10000, "default_rgb": [0.4, 0.4, 0.4], "max_faces": 10**8}
+        points = PointsSettings.from_config({**default_config()["datasets"]["test"]["points"], "max_faces": 10**8})
         for name, cells in MESHES.items():
             meshes[name] = tmp / f"{name}.glb"
             meshes[name].write_bytes(textured_grid(cells).export(file_type="glb"))
-            cloud = points_for_object(meshes[name], name, None, points_cfg, seed=0).cloud
+            cloud = points_for_object(meshes[name], name, None, points, seed=0).cloud
             frames[name] = (cloud.center.tolist(), cloud.scale)  # as the pipeline hands them over
         for resolution in (int(s) for s in args.sizes.split(",")):
-            worker = render_worker(settings_for(resolution, args.device), args.threads, tmp)
+            worker = render_worker(settings_for(resolution, args.device, args.threads), tmp)
             try:
                 for name, path in meshes.items():
                     center, scale = frames[name]

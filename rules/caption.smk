@@ -22,7 +22,7 @@ rule caption_shard:
         captions=paths.CAPTIONS,
         failures=paths.failures("caption"),
     params:
-        caption=output_settings(config["caption"]),
+        caption=CaptionSettings.output_params(config["caption"]),
     log:
         "logs/{dataset}/caption/{shard}.log",
     benchmark:
@@ -46,7 +46,7 @@ rule rank_shard:
         ranked=paths.RANKED,
         failures=paths.failures("rank"),
     params:
-        rank=output_settings(config["rank"]),
+        rank=RankSettings.output_params(config["rank"]),
     log:
         "logs/{dataset}/rank/{shard}.log",
     benchmark:

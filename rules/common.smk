@@ -5,7 +5,14 @@ from ulip2_pipeline import paths
 from ulip2_pipeline.accounting import CHAIN
 from ulip2_pipeline.config import config_hash, selected_dataset_names
 from ulip2_pipeline.stages.manifest import manifest_shards, slice_path
-from ulip2_pipeline.workflow import output_settings
+from ulip2_pipeline.settings import (
+    CaptionSettings,
+    EmbedSettings,
+    EvalSettings,
+    RankSettings,
+    RenderSettings,
+    TrainSettings,
+)
 
 
 wildcard_constraints:
@@ -28,7 +35,7 @@ def render_settings(wildcards):
 
 def render_output_settings(wildcards):
     """The preset without its throughput knobs (threads, device): changing those reruns nothing."""
-    return output_settings(render_settings(wildcards))
+    return RenderSettings.output_params(render_settings(wildcards))
 
 
 def shards_of(dataset):
@@ -79,7 +86,9 @@ def triplet_provenance(wildcards):
     dataset = config["datasets"][wildcards.dataset]
     return {
         "dataset": wildcards.dataset,
-        "config_hash": config_hash([dataset, output_settings(config["caption"]), output_settings(config["rank"])]),
+        "config_hash": config_hash(
+            [dataset, CaptionSettings.output_params(config["caption"]), RankSettings.output_params(config["rank"])]
+        ),
         "render_preset": {"name": dataset["render_preset"], **render_output_settings(wildcards)},
         "seed": dataset["seed"],
         "caption_model": config["caption"]["model"],

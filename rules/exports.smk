@@ -78,7 +78,7 @@ rule openshape_text_features_shard:
     output:
         paths.TEXT_FEATURES,
     params:
-        embed=output_settings(config["embed"]),
+        embed=EmbedSettings.output_params(config["embed"]),
     log:
         "logs/{dataset}/text_features/{model}/{shard}.log",
     benchmark:

@@ -12,8 +12,8 @@ rule train_run:
         metrics=paths.METRICS,
     params:
         # batch_size changes what training learns; workers, threads and device only its speed.
-        train=output_settings(config["train"], keep=("batch_size",)),
-        embed=output_settings(config["embed"]),
+        train=TrainSettings.output_params(config["train"]),
+        embed=EmbedSettings.output_params(config["embed"]),
         up_axis=lambda w: config["datasets"][w.dataset]["up_axis"],
         out_dir=lambda w: paths.fill(paths.TRAIN_RUN, dataset=w.dataset, run=w.run),
     log:
@@ -36,8 +36,8 @@ rule eval_run:
     output:
         paths.ZERO_SHOT,
     params:
-        eval=output_settings(config["eval"]),
-        embed=output_settings(config["embed"]),
+        eval=EvalSettings.output_params(config["eval"]),
+        embed=EmbedSettings.output_params(config["embed"]),
         points={k: config["train"][k] for k in ("num_points", "holdout_fraction")},
     log:
         "logs/{dataset}/eval/{run}.log",

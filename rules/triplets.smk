@@ -50,7 +50,7 @@ rule embed_shard:
     output:
         paths.EMBED,
     params:
-        embed=output_settings(config["embed"]),
+        embed=EmbedSettings.output_params(config["embed"]),
     log:
         "logs/{dataset}/embed/{model}/{shard}.log",
     threads: config["embed"]["threads"]

@@ -16,6 +16,9 @@ import trimesh
 import yaml
 from PIL import Image
 
+from ulip2_pipeline.config import default_config
+from ulip2_pipeline.settings import DatasetSettings, PointsSettings, SourceSettings
+
 REPO = Path(__file__).resolve().parents[1]
 
 # 2x2 texture: top-left red, top-right green, bottom-left blue, bottom-right yellow.
@@ -72,17 +75,21 @@ def one_torch_thread():
         torch.set_num_threads(threads)
 
 
-def points_cfg(**overrides) -> dict:
-    cfg = {
-        "count": 10000,
-        "prefix_sizes": [8192, 2048],
-        "default_rgb": [0.4, 0.4, 0.4],
-        "max_faces": 10_000_000,
-        "timeout_s": 600,
-        "max_memory_mb": 3000,
-    }
-    cfg.update(overrides)
-    return cfg
+def source_settings(**section) -> SourceSettings:
+    """A dataset source of the given kind and keys, the schema's defaults filled in."""
+    config = default_config(datasets={"test": {"source": section, "render_preset": "test"}})
+    return SourceSettings.from_config(config["datasets"]["test"]["source"])
+
+
+def points_settings(**overrides) -> PointsSettings:
+    """The points settings of the schema's defaults, with ``overrides``."""
+    return PointsSettings.from_config({**default_config()["datasets"]["test"]["points"], **overrides})
+
+
+def dataset_settings(seed: int = 0, **points) -> DatasetSettings:
+    """A dataset's settings from the schema's defaults, with its seed and ``points`` overrides."""
+    dataset = default_config()["datasets"]["test"]
+    return DatasetSettings.from_config({**dataset, "seed": seed, "points": {**dataset["points"], **points}})
 
 
 # --- Snakemake end to end: one run of the demo set shared by every test that reads its outputs ---

@@ -19,7 +19,9 @@ import pytest
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor  # noqa: F401
 
+from ulip2_pipeline.config import default_config
 from ulip2_pipeline.models import opt_vocab, real_models, tiny_models
+from ulip2_pipeline.settings import CaptionSettings, EmbedSettings, RankSettings
 
 
 def stand_ins_key() -> str:
@@ -86,32 +88,19 @@ def triplet_shard(path, objects) -> str:
     return str(path)
 
 
-def caption_cfg(stand_ins, **overrides) -> dict:
-    cfg = {
-        "model": stand_ins["blip2"],
-        "num_captions": 10,
-        "top_p": 0.9,
-        "max_new_tokens": 12,
-        "temperature": 1.0,
-        "prompt": "",
-        "seed": 5,
-        "do_sample": True,
-        "precision": "auto",
-        "batch_size": 2,
-        "device": "cpu",
-        "threads": 1,
-    }
-    cfg.update(overrides)
-    return cfg
+def caption_cfg(stand_ins, **overrides) -> CaptionSettings:
+    """The schema's caption defaults on the BLIP-2 stand-in, short captions, small batches on the CPU."""
+    section = {**default_config()["caption"], "model": stand_ins["blip2"], "max_new_tokens": 12, "seed": 5}
+    section.update(batch_size=2, device="cpu", threads=1)
+    return CaptionSettings.from_config({**section, **overrides})
 
 
-def rank_cfg(stand_ins, **overrides) -> dict:
-    cfg = {**stand_ins["rank"], "top_k": 1, "precision": "auto", "batch_size": 3, "device": "cpu", "threads": 1}
-    cfg.update(overrides)
-    return cfg
+def rank_cfg(stand_ins, **overrides) -> RankSettings:
+    section = {**default_config()["rank"], **stand_ins["rank"], "batch_size": 3, "device": "cpu", "threads": 1}
+    return RankSettings.from_config({**section, **overrides})
 
 
-def embed_cfg(stand_ins, **overrides) -> dict:
-    cfg = {"name": "tiny", **stand_ins["embed"], "precision": "auto", "batch_size": 4, "device": "cpu", "threads": 1}
-    cfg.update(overrides)
-    return cfg
+def embed_cfg(stand_ins, **overrides) -> EmbedSettings:
+    section = {**default_config()["embed"], "name": "tiny", **stand_ins["embed"]}
+    section.update(batch_size=4, device="cpu", threads=1)
+    return EmbedSettings.from_config({**section, **overrides})

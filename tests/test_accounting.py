@@ -10,12 +10,14 @@ from PIL import Image
 
 from ulip2_pipeline.accounting import CHAIN, account_shard, merge_accounts
 from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.settings import TripletsSettings
+from ulip2_pipeline.stages import triplets as triplets_stage
 from ulip2_pipeline.stages.caption import CAPTIONS_SCHEMA
 from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA
 from ulip2_pipeline.stages.points.stage import POINTS_SCHEMA
 from ulip2_pipeline.stages.rank import RANKED_SCHEMA
 from ulip2_pipeline.stages.render.stage import RENDER_SCHEMA
-from ulip2_pipeline.stages.triplets import dataset_summary, run_triplets_shard
+from ulip2_pipeline.stages.triplets import dataset_summary
 
 N = 16
 
@@ -153,19 +155,20 @@ def write_shard(folder, objects, points, views, captioned, ranked, ledgers, mani
 
 
 def run(folder, ledgers, out=None):
-    return run_triplets_shard(
-        folder / "slice.parquet",
-        folder / "points.parquet",
-        folder / "render.parquet",
-        folder / "captions.parquet",
-        folder / "ranked.parquet",
-        ledgers,
-        "00000",
-        {"dataset": "t"},
-        N,
-        4,
-        out or folder / "triplets.parquet",
-        folder / "left.parquet",
+    return triplets_stage.run_shard(
+        triplets_stage.Inputs(
+            folder / "slice.parquet",
+            folder / "points.parquet",
+            folder / "render.parquet",
+            folder / "captions.parquet",
+            folder / "ranked.parquet",
+            **{f"{stage}_failures": path for stage, path in ledgers.items()},
+            shard="00000",
+        ),
+        TripletsSettings(row_group_rows=4),
+        triplets_stage.Outputs(out or folder / "triplets.parquet", folder / "left.parquet"),
+        points=N,
+        provenance={"dataset": "t"},
     )
 
 
@@ -188,7 +191,8 @@ def test_every_object_that_leaves_has_a_row_where_it_left_and_the_counts_add_up(
         manifest_failures=[("z", "download_failed")],
     )
     summary = run(tmp_path, ledgers)
-    assert summary == {"shard": "00000", "objects": 5, "triplets": 2, "left": 3}
+    assert summary.shard == "00000"
+    assert summary.counts == {"objects": 5, "triplets": 2, "left": 3}
     assert pq.read_table(tmp_path / "triplets.parquet").column("uid").to_pylist() == ["a", "e"]
     left = {r["uid"]: r for r in pq.read_table(tmp_path / "left.parquet").to_pylist()}
     assert {u: r["reason"] for u, r in left.items()} == {"b": "no_points", "c": "no_views", "d": "no_captions"}
@@ -249,7 +253,7 @@ def test_a_shard_whose_objects_all_failed_earlier_joins_to_an_empty_valid_shard(
 
 def test_a_shard_with_no_objects_at_all(tmp_path):
     ledgers = write_shard(tmp_path, [], points=[], views=[], captioned=[], ranked=[], ledgers=[])
-    assert run(tmp_path, ledgers) == {"shard": "00000", "objects": 0, "triplets": 0, "left": 0}
+    assert run(tmp_path, ledgers).counts == {"objects": 0, "triplets": 0, "left": 0}
     report = dataset_summary(
         tmp_path / "manifest.parquet", tmp_path / "failures_manifest.parquet", [tmp_path / "triplets.parquet"]
     )

@@ -13,8 +13,8 @@ from stand_ins import caption_cfg, png, rank_cfg, stand_ins, write_render_shard 
 from ulip2_pipeline.devices import run_in_batches
 from ulip2_pipeline.models.blip2 import GenerationSettings, caption_batch, load_captioner
 from ulip2_pipeline.models.clip import load_clip, top_k
-from ulip2_pipeline.stages.caption import run_caption_shard
-from ulip2_pipeline.stages.rank import run_rank_shard
+from ulip2_pipeline.stages import caption as caption_stage
+from ulip2_pipeline.stages import rank as rank_stage
 
 CPU = torch.device("cpu")
 
@@ -38,8 +38,10 @@ def render_shard(tmp_path):
 
 
 def test_ten_captions_per_view_and_a_corrupt_png_is_a_failure_row(tmp_path, models, stand_ins, render_shard):
-    summary = run_caption_shard(
-        render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    summary = caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        caption_cfg(stand_ins),
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
     )
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
     assert [(r["uid"], r["view"]) for r in rows] == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
@@ -84,14 +86,15 @@ def test_captions_are_seeded_and_independent_of_batching(models):
 def test_scores_are_cosine_similarities_and_top_k_is_the_arg_max(tmp_path, models, stand_ins, render_shard):
     import open_clip
 
-    run_caption_shard(render_shard, "00000", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet")
-    run_rank_shard(
-        render_shard,
-        tmp_path / "c.parquet",
-        "00000",
+    caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        caption_cfg(stand_ins),
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
+    )
+    rank_stage.run_shard(
+        rank_stage.Inputs(render_shard, tmp_path / "c.parquet", "00000"),
         rank_cfg(stand_ins),
-        tmp_path / "r.parquet",
-        tmp_path / "rf.parquet",
+        rank_stage.Outputs(tmp_path / "r.parquet", tmp_path / "rf.parquet"),
     )
     ranked = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert len(ranked) == 4

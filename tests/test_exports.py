@@ -19,10 +19,11 @@ import pytest
 import torch
 import trimesh
 import yaml
-from conftest import snakemake, write_config
+from conftest import snakemake, source_settings, write_config
 from PIL import Image
 
 from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline.config import default_config
 from ulip2_pipeline.exports.card import dataset_card, write_dataset_card
 from ulip2_pipeline.exports.openshape import MisalignedShards, export_openshape_shard, write_openshape_split
 from ulip2_pipeline.exports.openshape_texts import kept_by_score, openshape_texts
@@ -37,8 +38,11 @@ from ulip2_pipeline.exports.shapenet_ulip import (
 )
 from ulip2_pipeline.models.clip import load_clip
 from ulip2_pipeline.models.tiny_models import build_tiny_clip
-from ulip2_pipeline.stages.embed import EMBED_SCHEMA, run_embed_shard
-from ulip2_pipeline.stages.text_features import encode_both_ways, run_text_features_shard
+from ulip2_pipeline.settings import EmbedSettings, RenderSettings
+from ulip2_pipeline.stages import embed as embed_stage
+from ulip2_pipeline.stages import text_features as text_features_stage
+from ulip2_pipeline.stages.embed import EMBED_SCHEMA
+from ulip2_pipeline.stages.text_features import encode_both_ways
 from ulip2_pipeline.stages.triplets import hf_features, triplet_schema
 from ulip2_pipeline.train.zeroshot import TEMPLATES, class_embeddings
 
@@ -132,8 +136,8 @@ def write_triplets(path, rows, shard="00000"):
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    cfg = build_tiny_clip(tmp_path_factory.mktemp("clip"))
-    return {**cfg, "device": "cpu", "batch_size": 16}
+    section = {**default_config()["embed"], **build_tiny_clip(tmp_path_factory.mktemp("clip"))}
+    return EmbedSettings.from_config({**section, "device": "cpu", "batch_size": 16})
 
 
 # --- which texts an OpenShape record gets ---
@@ -174,8 +178,12 @@ def test_prompt_averaged_features_normalise_each_template_then_the_mean():
 def test_text_features_come_from_the_embed_stages_clip(tmp_path, tiny_clip):
     rows = [triplet_row("mug__a", "mug", [0, 120, 240], seed=1), triplet_row("x__b", None, [0, 120], seed=2)]
     triplets = write_triplets(tmp_path / "t.parquet", rows)
-    run_text_features_shard(triplets, "00000", tiny_clip, tmp_path / "text.parquet")
-    run_embed_shard(triplets, "00000", tiny_clip, tmp_path / "embed.parquet")
+    text_features_stage.run_shard(
+        text_features_stage.Inputs(triplets, "00000"), tiny_clip, text_features_stage.Outputs(tmp_path / "text.parquet")
+    )
+    embed_stage.run_shard(
+        embed_stage.Inputs(triplets, "00000"), tiny_clip, embed_stage.Outputs(tmp_path / "embed.parquet")
+    )
     features = pq.read_table(tmp_path / "text.parquet").to_pylist()
     embeds = pq.read_table(tmp_path / "embed.parquet").to_pylist()
     assert [f["uid"] for f in features] == ["mug__a", "x__b"]
@@ -187,7 +195,7 @@ def test_text_features_come_from_the_embed_stages_clip(tmp_path, tiny_clip):
         theirs = embed["caption_embeddings"][embed["captions"].index(caption)]
         np.testing.assert_allclose(mine, theirs, atol=1e-5)
     # Category prompt averages agree with the zero-shot code's class embeddings of the same model.
-    clip = load_clip(tiny_clip["arch"], tiny_clip["pretrained"], tiny_clip["arch_config"], torch.device("cpu"))
+    clip = load_clip(tiny_clip.arch, tiny_clip.pretrained, tiny_clip.arch_config, torch.device("cpu"))
     classes = class_embeddings(lambda t: clip.model.encode_text(clip.tokenizer(t)), ["mug"]).numpy()
     np.testing.assert_allclose(features[0]["prompt_avg"][0], classes[0], atol=1e-5)
     assert pq.read_schema(tmp_path / "text.parquet").metadata[b"ulip2.dtype"] == b"float32"
@@ -195,14 +203,21 @@ def test_text_features_come_from_the_embed_stages_clip(tmp_path, tiny_clip):
 
 def test_an_empty_shard_needs_no_model_and_exports_nothing(tmp_path):
     triplets = write_triplets(tmp_path / "t.parquet", [])
-    missing_model = {
-        "arch": "no-such-arch",
-        "pretrained": "/nonexistent",
-        "arch_config": None,
-        "device": "cpu",
-        "batch_size": 4,
-    }
-    run_text_features_shard(triplets, "00000", missing_model, tmp_path / "text.parquet")
+    missing_model = EmbedSettings.from_config(
+        {
+            **default_config()["embed"],
+            "arch": "no-such-arch",
+            "pretrained": "/nonexistent",
+            "arch_config": None,
+            "device": "cpu",
+            "batch_size": 4,
+        }
+    )
+    text_features_stage.run_shard(
+        text_features_stage.Inputs(triplets, "00000"),
+        missing_model,
+        text_features_stage.Outputs(tmp_path / "text.parquet"),
+    )
     write_parquet(EMBED_SCHEMA.empty_table(), tmp_path / "embed.parquet")
     assert pq.read_table(tmp_path / "text.parquet").num_rows == 0
     listing = export_openshape_shard(
@@ -236,8 +251,12 @@ def test_openshape_export_skips_objects_without_text_and_refuses_misaligned_shar
     no_text = triplet_row("x__silent", None, [0, 120], captions=[["", ""], ["", ""]], seed=3)
     rows = [triplet_row("mug__a", "mug", [0, 120], seed=1), no_text]
     triplets = write_triplets(tmp_path / "t.parquet", rows)
-    run_text_features_shard(triplets, "00000", tiny_clip, tmp_path / "text.parquet")
-    run_embed_shard(triplets, "00000", tiny_clip, tmp_path / "embed.parquet")
+    text_features_stage.run_shard(
+        text_features_stage.Inputs(triplets, "00000"), tiny_clip, text_features_stage.Outputs(tmp_path / "text.parquet")
+    )
+    embed_stage.run_shard(
+        embed_stage.Inputs(triplets, "00000"), tiny_clip, embed_stage.Outputs(tmp_path / "embed.parquet")
+    )
     root = tmp_path / "openshape"
     listing = export_openshape_shard(
         triplets,
@@ -267,8 +286,12 @@ def test_openshape_export_skips_objects_without_text_and_refuses_misaligned_shar
 def test_a_synthetic_shard_reads_like_openshapes_four_loader(tmp_path, tiny_clip):
     rows = [triplet_row("mug__a", "mug", [0, 120, 240], seed=1), triplet_row("x__b", None, [0, 180], seed=2)]
     triplets = write_triplets(tmp_path / "t.parquet", rows)
-    run_text_features_shard(triplets, "00000", tiny_clip, tmp_path / "text.parquet")
-    run_embed_shard(triplets, "00000", tiny_clip, tmp_path / "embed.parquet")
+    text_features_stage.run_shard(
+        text_features_stage.Inputs(triplets, "00000"), tiny_clip, text_features_stage.Outputs(tmp_path / "text.parquet")
+    )
+    embed_stage.run_shard(
+        embed_stage.Inputs(triplets, "00000"), tiny_clip, embed_stage.Outputs(tmp_path / "embed.parquet")
+    )
     root = tmp_path / "openshape"
     export_openshape_shard(
         triplets,
@@ -387,16 +410,13 @@ def test_depth_encoding_is_linear_over_the_unit_sphere_near_dark_background_whit
 
 
 def test_shapenet_layout_applies_to_shapenet_sources_with_30_depth_views_only():
-    presets = {
-        "shapenet": {"views": 30, "depth": True},
-        "flat": {"views": 30, "depth": False},
-        "objaverse": {"views": 12, "depth": True},
-    }
-    shapenet = {"source": {"kind": "shapenet"}, "render_preset": "shapenet"}
-    assert shapenet_ulip_applies(shapenet, presets)
-    assert not shapenet_ulip_applies({**shapenet, "render_preset": "flat"}, presets)
-    assert not shapenet_ulip_applies({**shapenet, "render_preset": "objaverse"}, presets)
-    assert not shapenet_ulip_applies({"source": {"kind": "demo"}, "render_preset": "shapenet"}, presets)
+    preset = RenderSettings.from_config(default_config()["render_presets"]["test"])
+    shapenet = preset.replace(views=30, depth=True)
+    source = source_settings(kind="shapenet", path="/data/ShapeNetCore.v2")
+    assert shapenet_ulip_applies(source, shapenet)
+    assert not shapenet_ulip_applies(source, shapenet.replace(depth=False))
+    assert not shapenet_ulip_applies(source, shapenet.replace(views=12))
+    assert not shapenet_ulip_applies(source_settings(kind="demo"), shapenet)
 
 
 # --- the dataset card ---

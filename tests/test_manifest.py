@@ -4,10 +4,11 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import source_settings
 
-from ulip2_pipeline import manifest as manifest_module
 from ulip2_pipeline.sources import SourceObject
 from ulip2_pipeline.sources.folder import folder_uid
+from ulip2_pipeline.stages import manifest as manifest_module
 from ulip2_pipeline.stages.manifest import (
     build_manifest,
     manifest_shards,
@@ -105,7 +106,7 @@ def test_run_manifest_on_a_folder_with_same_stem_files(tmp_path):
             "notes.txt": "not a mesh",
         },
     )
-    summary = run_manifest(source, 2, tmp_path / "m.parquet", tmp_path / "f.parquet")
+    summary = run_manifest(source_settings(**source), 2, tmp_path / "m.parquet", tmp_path / "f.parquet")
     assert summary["objects"] == 3 and summary["shards"] == 2 and summary["unavailable"] == 0
     rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert [(r["uid"][:14], r["category"]) for r in rows] == [
@@ -134,7 +135,7 @@ class Rescans:
 
     def run(self):
         source = {"kind": "folder", "path": str(self.root), "extensions": ["obj"], "category": "none"}
-        return run_manifest(source, self.shard_size, self.out, self.failures)
+        return run_manifest(source_settings(**source), self.shard_size, self.out, self.failures)
 
     def slice_times(self):
         return {s: slice_path(self.out, s).stat().st_mtime_ns for s in manifest_shards(self.out)}
@@ -359,7 +360,7 @@ def test_the_manifest_slices_and_ledger_record_their_schema_shard_and_settings(t
 
     source = _folder(tmp_path, {"a.obj": "v 0 0 0\n", "b.obj": "v 1 0 0\n"})
     out = tmp_path / "results" / "demo" / "manifest.parquet"  # neither folder exists yet
-    run_manifest(source, 1, out, tmp_path / "f.parquet")
+    run_manifest(source_settings(**source), 1, out, tmp_path / "f.parquet")
     metadata = pq.read_schema(out).metadata
     assert metadata[b"ulip2.schema_version"] == b"2"
     assert metadata[b"ulip2.shard_size"] == b"1"
@@ -402,7 +403,9 @@ def test_the_demo_source_is_listed_from_the_generated_folder(tmp_path):
     demo = tmp_path / "demo_meshes"
     (demo / "cube").mkdir(parents=True)
     (demo / "cube" / "cube_000.obj").write_text("v 0 0 0\n")
-    summary = run_manifest({"kind": "demo"}, 4, tmp_path / "m.parquet", tmp_path / "f.parquet", demo_dir=demo)
+    summary = run_manifest(
+        source_settings(kind="demo"), 4, tmp_path / "m.parquet", tmp_path / "f.parquet", demo_dir=demo
+    )
     assert summary["objects"] == 1
     assert pq.read_table(tmp_path / "m.parquet").column("category").to_pylist() == ["cube"]
 
@@ -412,7 +415,7 @@ def test_objects_the_source_could_not_list_are_ledger_rows_and_warnings(tmp_path
     (tmp_path / "secret.obj").write_text("v 1 0 0\n")
     os.symlink(tmp_path / "secret.obj", tmp_path / "meshes" / "link.obj")
     with caplog.at_level("WARNING", logger="ulip2_pipeline.stages.manifest"):
-        summary = run_manifest(source, 4, tmp_path / "m.parquet", tmp_path / "f.parquet")
+        summary = run_manifest(source_settings(**source), 4, tmp_path / "m.parquet", tmp_path / "f.parquet")
     assert summary["objects"] == 1 and summary["unavailable"] == 1
     [row] = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert (row["uid"], row["stage"], row["source"], row["reason"]) == ("link.obj", "manifest", "", "outside_root")
@@ -427,7 +430,7 @@ def test_the_summary_times_listing_and_the_whole_run_in_seconds(tmp_path, monkey
     clock = iter([100.0, 101.234, 103.456])
     monkeypatch.setattr(manifest_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     source = _folder(tmp_path, {"a.obj": "v 0 0 0\n"})
-    summary = run_manifest(source, 4, tmp_path / "m.parquet", tmp_path / "f.parquet")
+    summary = run_manifest(source_settings(**source), 4, tmp_path / "m.parquet", tmp_path / "f.parquet")
     assert summary["list_s"] == 1.23
     assert summary["seconds"] == 3.46
 

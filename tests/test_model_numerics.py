@@ -15,9 +15,9 @@ from stand_ins import caption_cfg, embed_cfg, png, rank_cfg, stand_ins, triplet_
 from ulip2_pipeline.models.blip2 import caption_dtype, load_captioner, vision_dtype
 from ulip2_pipeline.models.clip import clip_precision, load_clip, needs_quick_gelu
 from ulip2_pipeline.models.real_models import BLIP2_MODEL_ID, CLIP_EMBED, CLIP_RANK, CLIP_TINY_SIZES, clip_arch_config
-from ulip2_pipeline.stages.caption import run_caption_shard
-from ulip2_pipeline.stages.embed import run_embed_shard
-from ulip2_pipeline.stages.rank import run_rank_shard
+from ulip2_pipeline.stages import caption as caption_stage
+from ulip2_pipeline.stages import embed as embed_stage
+from ulip2_pipeline.stages import rank as rank_stage
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,11 @@ def test_caption_shard_runs_in_half_precision_on_the_cpu(tmp_path, stand_ins, re
     model, _ = load_captioner(stand_ins["blip2"], CPU, precision)
     assert vision_dtype(model) == dtype and model.language_model.lm_head.weight.dtype == dtype
     cfg = caption_cfg(stand_ins, precision=precision, max_new_tokens=6, num_captions=3)
-    summary = run_caption_shard(render_shard, "00000", cfg, tmp_path / "c.parquet", tmp_path / "cf.parquet")
+    summary = caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        cfg,
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
+    )
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
     assert summary["views"] == 3 and all(len(r["captions"]) == 3 for r in rows)
     assert pq.read_table(tmp_path / "cf.parquet").num_rows == 0
@@ -55,19 +59,18 @@ def test_caption_shard_runs_in_half_precision_on_the_cpu(tmp_path, stand_ins, re
 
 
 def test_rank_shard_runs_in_fp16_on_the_cpu_and_scores_like_fp32(tmp_path, stand_ins, render_shard):
-    run_caption_shard(
-        render_shard, "00000", caption_cfg(stand_ins, max_new_tokens=6), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        caption_cfg(stand_ins, max_new_tokens=6),
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
     )
     scores = {}
     for precision in ("fp16", "fp32"):
         out = tmp_path / f"r-{precision}.parquet"
-        run_rank_shard(
-            render_shard,
-            tmp_path / "c.parquet",
-            "00000",
+        rank_stage.run_shard(
+            rank_stage.Inputs(render_shard, tmp_path / "c.parquet", "00000"),
             rank_cfg(stand_ins, precision=precision),
-            out,
-            tmp_path / "rf.parquet",
+            rank_stage.Outputs(out, tmp_path / "rf.parquet"),
         )
         assert pq.read_table(tmp_path / "rf.parquet").num_rows == 0
         scores[precision] = np.array([r["scores"] for r in pq.read_table(out).to_pylist()])
@@ -93,7 +96,9 @@ def test_embed_shard_runs_in_fp16_on_the_cpu(tmp_path, stand_ins):
     vectors = {}
     for precision in ("fp16", "fp32"):
         out = tmp_path / f"e-{precision}.parquet"
-        summary = run_embed_shard(shard, "00000", embed_cfg(stand_ins, precision=precision), out)
+        summary = embed_stage.run_shard(
+            embed_stage.Inputs(shard, "00000"), embed_cfg(stand_ins, precision=precision), embed_stage.Outputs(out)
+        )
         assert summary["objects"] == 2 and summary["images"] == 3 and summary["captions"] == 2
         rows = pq.read_table(out).to_pylist()
         vectors[precision] = np.array([v for r in rows for v in r["image_embeddings"] + r["caption_embeddings"]])

@@ -7,8 +7,8 @@ from stand_ins import caption_cfg, embed_cfg, png, rank_cfg, stand_ins, triplet_
 
 from ulip2_pipeline.devices import run_in_batches
 from ulip2_pipeline.stages import caption as caption_stage
+from ulip2_pipeline.stages import embed as embed_stage
 from ulip2_pipeline.stages import rank as rank_stage
-from ulip2_pipeline.stages.embed import run_embed_shard
 from ulip2_pipeline.stages.views import view_seed
 
 RED, GREEN, BLUE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128)
@@ -54,9 +54,12 @@ def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unch
     tmp_path, stand_ins, render_shard, monkeypatch
 ):
     cfg = caption_cfg(stand_ins, batch_size=4, max_new_tokens=5)
-    run_caption_shard = caption_stage.run_caption_shard
-    run_caption_shard(render_shard, "00000", cfg, tmp_path / "clean.parquet", tmp_path / "clean-f.parquet")
-    broken = {view_seed(cfg["seed"], "a", 1): ValueError("injected model error"), view_seed(cfg["seed"], "b", 0): oom()}
+    caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        cfg,
+        caption_stage.Outputs(tmp_path / "clean.parquet", tmp_path / "clean-f.parquet"),
+    )
+    broken = {view_seed(cfg.seed, "a", 1): ValueError("injected model error"), view_seed(cfg.seed, "b", 0): oom()}
     real_caption_batch = caption_stage.caption_batch
 
     def failing_caption_batch(model, processor, images, seeds, settings):
@@ -66,7 +69,11 @@ def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unch
         return real_caption_batch(model, processor, images, seeds, settings)
 
     monkeypatch.setattr(caption_stage, "caption_batch", failing_caption_batch)
-    summary = run_caption_shard(render_shard, "00000", cfg, tmp_path / "c.parquet", tmp_path / "cf.parquet")
+    summary = caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        cfg,
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
+    )
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
     clean = {(r["uid"], r["view"]): r["captions"] for r in pq.read_table(tmp_path / "clean.parquet").to_pylist()}
     assert [(r["uid"], r["view"]) for r in rows] == [("a", 0), ("a", 2)]
@@ -82,8 +89,10 @@ def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unch
 
 
 def test_rank_views_that_fail_alone_become_failure_rows(tmp_path, stand_ins, render_shard, monkeypatch):
-    caption_stage.run_caption_shard(
-        render_shard, "00000", caption_cfg(stand_ins, max_new_tokens=5), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    caption_stage.run_shard(
+        caption_stage.Inputs(render_shard, "00000"),
+        caption_cfg(stand_ins, max_new_tokens=5),
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
     )
     real_score_views = rank_stage.score_views
 
@@ -93,13 +102,10 @@ def test_rank_views_that_fail_alone_become_failure_rows(tmp_path, stand_ins, ren
         return real_score_views(clip, images, captions)
 
     monkeypatch.setattr(rank_stage, "score_views", failing_score_views)
-    rank_stage.run_rank_shard(
-        render_shard,
-        tmp_path / "c.parquet",
-        "00000",
+    rank_stage.run_shard(
+        rank_stage.Inputs(render_shard, tmp_path / "c.parquet", "00000"),
         rank_cfg(stand_ins, batch_size=4),
-        tmp_path / "r.parquet",
-        tmp_path / "rf.parquet",
+        rank_stage.Outputs(tmp_path / "r.parquet", tmp_path / "rf.parquet"),
     )
     ranked = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert [(r["uid"], r["view"]) for r in ranked] == [("a", 0), ("a", 1), ("b", 0)]
@@ -117,12 +123,16 @@ def test_an_empty_render_shard_writes_empty_captions_and_ranks_without_a_model(t
     monkeypatch.setattr(caption_stage, "load_captioner", no_model)
     monkeypatch.setattr(rank_stage, "load_clip", no_model)
     render = write_render_shard(tmp_path / "render.parquet", [])
-    summary = caption_stage.run_caption_shard(
-        render, "00007", caption_cfg(stand_ins), tmp_path / "c.parquet", tmp_path / "cf.parquet"
+    summary = caption_stage.run_shard(
+        caption_stage.Inputs(render, "00007"),
+        caption_cfg(stand_ins),
+        caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
     )
     assert summary["views"] == 0
-    rank_stage.run_rank_shard(
-        render, tmp_path / "c.parquet", "00007", rank_cfg(stand_ins), tmp_path / "r.parquet", tmp_path / "rf.parquet"
+    rank_stage.run_shard(
+        rank_stage.Inputs(render, tmp_path / "c.parquet", "00007"),
+        rank_cfg(stand_ins),
+        rank_stage.Outputs(tmp_path / "r.parquet", tmp_path / "rf.parquet"),
     )
     for name, schema in (("c", caption_stage.CAPTIONS_SCHEMA), ("r", rank_stage.RANKED_SCHEMA)):
         table = pq.read_table(tmp_path / f"{name}.parquet")
@@ -136,7 +146,9 @@ def test_an_empty_triplet_shard_writes_empty_embeddings_without_a_model(tmp_path
 
     monkeypatch.setattr(embed, "load_clip", no_model)
     shard = triplet_shard(tmp_path / "t.parquet", [])
-    summary = run_embed_shard(shard, "00007", embed_cfg(stand_ins), tmp_path / "e.parquet")
+    summary = embed_stage.run_shard(
+        embed_stage.Inputs(shard, "00007"), embed_cfg(stand_ins), embed_stage.Outputs(tmp_path / "e.parquet")
+    )
     table = pq.read_table(tmp_path / "e.parquet")
     assert summary["objects"] == 0 and table.num_rows == 0
     assert table.schema.remove_metadata().equals(embed.EMBED_SCHEMA)

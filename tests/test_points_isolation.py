@@ -7,19 +7,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trimesh
-from conftest import points_cfg
+from conftest import dataset_settings, points_settings
 
 from ulip2_pipeline.atomic import file_sha256
 from ulip2_pipeline.failures import ObjectFailure
 from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA, write_manifest
 from ulip2_pipeline.stages.points import readers
-from ulip2_pipeline.stages.points.stage import points_for_object, read_points, run_points_shard
+from ulip2_pipeline.stages.points import stage as points_stage
+from ulip2_pipeline.stages.points.stage import points_for_object, read_points
 from ulip2_pipeline.workflow import log_to
 
 
 def dataset_cfg(**points):
-    points = {"count": 1000, "timeout_s": 60.0, "max_memory_mb": 2000, **points}
-    return {"points": points_cfg(**points), "seed": 0, "up_axis": "y", "shard_size": 10}
+    return dataset_settings(**{"count": 1000, "timeout_s": 60.0, "max_memory_mb": 2000, **points})
 
 
 def manifest_of(tmp_path, files):
@@ -42,8 +42,10 @@ def manifest_of(tmp_path, files):
 
 
 def run(tmp_path, files, **points):
-    summary = run_points_shard(
-        manifest_of(tmp_path, files), "00000", dataset_cfg(**points), tmp_path / "p.parquet", tmp_path / "f.parquet"
+    summary = points_stage.run_shard(
+        points_stage.Inputs(manifest_of(tmp_path, files), "00000"),
+        dataset_cfg(**points),
+        points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
     )
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
     return summary, failures, list(read_points(tmp_path / "p.parquet")["uid"])
@@ -85,7 +87,7 @@ def test_a_mesh_over_the_face_limit_by_its_header_is_never_loaded(tmp_path, good
     monkeypatch.setattr(readers, "load_parts", lambda *a: loaded.append(a))
     monkeypatch.setattr(readers, "_blender", lambda *a: loaded.append(a))
     with pytest.raises(ObjectFailure) as info:
-        points_for_object(huge, "huge", None, points_cfg(max_faces=1000), seed=0)
+        points_for_object(huge, "huge", None, points_settings(max_faces=1000), seed=0)
     assert info.value.reason == "too_many_faces" and "not loaded" in info.value.detail
     assert loaded == []
     # The same in the stage's worker (where a load would have answered 'unreadable').
@@ -99,7 +101,11 @@ def test_a_file_changed_in_place_with_the_same_size_is_caught_by_its_checksum(tm
     data = bytearray(good["z_box"].read_bytes())
     data[100] ^= 0xFF
     good["z_box"].write_bytes(bytes(data))
-    run_points_shard(manifest, "00000", dataset_cfg(), tmp_path / "p.parquet", tmp_path / "f.parquet")
+    points_stage.run_shard(
+        points_stage.Inputs(manifest, "00000"),
+        dataset_cfg(),
+        points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
+    )
     (failure,) = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert failure["uid"] == "z_box" and failure["reason"] == "source_changed"
     assert "--forcerun manifest" in failure["detail"]
@@ -107,8 +113,10 @@ def test_a_file_changed_in_place_with_the_same_size_is_caught_by_its_checksum(tm
 
 def test_an_empty_shard_writes_valid_empty_outputs(tmp_path):
     write_manifest(MANIFEST_SCHEMA.empty_table(), tmp_path / "manifest.parquet")
-    summary = run_points_shard(
-        tmp_path / "manifest.parquet", "00000", dataset_cfg(), tmp_path / "p.parquet", tmp_path / "f.parquet"
+    summary = points_stage.run_shard(
+        points_stage.Inputs(tmp_path / "manifest.parquet", "00000"),
+        dataset_cfg(),
+        points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
     )
     assert summary["objects"] == 0 and summary["worker_startups_s"] == []  # no worker was started
     points = read_points(tmp_path / "p.parquet")
@@ -127,7 +135,11 @@ def test_every_failure_names_its_uid_and_reason_in_the_job_log(tmp_path, good):
     log = tmp_path / "job.log"
     log_to(log)
     try:
-        run_points_shard(manifest, "00000", dataset_cfg(), tmp_path / "p.parquet", tmp_path / "f.parquet")
+        points_stage.run_shard(
+            points_stage.Inputs(manifest, "00000"),
+            dataset_cfg(),
+            points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
+        )
     finally:
         log_to(None)
     text = log.read_text()

@@ -1,16 +1,16 @@
 import numpy as np
 import pyarrow.parquet as pq
 import trimesh
-from conftest import points_cfg
+from conftest import dataset_settings
 
 from ulip2_pipeline.sources import SourceObject
 from ulip2_pipeline.stages.manifest import build_manifest, write_manifest
-from ulip2_pipeline.stages.points.stage import read_points, run_points_shard
+from ulip2_pipeline.stages.points import stage as points_stage
+from ulip2_pipeline.stages.points.stage import read_points
 
 
 def dataset_cfg(**points):
-    points = {"timeout_s": 60.0, "max_memory_mb": 2000, **points}
-    return {"points": points_cfg(**points), "seed": 3, "up_axis": "y", "shard_size": 10}
+    return dataset_settings(seed=3, **{"timeout_s": 60.0, "max_memory_mb": 2000, **points})
 
 
 def write_shard_inputs(tmp_path):
@@ -27,8 +27,10 @@ def write_shard_inputs(tmp_path):
 
 def test_broken_meshes_become_failure_rows_and_the_shard_succeeds(tmp_path):
     manifest = write_shard_inputs(tmp_path)
-    summary = run_points_shard(
-        manifest, "00000", dataset_cfg(count=3000, prefix_sizes=[1024]), tmp_path / "p.parquet", tmp_path / "f.parquet"
+    summary = points_stage.run_shard(
+        points_stage.Inputs(manifest, "00000"),
+        dataset_cfg(count=3000, prefix_sizes=[1024]),
+        points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
     )
     assert summary["sampled"] == 2 and summary["failed"] == 2
     failures = pq.read_table(tmp_path / "f.parquet").to_pylist()
@@ -46,8 +48,10 @@ def test_broken_meshes_become_failure_rows_and_the_shard_succeeds(tmp_path):
 def test_same_inputs_give_identical_shard_bytes(tmp_path):
     manifest = write_shard_inputs(tmp_path)
     for name in ("a", "b"):
-        run_points_shard(
-            manifest, "00000", dataset_cfg(count=2000), tmp_path / f"{name}.parquet", tmp_path / f"{name}_f.parquet"
+        points_stage.run_shard(
+            points_stage.Inputs(manifest, "00000"),
+            dataset_cfg(count=2000),
+            points_stage.Outputs(tmp_path / f"{name}.parquet", tmp_path / f"{name}_f.parquet"),
         )
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
 
@@ -56,6 +60,10 @@ def test_a_changed_source_file_is_a_failure_not_stale_data(tmp_path):
     manifest = write_shard_inputs(tmp_path)
     with open(tmp_path / "meshes" / "good1.ply", "ab") as f:
         f.write(b"\n")
-    run_points_shard(manifest, "00000", dataset_cfg(count=500), tmp_path / "p.parquet", tmp_path / "f.parquet")
+    points_stage.run_shard(
+        points_stage.Inputs(manifest, "00000"),
+        dataset_cfg(count=500),
+        points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
+    )
     reasons = {f["uid"]: f["reason"] for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
     assert reasons["good1"] == "source_changed"

@@ -28,7 +28,7 @@ import torch
 import torch.multiprocessing as mp
 from conftest import one_torch_thread
 from synthetic_shards import write_shards
-from test_train import small_train_cfg
+from test_train import small_train_cfg, tiny_embed_settings
 
 from ulip2_pipeline.models.tiny_models import build_tiny_clip
 from ulip2_pipeline.train import distributed
@@ -184,7 +184,7 @@ def run_ranks(world: int, setup: dict) -> list[dict]:
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("rank-parity")
     triplets, embeds = write_shards(root / "data", [WORLD * ROWS_PER_RANK], points=POINTS, dim=EMBED_DIM)
-    clip = {"name": "tiny-clip", **build_tiny_clip(root / "tiny-clip")}
+    clip = tiny_embed_settings(build_tiny_clip(root / "tiny-clip"))
     return {"triplets": [str(p) for p in triplets], "embeds": [str(p) for p in embeds], "clip": clip, "out": str(root)}
 
 

@@ -11,42 +11,33 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import trimesh
-from conftest import points_cfg, textured_square
+from conftest import dataset_settings, textured_square
 from PIL import Image
 from projection import alpha, assert_points_on_silhouette, project
 
 from ulip2_pipeline.atomic import file_sha256
+from ulip2_pipeline.config import default_config
+from ulip2_pipeline.settings import RenderSettings
 from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA, write_manifest
-from ulip2_pipeline.stages.points.stage import read_points, run_points_shard
-from ulip2_pipeline.stages.render.stage import run_render_shard
+from ulip2_pipeline.stages.points import stage as points_stage
+from ulip2_pipeline.stages.points.stage import read_points
+from ulip2_pipeline.stages.render import stage as render_stage
 
 pytestmark = pytest.mark.render
 
+# The schema's render defaults, small and fast.
 SETTINGS = {
+    **default_config()["render_presets"]["test"],
     "views": 4,
-    "elevation_deg": 20.0,
     "resolution": 64,
     "depth": True,
-    "fov_deg": 40.0,
-    "distance": None,
-    "engine": "cycles",
-    "device": "cpu",
     "samples": 4,
-    "seed": 0,
     "background": "transparent",
-    "ambient": 0.6,
     "max_faces": 1_000_000,
     "timeout_s": 60.0,
     "max_memory_mb": 4000,
-    "missing_texture_rgb": [0.4, 0.4, 0.4],
-    "threads": 2,
 }
-DATASET = {
-    "points": points_cfg(count=4000, prefix_sizes=[1024], timeout_s=60.0, max_memory_mb=2000),
-    "seed": 0,
-    "up_axis": "y",
-    "shard_size": 50,
-}
+DATASET = dataset_settings(count=4000, prefix_sizes=[1024], timeout_s=60.0, max_memory_mb=2000)
 
 
 def manifest_for(tmp_path, files, name="manifest.parquet"):
@@ -74,19 +65,18 @@ def render(tmp_path, files, name="render", with_points=True, dataset=DATASET, **
     points = None
     if with_points:
         points = tmp_path / "points.parquet"
-        cfg = dict(dataset, points=dict(dataset["points"], max_faces=10**7))
-        run_points_shard(manifest, "00000", cfg, points, tmp_path / "pf.parquet")
-    settings = dict(SETTINGS, **overrides)
-    summary = run_render_shard(
-        manifest,
-        points,
-        "00000",
+        cfg = dataset.replace(points=dataset.points.replace(max_faces=10**7))
+        points_stage.run_shard(
+            points_stage.Inputs(manifest, "00000"), cfg, points_stage.Outputs(points, tmp_path / "pf.parquet")
+        )
+    settings = RenderSettings.from_config(dict(SETTINGS, **overrides))
+    summary = render_stage.run_shard(
+        render_stage.Inputs(manifest, points, "00000"),
         dataset,
-        settings,
-        tmp_path / f"{name}.parquet",
-        tmp_path / f"{name}_failures.parquet",
-        tmp_path / f"{name}_logs",
-        threads=2,
+        settings.replace(threads=2),
+        render_stage.Outputs(
+            tmp_path / f"{name}.parquet", tmp_path / f"{name}_failures.parquet", tmp_path / f"{name}_logs"
+        ),
     )
     rows = pq.read_table(tmp_path / f"{name}.parquet").to_pylist()
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / f"{name}_failures.parquet").to_pylist()}
@@ -237,10 +227,15 @@ def test_draco_compressed_gltf_renders(tmp_path):
 
 KILLABLE_RUN = textwrap.dedent("""
     import sys, json
-    from ulip2_pipeline.stages.render.stage import run_render_shard
+    from ulip2_pipeline.settings import DatasetSettings, RenderSettings
+    from ulip2_pipeline.stages.render import stage as render_stage
     args = json.loads(sys.argv[-1])
-    run_render_shard(args["manifest"], None, "00000", args["dataset"], args["settings"], args["out"],
-                     args["failures"], args["logs"], threads=1)
+    render_stage.run_shard(
+        render_stage.Inputs(args["manifest"], None, "00000"),
+        DatasetSettings.from_config(args["dataset"]),
+        RenderSettings.from_config(args["settings"]).replace(threads=1),
+        render_stage.Outputs(args["out"], args["failures"], args["logs"]),
+    )
 """)
 
 
@@ -252,7 +247,7 @@ def test_a_killed_job_leaves_no_partial_shard_and_a_rerun_completes(tmp_path, me
     files = {f"obj{i}": meshes["blob"] for i in range(6)}
     args = {
         "manifest": str(manifest_for(tmp_path, files)),
-        "dataset": DATASET,
+        "dataset": DATASET.as_config(),
         "out": str(tmp_path / "r.parquet"),
         "failures": str(tmp_path / "f.parquet"),
         "logs": str(tmp_path / "logs"),
@@ -302,16 +297,11 @@ def test_a_file_changed_in_place_is_caught_by_its_checksum(tmp_path, meshes):
     data = bytearray(meshes["capsule"].read_bytes())
     data[-10] ^= 0xFF  # same size, other content
     meshes["capsule"].write_bytes(bytes(data))
-    run_render_shard(
-        manifest,
-        None,
-        "00000",
+    render_stage.run_shard(
+        render_stage.Inputs(manifest, None, "00000"),
         DATASET,
-        dict(SETTINGS, views=1, depth=False),
-        tmp_path / "r.parquet",
-        tmp_path / "f.parquet",
-        tmp_path / "logs",
-        threads=2,
+        RenderSettings.from_config(dict(SETTINGS, views=1, depth=False)),
+        render_stage.Outputs(tmp_path / "r.parquet", tmp_path / "f.parquet", tmp_path / "logs"),
     )
     failures = {f["uid"]: f for f in pq.read_table(tmp_path / "f.parquet").to_pylist()}
     assert list(failures) == ["capsule"] and failures["capsule"]["reason"] == "source_changed"
@@ -334,7 +324,7 @@ def test_vertex_colours_without_a_material_show_in_the_views(tmp_path):
 
 def test_a_mesh_without_any_colour_renders_in_the_points_default_colour(tmp_path):
     trimesh.creation.box(extents=[1.0, 0.8, 0.6]).export(tmp_path / "plain.stl")
-    red = dict(DATASET, points=dict(DATASET["points"], default_rgb=[0.9, 0.1, 0.1]))
+    red = DATASET.replace(points=DATASET.points.replace(default_rgb=[0.9, 0.1, 0.1]))
     rows, failures, _ = render(
         tmp_path, {"plain": tmp_path / "plain.stl"}, dataset=red, views=2, background="transparent", depth=False
     )

@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 import trimesh
-from conftest import expected_quadrant_colour, points_cfg
+from conftest import expected_quadrant_colour, points_settings
 
 from ulip2_pipeline.failures import ObjectFailure
 from ulip2_pipeline.stages.points.meshes import FACE, MATERIAL, NONE, TEXTURE, VERTEX, Part, load_parts
@@ -22,7 +22,7 @@ def test_sphere_points_lie_on_the_unit_sphere_after_normalisation(tmp_path):
     sphere.apply_translation([5.0, -2.0, 7.0])
     path = tmp_path / "sphere.ply"
     sphere.export(path)
-    cloud = points_for_object(path, "sphere", None, points_cfg(), seed=0).cloud
+    cloud = points_for_object(path, "sphere", None, points_settings(), seed=0).cloud
     radii = np.linalg.norm(cloud.xyz, axis=1)
     assert cloud.xyz.shape == (10000, 3) and cloud.xyz.dtype == np.float32
     assert radii.max() == pytest.approx(1.0, abs=1e-6)
@@ -58,7 +58,7 @@ def test_vertex_material_and_default_colours(tmp_path):
         "plain.stl": ([102, 102, 102], "none"),
     }
     for name, (colour, source) in expected.items():
-        cloud = points_for_object(tmp_path / name, name, None, points_cfg(count=500), seed=0).cloud
+        cloud = points_for_object(tmp_path / name, name, None, points_settings(count=500), seed=0).cloud
         assert cloud.colour_sources == [source], name
         assert (cloud.rgb == colour).all(), name
 
@@ -114,7 +114,7 @@ def test_every_prefix_is_a_farthest_point_sample():
 def test_fps_prefixes_cover_the_shape_better_than_a_random_subset(tmp_path):
     sphere = trimesh.creation.icosphere(subdivisions=4)
     sphere.export(tmp_path / "s.ply")
-    cloud = points_for_object(tmp_path / "s.ply", "s", None, points_cfg(), seed=0).cloud
+    cloud = points_for_object(tmp_path / "s.ply", "s", None, points_settings(), seed=0).cloud
     from scipy.spatial import cKDTree
 
     def coverage(subset):  # worst distance from any point to the subset
@@ -160,7 +160,7 @@ def test_bad_meshes_raise_an_object_failure_with_a_reason(tmp_path, name, conten
 def test_face_limit(tmp_path):
     trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "s.ply")
     with pytest.raises(ObjectFailure, match="over the limit"):
-        points_for_object(tmp_path / "s.ply", "s", None, points_cfg(max_faces=100), seed=0)
+        points_for_object(tmp_path / "s.ply", "s", None, points_settings(max_faces=100), seed=0)
 
 
 @pytest.mark.parametrize("count", [1, 2, 5, 31, 33])

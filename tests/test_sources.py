@@ -6,6 +6,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 import trimesh
+from conftest import source_settings
 
 from ulip2_pipeline.sources import SourceError, list_objects
 from ulip2_pipeline.sources.demo import CLASSES, generate_demo_set
@@ -21,14 +22,14 @@ def test_shapenet_tree_takes_the_category_from_the_synset(tmp_path):
         mesh_dir.mkdir(parents=True)
         trimesh.creation.box().export(mesh_dir / "model_normalized.obj")
     (tmp_path / "04379243" / "broken_model").mkdir()  # no mesh inside: skipped
-    objects, missing = list_objects({"kind": "shapenet", "path": str(tmp_path), "synsets": []})
+    objects, missing = list_objects(source_settings(kind="shapenet", path=str(tmp_path), synsets=[]))
     assert missing == []
     assert [(o.uid, o.category) for o in objects] == [
         ("03001627_abc", "chair"),
         ("04379243_def", "table"),
         ("04379243_ghi", "table"),
     ]
-    only_chairs, _ = list_objects({"kind": "shapenet", "path": str(tmp_path), "synsets": ["03001627"]})
+    only_chairs, _ = list_objects(source_settings(kind="shapenet", path=str(tmp_path), synsets=["03001627"]))
     assert [o.uid for o in only_chairs] == ["03001627_abc"]
 
 
@@ -36,13 +37,13 @@ def test_shapenet_taxonomy_file_wins(tmp_path):
     (tmp_path / "03001627" / "m" / "models").mkdir(parents=True)
     trimesh.creation.box().export(tmp_path / "03001627" / "m" / "models" / "model_normalized.obj")
     (tmp_path / "taxonomy.json").write_text(json.dumps([{"synsetId": "03001627", "name": "seat,chair"}]))
-    objects, _ = list_objects({"kind": "shapenet", "path": str(tmp_path), "synsets": []})
+    objects, _ = list_objects(source_settings(kind="shapenet", path=str(tmp_path), synsets=[]))
     assert objects[0].category == "seat"
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
-        list_objects({"kind": "folder", "path": str(tmp_path / "nope"), "extensions": ["obj"], "category": "none"})
+        list_objects(source_settings(kind="folder", path=str(tmp_path / "nope"), extensions=["obj"], category="none"))
 
 
 def objaverse_index(cache, uids):
@@ -71,7 +72,7 @@ def test_objaverse_from_a_prefilled_cache(tmp_path):
     for uid, rel in paths.items():
         (cache / rel).parent.mkdir(parents=True, exist_ok=True)
         (cache / rel).write_bytes(box_bytes())
-    objects, missing = list_objects(objaverse_source(cache, ["aaa", "bbb", "zzz"]))
+    objects, missing = list_objects(source_settings(**objaverse_source(cache, ["aaa", "bbb", "zzz"])))
     assert [o.uid for o in objects] == ["aaa", "bbb"]
     assert all(o.path.is_relative_to(cache) for o in objects)
     assert missing == [("zzz", "unknown_uid", "not in Objaverse's object-paths index")]
@@ -94,7 +95,7 @@ def test_objaverse_downloads_through_the_package(tmp_path, monkeypatch):
         open(filename, "wb").write(box_bytes())
 
     monkeypatch.setattr(objaverse.urllib.request, "urlretrieve", fake_urlretrieve)
-    objects, missing = list_objects(objaverse_source(cache, ["aaa", "bbb"], categories="lvis"))
+    objects, missing = list_objects(source_settings(**objaverse_source(cache, ["aaa", "bbb"], categories="lvis")))
     assert [(o.uid, o.category) for o in objects] == [("aaa", "mug")]
     assert [(m[0], m[1]) for m in missing] == [("bbb", "download_failed")]
     assert any(u.endswith("/aaa.glb") for u in fetched)
@@ -106,7 +107,7 @@ def test_demo_set_is_deterministic_and_labelled(tmp_path):
     b = generate_demo_set(tmp_path / "b", objects_per_class=4, broken_objects=1)
     digest = lambda files: [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]  # noqa: E731
     assert digest(a) == digest(b)
-    objects, _ = list_objects({"kind": "demo"}, demo_dir=tmp_path / "a")
+    objects, _ = list_objects(source_settings(kind="demo"), demo_dir=tmp_path / "a")
     categories = {o.category for o in objects}
     assert categories == set(CLASSES) | {None}
     suffixes = {p.suffix for p in a}
@@ -136,7 +137,7 @@ def test_a_file_name_that_is_not_utf8_is_a_ledger_row_and_the_others_are_listed(
     with open(os.path.join(os.fsencode(root), b"caf\xe9.obj"), "w") as f:
         f.write("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     source = {"kind": "folder", "path": str(root), "extensions": ["obj"], "category": "none"}
-    summary = run_manifest(source, 10, tmp_path / "manifest.parquet", tmp_path / "failures.parquet")
+    summary = run_manifest(source_settings(**source), 10, tmp_path / "manifest.parquet", tmp_path / "failures.parquet")
     assert summary["objects"] == 1
     assert pq.read_table(tmp_path / "manifest.parquet").column("uid").to_pylist() == ["plain.obj"]
     [failure] = pq.read_table(tmp_path / "failures.parquet").to_pylist()

@@ -15,7 +15,9 @@ import yaml
 from conftest import REPO, one_torch_thread, snakemake
 from synthetic_shards import write_shards
 
+from ulip2_pipeline.config import default_config
 from ulip2_pipeline.models.tiny_models import build_tiny_clip
+from ulip2_pipeline.settings import EmbedSettings, EvalSettings, TrainSettings
 from ulip2_pipeline.stages.points.sampling import farthest_point_order
 from ulip2_pipeline.train.augment import augment
 from ulip2_pipeline.train.benchmarks import read_benchmark
@@ -164,33 +166,28 @@ def test_the_confusion_matrix_counts_true_classes_by_top1_prediction():
     assert "lamp" not in confusion(logits[:3], labels[:3], ["mug", "chair", "lamp"])["per_class_top1"]
 
 
-def small_train_cfg(**overrides):
-    cfg = {
+def small_train_cfg(**overrides) -> TrainSettings:
+    """The schema's training defaults, shrunk: a tiny Point-BERT, a few epochs of small batches on one CPU thread."""
+    section = {
+        **default_config()["train"],
         "run": "t",
         "model": "tiny",
         "num_points": 256,
         "text_source": "mix",
-        "mix_category_prob": 0.5,
         "epochs": 3,
         "batch_size": 4,
         "accumulate": 2,
-        "lr": 3e-3,
-        "min_lr": 1e-5,
-        "weight_decay": 0.1,
-        "warmup_epochs": 1,
         "holdout_fraction": 0.34,
-        "towers": "precomputed",
-        "device": "cpu",
-        "seed": 0,
-        "amp": True,
-        "augment": True,
         "shuffle_buffer": 8,
         "workers": 0,
         "threads": 1,
-        "gpus": 1,
+        "device": "cpu",
     }
-    cfg.update(overrides)
-    return cfg
+    return TrainSettings.from_config({**section, **overrides})
+
+
+def tiny_embed_settings(clip_files: dict) -> EmbedSettings:
+    return EmbedSettings.from_config({**default_config()["embed"], "name": "tiny-clip", **clip_files})
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +198,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    return {"name": "tiny-clip", **build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))}
+    return tiny_embed_settings(build_tiny_clip(tmp_path_factory.mktemp("tiny-clip")))
 
 
 @pytest.fixture
@@ -264,9 +261,12 @@ def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(
     trainer.save_model(tmp_path / "model.pt")
     report = run_evaluation(
         tmp_path / "model.pt",
-        {"benchmarks": [{"name": "heldout", "format": "demo_heldout"}], "batch_size": 8, "device": "cpu"},
+        EvalSettings.from_config(
+            {"benchmarks": [{"name": "heldout", "format": "demo_heldout"}], "batch_size": 8, "device": "cpu"}
+        ),
         tiny_clip,
-        small_train_cfg(),
+        small_train_cfg().num_points,
+        small_train_cfg().holdout_fraction,
         triplets,
         tmp_path / "zero_shot.json",
     )
@@ -327,12 +327,12 @@ def test_the_command_line_takes_the_config_its_overrides_and_the_results_layout(
         ]
     )
     job = job_from_config(args)
-    assert job.train["epochs"] == 5 and job.train["text_source"] == "mix" and job.train["gpus"] == 2
-    assert job.train["accumulate"] == 1  # schema defaults filled in
+    assert job.train.epochs == 5 and job.train.text_source == "mix" and job.train.gpus == 2
+    assert job.train.accumulate == 1  # schema defaults filled in
     assert job.triplets == ["results/demo/triplets/00000.parquet", "results/demo/triplets/00001.parquet"]
     assert job.embed == ["results/demo/embed/tiny-clip/00000.parquet", "results/demo/embed/tiny-clip/00001.parquet"]
     assert job.out_dir == "results/demo/train/demo-category" and job.model.endswith("demo-category/model.pt")
-    assert job.up_axis == "y" and job.embed_settings["arch"] == "ulip2-tiny-ViT-bigG-14"
+    assert job.up_axis == "y" and job.embed_settings.arch == "ulip2-tiny-ViT-bigG-14"
 
 
 @pytest.fixture(scope="module")
@@ -341,10 +341,10 @@ def demo_inputs(demo_run):
     results = workdir / "results" / "demo"
     triplets = sorted((results / "triplets").glob("*.parquet"))
     embeds = [results / "embed" / config["embed"]["name"] / p.name for p in triplets]
-    embed_cfg = dict(config["embed"])
+    embed = dict(config["embed"])
     for key in ("pretrained", "arch_config"):
-        embed_cfg[key] = str(workdir / embed_cfg[key])
-    return triplets, embeds, embed_cfg
+        embed[key] = str(workdir / embed[key])
+    return triplets, embeds, EmbedSettings.from_config(embed)
 
 
 @pytest.mark.e2e

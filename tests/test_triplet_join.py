@@ -17,7 +17,9 @@ from PIL import Image
 
 from ulip2_pipeline import __version__
 from ulip2_pipeline.failures import write_failures
+from ulip2_pipeline.settings import TripletsSettings
 from ulip2_pipeline.stages import triplets
+from ulip2_pipeline.stages import triplets as triplets_stage
 from ulip2_pipeline.stages.caption import CAPTIONS_SCHEMA
 from ulip2_pipeline.stages.manifest import MANIFEST_SCHEMA
 from ulip2_pipeline.stages.points.stage import POINTS_SCHEMA
@@ -27,7 +29,6 @@ from ulip2_pipeline.stages.triplets import (
     hf_features,
     join_failures,
     package_versions,
-    run_triplets_shard,
     triplet_schema,
 )
 
@@ -167,19 +168,20 @@ def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = Non
     for stage in ("points", "render", "caption", "rank"):
         ledgers[stage] = tmp_path / f"failures_{stage}.parquet"
         write_failures([], ledgers[stage])
-    summary = run_triplets_shard(
-        tmp_path / "slice.parquet",
-        tmp_path / "points.parquet",
-        tmp_path / "render.parquet",
-        tmp_path / "captions.parquet",
-        tmp_path / "ranked.parquet",
-        ledgers,
-        "00000",
-        provenance or {"dataset": "t"},
-        POINTS,
-        2,
-        tmp_path / "triplets.parquet",
-        tmp_path / "left.parquet",
+    summary = triplets_stage.run_shard(
+        triplets_stage.Inputs(
+            tmp_path / "slice.parquet",
+            tmp_path / "points.parquet",
+            tmp_path / "render.parquet",
+            tmp_path / "captions.parquet",
+            tmp_path / "ranked.parquet",
+            **{f"{stage}_failures": path for stage, path in ledgers.items()},
+            shard="00000",
+        ),
+        TripletsSettings(row_group_rows=2),
+        triplets_stage.Outputs(tmp_path / "triplets.parquet", tmp_path / "left.parquet"),
+        points=POINTS,
+        provenance=provenance or {"dataset": "t"},
     )
     return summary, pq.read_table(tmp_path / "triplets.parquet").to_pylist(), tmp_path
 
@@ -358,8 +360,9 @@ def test_the_job_log_names_every_object_left_out_and_the_shard_summary(tmp_path,
         "the stage wrote no ledger row for this object (a bug: please report it)",
     ]
     infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
-    assert infos == [f"shard summary: {json.dumps(summary)}"]
-    assert summary == {"shard": "00000", "objects": len(OBJECTS), "triplets": len(JOINED), "left": 3}
+    assert infos == [f"shard summary: {json.dumps(summary.as_dict())}"]
+    assert summary.shard == "00000"
+    assert summary.counts == {"objects": len(OBJECTS), "triplets": len(JOINED), "left": 3}
 
 
 def test_the_ledger_rows_of_the_join_name_the_stage_the_source_and_the_shard(shard):

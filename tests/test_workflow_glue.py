@@ -1,16 +1,7 @@
-"""The glue every workflow script uses: job logs and the split of output settings from throughput knobs."""
+"""The glue every workflow script uses: job logs (settings: test_settings.py)."""
 
 import subprocess
 import sys
-
-from ulip2_pipeline.workflow import job_settings, output_settings
-
-
-def test_throughput_knobs_are_not_output_settings():
-    section = {"model": "m", "seed": 1, "batch_size": 8, "threads": 2, "device": "auto", "workers": 3}
-    assert output_settings(section) == {"model": "m", "seed": 1}
-    assert output_settings(section, keep=("batch_size",)) == {"model": "m", "seed": 1, "batch_size": 8}
-    assert job_settings(output_settings(section), section) == section
 
 
 def _job(log, code):

@@ -1,12 +1,11 @@
 """Glue for the thin scripts under workflow_scripts/: the job's log file and its settings.
 
-Two kinds of settings reach a job. Output settings (a model, a seed, a resolution)
-change what a job writes, so rules pass them as ``params:`` and Snakemake reruns the
-job when they change. Throughput knobs (batch sizes, threads, devices, loader
-workers) change only how fast it runs; rules leave them out of ``params:`` and the
-scripts read them from the configuration, so changing one reruns nothing. Where an
-output does depend on one (the numeric precision a device implies), the output
-records it in its metadata.
+Two kinds of settings reach a job (see ``ulip2_pipeline.settings``). Output settings (a
+model, a seed, a resolution) change what a job writes, so rules pass them as
+``params:`` (``Settings.output_params``) and Snakemake reruns the job when they change.
+Throughput fields (batch sizes, threads, devices, loader workers) change only how fast
+it runs; rules leave them out of ``params:`` and the scripts read them from the
+configuration, so changing one reruns nothing.
 """
 
 from __future__ import annotations
@@ -17,23 +16,18 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any, Mapping, TypeVar
 
-THROUGHPUT_KEYS = ("batch_size", "threads", "device", "workers")
+from ulip2_pipeline.settings import Settings
+
 HISTORY_BYTES = 2_000_000
+S = TypeVar("S", bound=Settings)
 
 
-def output_settings(section: dict, keep: tuple[str, ...] = ()) -> dict:
-    """``section`` without its throughput knobs (those in ``keep`` do change outputs and stay)."""
-    return {k: v for k, v in section.items() if k not in THROUGHPUT_KEYS or k in keep}
-
-
-def throughput_settings(section: dict, keep: tuple[str, ...] = ()) -> dict:
-    return {k: v for k, v in section.items() if k in THROUGHPUT_KEYS and k not in keep}
-
-
-def job_settings(params_section: dict, config_section: dict, keep: tuple[str, ...] = ()) -> dict:
-    """The full settings of a job: its output settings (params) plus the throughput knobs (config)."""
-    return {**params_section, **throughput_settings(config_section, keep)}
+def job_settings(kind: type[S], params_section: Mapping[str, Any], config_section: Mapping[str, Any]) -> S:
+    """A job's settings: its output settings (``params:``) plus the throughput fields (the configuration)."""
+    throughput = {name: config_section[name] for name in kind.throughput_fields()}
+    return kind.from_config({**params_section, **throughput})
 
 
 def log_to(path: str | Path | None) -> None:

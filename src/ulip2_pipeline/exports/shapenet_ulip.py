@@ -31,12 +31,14 @@ import io
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
 from ulip2_pipeline.atomic import write_bytes
 from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.settings import RenderSettings, ShapeNetSource, SourceSettings
 
 ULIP_AZIMUTHS = tuple(range(0, 360, 12))
 ULIP_POINTS = 8192
@@ -154,16 +156,18 @@ def merge_shapenet_ulip(fragments, root) -> int:
     return len(objects)
 
 
-def shapenet_ulip_applies(dataset_cfg: dict, render_presets: dict) -> bool:
+def shapenet_ulip_applies(source: SourceSettings, preset: RenderSettings) -> bool:
     """Whether a dataset's objects can be in ULIP's ShapeNet layout: ShapeNet uids, 30 views every 12°, depth."""
-    preset = render_presets[dataset_cfg["render_preset"]]
-    return (
-        dataset_cfg["source"]["kind"] == "shapenet"
-        and preset["views"] == len(ULIP_AZIMUTHS)
-        and bool(preset.get("depth"))
-    )
+    return isinstance(source, ShapeNetSource) and preset.views == len(ULIP_AZIMUTHS) and preset.depth
 
 
-def shapenet_ulip_datasets(config: dict, names: list[str]) -> list[str]:
-    """The datasets among ``names`` that the ShapeNet layout applies to (the default target builds it for them)."""
-    return [n for n in names if shapenet_ulip_applies(config["datasets"][n], config["render_presets"])]
+def shapenet_ulip_datasets(config: Mapping[str, Any], names: list[str]) -> list[str]:
+    """The datasets among ``names`` (of a validated ``config``) that the ShapeNet layout applies to
+    (the default target builds it for them)."""
+    chosen = []
+    for name in names:
+        dataset = config["datasets"][name]
+        preset = RenderSettings.from_config(config["render_presets"][dataset["render_preset"]])
+        if shapenet_ulip_applies(SourceSettings.from_config(dataset["source"]), preset):
+            chosen.append(name)
+    return chosen

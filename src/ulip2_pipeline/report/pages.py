@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -13,22 +12,7 @@ from ulip2_pipeline.report import svg
 from ulip2_pipeline.report.collect import DatasetDigest, KeptCaption, collect, read_objects
 from ulip2_pipeline.report.html import array_thumbnail, esc, img, page, score_text, stat_boxes, thumbnail
 from ulip2_pipeline.report.splat import splat
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The ``report`` section of the configuration."""
-
-    sample_objects: int = 16
-    extremes: int = 8
-    point_objects: int = 4
-    point_views: int = 4
-    thumbnail_px: int = 128
-    failure_examples: int = 3
-
-    @classmethod
-    def from_config(cls, section: dict) -> "Settings":
-        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
+from ulip2_pipeline.settings import ReportSettings
 
 
 def _caption_html(record: KeptCaption | None) -> str:
@@ -47,7 +31,7 @@ def _views_of(row: dict) -> list[tuple[int, bytes, float]]:
     ]
 
 
-def contact_sheet(dataset: str, digest: DatasetDigest, rows: dict[str, dict], settings: Settings) -> str:
+def contact_sheet(dataset: str, digest: DatasetDigest, rows: dict[str, dict], settings: ReportSettings) -> str:
     size = settings.thumbnail_px
     sample = [(uid, rows[uid]) for uid, _ in digest.sample if uid in rows]
     columns = sorted({v for _, row in sample for v, _, _ in _views_of(row)})
@@ -108,7 +92,7 @@ def caption_extremes(
     lowest: list[KeptCaption],
     highest: list[KeptCaption],
     images: dict[tuple[str, int], bytes],
-    settings: Settings,
+    settings: ReportSettings,
 ) -> str:
     size = settings.thumbnail_px
     body = (
@@ -168,7 +152,7 @@ def _spread(count: int, available: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, available, count, endpoint=False)})
 
 
-def point_previews(dataset: str, uids: list[str], rows: dict[str, dict], settings: Settings) -> str:
+def point_previews(dataset: str, uids: list[str], rows: dict[str, dict], settings: ReportSettings) -> str:
     size = settings.thumbnail_px
     cards = []
     for uid in uids:
@@ -210,7 +194,9 @@ ROW_COLUMNS = ["uid", "category", "images", "views", "azimuth_deg"]
 POINT_ROW_COLUMNS = ["xyz", "rgb", "intrinsics", "world_to_camera", "up_axis"]
 
 
-def build_dataset_pages(triplet_paths: list, ranked_paths: list, dataset: str, settings: Settings) -> dict[str, str]:
+def build_dataset_pages(
+    triplet_paths: list, ranked_paths: list, dataset: str, settings: ReportSettings
+) -> dict[str, str]:
     """The four dataset pages as HTML text, keyed sheet / captions / histograms / points."""
     digest = collect(triplet_paths, ranked_paths, settings.sample_objects, settings.extremes)
     sample = digest.sample
@@ -238,7 +224,7 @@ def build_dataset_pages(triplet_paths: list, ranked_paths: list, dataset: str, s
 
 
 def write_dataset_pages(
-    triplet_paths: list, ranked_paths: list, dataset: str, settings: Settings, outputs: dict[str, str]
+    triplet_paths: list, ranked_paths: list, dataset: str, settings: ReportSettings, outputs: dict[str, str]
 ) -> None:
     for name, text in build_dataset_pages(triplet_paths, ranked_paths, dataset, settings).items():
         write_bytes(text.encode("utf-8"), outputs[name])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ulip2_pipeline.settings import DemoSource, FolderSource, ObjaverseSource, ShapeNetSource, SourceSettings
+
 
 @dataclass(frozen=True)
 class SourceObject:
@@ -22,30 +24,29 @@ class SourceError(ValueError):
 
 
 def list_objects(
-    source: dict, demo_dir: str | Path | None = None
+    source: SourceSettings, demo_dir: str | Path | None = None
 ) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
     """List a configured source.
 
     Returns the objects and the uids that could not be had, as (uid, reason, detail)
     tuples (files linking outside a folder, unknown Objaverse uids, failed downloads).
     """
-    kind = source["kind"]
-    if kind == "folder":
+    if isinstance(source, FolderSource):
         from ulip2_pipeline.sources.folder import list_folder
 
-        return list_folder(Path(source["path"]), source["extensions"], source["category"])
-    if kind == "demo":
+        return list_folder(Path(source.path), list(source.extensions), source.category)
+    if isinstance(source, DemoSource):
         from ulip2_pipeline.sources.folder import list_folder
 
         if demo_dir is None:
             raise SourceError("the demo source needs the folder the demo_meshes rule generated")
         return list_folder(Path(demo_dir), ["glb", "obj", "ply", "stl"], "parent_dir")
-    if kind == "shapenet":
+    if isinstance(source, ShapeNetSource):
         from ulip2_pipeline.sources.shapenet import list_shapenet
 
-        return list_shapenet(Path(source["path"]), source["synsets"]), []
-    if kind == "objaverse":
+        return list_shapenet(Path(source.path), list(source.synsets)), []
+    if isinstance(source, ObjaverseSource):
         from ulip2_pipeline.sources.objaverse_uids import list_objaverse
 
         return list_objaverse(source)
-    raise SourceError(f"unknown source kind {kind!r}")
+    raise SourceError(f"unknown source kind {source.kind!r}")

@@ -9,15 +9,16 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ulip2_pipeline.settings import ObjaverseSource
 from ulip2_pipeline.sources import SourceError, SourceObject
 
 CHUNK = 1000
 
 
-def read_uids(source: dict) -> list[str]:
-    uids = list(source.get("uids") or [])
-    if source.get("uids_file"):
-        path = Path(source["uids_file"])
+def read_uids(source: ObjaverseSource) -> list[str]:
+    uids = list(source.uids)
+    if source.uids_file:
+        path = Path(source.uids_file)
         if not path.exists():
             raise SourceError(f"uids_file {path} does not exist")
         uids += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
@@ -50,17 +51,17 @@ def _fetch(objaverse, uids: list[str], processes: int) -> tuple[dict[str, str], 
     return found, missing
 
 
-def list_objaverse(source: dict) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
+def list_objaverse(source: ObjaverseSource) -> tuple[list[SourceObject], list[tuple[str, str, str]]]:
     import objaverse
 
-    cache = Path(source["cache_dir"]).resolve()
+    cache = Path(source.cache_dir).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     # The package keeps its cache location in a module global; point it at ours.
     objaverse._VERSIONED_PATH = str(cache)
     uids = read_uids(source)
-    paths, missing = _fetch(objaverse, uids, source["download_processes"])
+    paths, missing = _fetch(objaverse, uids, source.download_processes)
     categories: dict[str, str] = {}
-    if source.get("categories") == "lvis":
+    if source.categories == "lvis":
         for category, members in objaverse.load_lvis_annotations().items():
             for uid in members:
                 categories.setdefault(uid, category)

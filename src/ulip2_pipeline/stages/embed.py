@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
-import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,14 +13,17 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from ulip2_pipeline import __version__
-from ulip2_pipeline.atomic import write_parquet
 from ulip2_pipeline.devices import pick_device, run_in_batches
 from ulip2_pipeline.models.clip import load_clip
 from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.settings import EmbedSettings
+from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.model_stage import numerics_metadata
 
 log = logging.getLogger(__name__)
+
+STAGE = "embed"
+SCHEMA_VERSION = "1"
 
 EMBED_SCHEMA = pa.schema(
     [
@@ -46,18 +49,35 @@ def _encode_texts(clip, texts: list[str]) -> np.ndarray:
     return torch.nn.functional.normalize(clip.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
 
 
-def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
+@dataclass(frozen=True)
+class Inputs:
+    triplets: str | Path
+    shard: str
+
+
+@dataclass(frozen=True)
+class Outputs:
+    embeddings: str | Path
+
+
+def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> ShardSummary:
     """L2-normalised image embeddings of every view and text embeddings of every kept caption.
 
     A shard without objects writes an empty output and loads no model."""
-    started = time.perf_counter()
-    rows = pq.read_table(triplets_path, columns=["uid", "views", "images", "kept"]).to_pylist()
-    precision = cfg.get("precision", "auto")
+    clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
+    rows = pq.read_table(inputs.triplets, columns=["uid", "views", "images", "kept"]).to_pylist()
     clip = None
     if rows:
-        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]), precision)
+        clip = load_clip(
+            settings.arch, settings.pretrained, settings.arch_config, pick_device(settings.device), settings.precision
+        )
         log.info(
-            "loaded %s/%s on %s in %s with %s", cfg["arch"], cfg["pretrained"], clip.device, clip.dtype, clip.activation
+            "loaded %s/%s on %s in %s with %s",
+            settings.arch,
+            settings.pretrained,
+            clip.device,
+            clip.dtype,
+            clip.activation,
         )
     images = [image["bytes"] for row in rows for image in row["images"]]
     texts, text_views, text_ranges = [], [], []
@@ -67,11 +87,11 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
             texts += kept
             text_views += [view] * len(kept)
         text_ranges.append((start, len(texts)))
-    progress = Progress(f"embed {shard}", len(images) + len(texts), unit="images and captions")
+    progress = Progress(f"embed {inputs.shard}", len(images) + len(texts), unit="images and captions")
     image_vectors = run_in_batches(
-        images, lambda b: list(_encode_images(clip, b)), cfg["batch_size"], progress=progress
+        images, lambda b: list(_encode_images(clip, b)), settings.batch_size, progress=progress
     )
-    text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), cfg["batch_size"], progress=progress)
+    text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), settings.batch_size, progress=progress)
     out_rows, cursor = [], 0
     for row, (start, end) in zip(rows, text_ranges):
         count = len(row["images"])
@@ -87,24 +107,15 @@ def run_embed_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
         )
         cursor += count
     dim = len(image_vectors[0]) if image_vectors else 0
-    metadata = {
-        "ulip2.stage": "embed",
-        "ulip2.shard": shard,
-        "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
-        "ulip2.embedding_dim": str(dim),
-        "ulip2.normalised": "L2",
-        **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
-        "ulip2.activation": clip.activation if clip else "none",
-        "ulip2.version": __version__,
-    }
-    write_parquet(pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA), out, metadata)
-    summary = {
-        "shard": shard,
-        "objects": len(out_rows),
-        "images": len(images),
-        "captions": len(texts),
-        "dim": dim,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    log.info("shard summary: %s", json.dumps(summary))
-    return summary
+    work = ShardWork(
+        table=pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA),
+        counts={"objects": len(out_rows), "images": len(images), "captions": len(texts), "dim": dim},
+        metadata={
+            "ulip2.model": settings.model_name,
+            "ulip2.embedding_dim": str(dim),
+            "ulip2.normalised": "L2",
+            **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, settings.precision),
+            "ulip2.activation": clip.activation if clip else "none",
+        },
+    )
+    return clock.finish(work, outputs.embeddings)

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ulip2_pipeline.atomic import DIGEST_KEY, file_sha256, table_digest, write_parquet
 from ulip2_pipeline.config import config_hash
 from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.settings import SourceSettings
 from ulip2_pipeline.sources import SourceObject, list_objects
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,11 @@ def read_shard(path: str | Path, shard: str) -> list[dict]:
 
 
 def run_manifest(
-    source: dict, shard_size: int, out: str | Path, failures_out: str | Path, demo_dir: str | Path | None = None
+    source: SourceSettings,
+    shard_size: int,
+    out: str | Path,
+    failures_out: str | Path,
+    demo_dir: str | Path | None = None,
 ) -> dict:
     """List the source, admit, hash (reusing unchanged files' hashes) and shard it; write manifest and slices.
 
@@ -315,7 +320,7 @@ def run_manifest(
         table,
         out,
         {
-            "ulip2.config_hash": config_hash([source, shard_size]),
+            "ulip2.config_hash": config_hash([source.as_config(), shard_size]),
             "ulip2.next_shard": str(figures["next_shard"]),
             "ulip2.shard_size": str(shard_size),
         },

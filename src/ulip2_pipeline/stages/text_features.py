@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from ulip2_pipeline import __version__
-from ulip2_pipeline.atomic import write_parquet
 from ulip2_pipeline.devices import pick_device, run_in_batches
 from ulip2_pipeline.exports.common import iter_rows
 from ulip2_pipeline.exports.openshape_texts import TRIPLET_TEXT_COLUMNS, strings_to_encode
 from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.settings import EmbedSettings
+from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.model_stage import numerics_metadata
 from ulip2_pipeline.train.zeroshot import TEMPLATES
 
 log = logging.getLogger(__name__)
+
+STAGE = "text_features"
+SCHEMA_VERSION = "1"
 
 TEXT_FEATURES_SCHEMA = pa.schema(
     [
@@ -68,18 +72,30 @@ def clip_text_encoder(clip):
     return encode
 
 
-def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
+@dataclass(frozen=True)
+class Inputs:
+    triplets: str | Path
+    shard: str
+
+
+@dataclass(frozen=True)
+class Outputs:
+    features: str | Path
+
+
+def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> ShardSummary:
     """One row per triplet row (same order): the strings its OpenShape record needs and their features."""
-    started = time.perf_counter()
-    needed = [(row["uid"], strings_to_encode(row)) for row in iter_rows(triplets_path, TRIPLET_TEXT_COLUMNS)]
+    clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
+    needed = [(row["uid"], strings_to_encode(row)) for row in iter_rows(inputs.triplets, TRIPLET_TEXT_COLUMNS)]
     distinct = list(dict.fromkeys(s for _, strings in needed for s in strings))
     # An empty shard loads no model and claims no GPU.
-    precision = cfg.get("precision", "auto")
     encode, clip = None, None
     if distinct:
-        clip = load_clip(cfg["arch"], cfg["pretrained"], cfg.get("arch_config"), pick_device(cfg["device"]), precision)
+        clip = load_clip(
+            settings.arch, settings.pretrained, settings.arch_config, pick_device(settings.device), settings.precision
+        )
         encode = clip_text_encoder(clip)
-    original, prompt_avg = encode_both_ways(encode, distinct, cfg["batch_size"])
+    original, prompt_avg = encode_both_ways(encode, distinct, settings.batch_size)
     index = {s: i for i, s in enumerate(distinct)}
     rows = [
         {
@@ -90,22 +106,18 @@ def run_text_features_shard(triplets_path, shard: str, cfg: dict, out) -> dict:
         }
         for uid, strings in needed
     ]
-    metadata = {
-        "ulip2.stage": "text_features",
-        "ulip2.shard": shard,
-        "ulip2.model": f"{cfg['arch']}/{cfg['pretrained']}",
-        "ulip2.normalised": "L2",
-        **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, precision),
-        "ulip2.templates": json.dumps(TEMPLATES),
-        "ulip2.version": __version__,
-    }
-    write_parquet(pa.Table.from_pylist(rows, schema=TEXT_FEATURES_SCHEMA), out, metadata)
-    summary = {
-        "shard": shard,
-        "objects": len(rows),
-        "distinct_texts": len(distinct),
-        "encoded": len(distinct) * (1 + len(TEMPLATES)),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    log.info("shard summary: %s", json.dumps(summary))
-    return summary
+    work = ShardWork(
+        table=pa.Table.from_pylist(rows, schema=TEXT_FEATURES_SCHEMA),
+        counts={
+            "objects": len(rows),
+            "distinct_texts": len(distinct),
+            "encoded": len(distinct) * (1 + len(TEMPLATES)),
+        },
+        metadata={
+            "ulip2.model": settings.model_name,
+            "ulip2.normalised": "L2",
+            **numerics_metadata(clip.device if clip else None, clip.dtype if clip else None, settings.precision),
+            "ulip2.templates": json.dumps(TEMPLATES),
+        },
+    )
+    return clock.finish(work, outputs.features)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +16,9 @@ import pyarrow.parquet as pq
 
 from ulip2_pipeline import __version__, point_columns
 from ulip2_pipeline.accounting import JOIN_REASONS, account_shard, merge_accounts
-from ulip2_pipeline.atomic import write_parquet
-from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.failures import Failure
+from ulip2_pipeline.settings import TripletsSettings
+from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.manifest import read_shard
 
 log = logging.getLogger(__name__)
@@ -191,50 +194,69 @@ def join_failures(account: dict, sources: dict[str, str]) -> list[Failure]:
     return rows
 
 
-def run_triplets_shard(
-    manifest_slice,
-    points_path,
-    render_path,
-    captions_path,
-    ranked_path,
-    ledgers: dict,
-    shard: str,
-    provenance: dict,
-    n_points: int,
-    row_group_rows: int,
-    out,
-    failures_out,
-) -> dict:
-    """Join one shard; every object of the shard that did not make it gets a row in failures/triplets."""
-    table = build_triplets(points_path, render_path, ranked_path, n_points)
-    manifest_rows = read_shard(manifest_slice, shard)
+@dataclass(frozen=True)
+class Inputs:
+    manifest: str | Path  # the shard's slice of the manifest
+    points: str | Path
+    render: str | Path
+    captions: str | Path
+    ranked: str | Path
+    points_failures: str | Path
+    render_failures: str | Path
+    caption_failures: str | Path
+    rank_failures: str | Path
+    shard: str
+
+    def ledgers(self) -> dict[str, str | Path]:
+        return {
+            "points": self.points_failures,
+            "render": self.render_failures,
+            "caption": self.caption_failures,
+            "rank": self.rank_failures,
+        }
+
+
+@dataclass(frozen=True)
+class Outputs:
+    triplets: str | Path
+    failures: str | Path
+
+
+def run_shard(
+    inputs: Inputs, settings: TripletsSettings, outputs: Outputs, *, points: int, provenance: Mapping[str, Any]
+) -> ShardSummary:
+    """Join one shard; every object of the shard that did not make it gets a row in failures/triplets.
+
+    ``points``: the dataset's points per object; ``provenance``: what produced the shard (recorded)."""
+    clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
+    table = build_triplets(inputs.points, inputs.render, inputs.ranked, points)
+    manifest_rows = read_shard(inputs.manifest, inputs.shard)
     present = {
-        "points": _uids(points_path),
-        "render": _uids(render_path),
-        "caption": _uids(captions_path),
-        "rank": _uids(ranked_path),
+        "points": _uids(inputs.points),
+        "render": _uids(inputs.render),
+        "caption": _uids(inputs.captions),
+        "rank": _uids(inputs.ranked),
         "triplets": set(table.column("uid").to_pylist()),
     }
     account = account_shard(
-        [r["uid"] for r in manifest_rows], present, {stage: _ledger(path) for stage, path in ledgers.items()}
+        [r["uid"] for r in manifest_rows], present, {stage: _ledger(path) for stage, path in inputs.ledgers().items()}
     )
     failures = join_failures(account, {r["uid"]: r["source"] for r in manifest_rows})
     for failure in failures:
         log.warning("%s: %s: %s", failure.uid, failure.reason, failure.detail)
     accounting = {k: v for k, v in account.items() if k != "left"}
-    metadata = {
-        "ulip2.schema_version": SCHEMA_VERSION,
-        "ulip2.stage": STAGE,
-        "ulip2.shard": shard,
-        "ulip2.provenance": json.dumps({**provenance, "packages": package_versions()}, sort_keys=True),
-        "ulip2.accounting": json.dumps(accounting, sort_keys=True),
-        "huggingface": json.dumps(hf_features(n_points)),
-    }
-    write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
-    write_parquet(table, out, metadata, row_group_size=row_group_rows)
-    summary = {"shard": shard, "objects": len(manifest_rows), "triplets": table.num_rows, "left": len(failures)}
-    log.info("shard summary: %s", json.dumps(summary))
-    return summary
+    work = ShardWork(
+        table=table,
+        counts={"objects": len(manifest_rows), "triplets": table.num_rows, "left": len(failures)},
+        metadata={
+            "ulip2.provenance": json.dumps({**provenance, "packages": package_versions()}, sort_keys=True),
+            "ulip2.accounting": json.dumps(accounting, sort_keys=True),
+            "huggingface": json.dumps(hf_features(points)),
+        },
+        failures=failures,
+        row_group_size=settings.row_group_rows,
+    )
+    return clock.finish(work, outputs.triplets, outputs.failures)
 
 
 def dataset_summary(manifest_path, manifest_failures_path, triplet_paths: list) -> dict:

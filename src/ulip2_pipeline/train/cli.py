@@ -20,6 +20,7 @@ import yaml
 
 from ulip2_pipeline import paths
 from ulip2_pipeline.config import SCHEMA_PATH, validate_config
+from ulip2_pipeline.settings import EmbedSettings, TrainSettings
 from ulip2_pipeline.train.launch import TrainJob, launch, run_rank
 from ulip2_pipeline.workflow import log_to
 
@@ -58,9 +59,9 @@ def job_from_config(args) -> TrainJob:
     return TrainJob(
         triplets=list(triplets),
         embed=list(embeds),
-        train=train,
-        embed_settings=embed,
-        up_axis=config["datasets"][dataset].get("up_axis", "y"),
+        train=TrainSettings.from_config(train),
+        embed_settings=EmbedSettings.from_config(embed),
+        up_axis=config["datasets"][dataset]["up_axis"],
         out_dir=str(out_dir),
         model=str(out_dir / "model.pt"),
         log=str(out_dir / "train.log"),

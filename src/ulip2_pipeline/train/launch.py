@@ -13,11 +13,12 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ulip2_pipeline.settings import EmbedSettings, TrainSettings
 from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.run import run_training
 
@@ -30,8 +31,8 @@ class TrainJob:
 
     triplets: list[str]
     embed: list[str]
-    train: dict
-    embed_settings: dict
+    train: TrainSettings
+    embed_settings: EmbedSettings
     up_axis: str
     out_dir: str
     model: str
@@ -39,11 +40,15 @@ class TrainJob:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        fields = {**vars(self), "train": self.train.as_config(), "embed_settings": self.embed_settings.as_config()}
+        path.write_text(json.dumps(fields, indent=2) + "\n")
 
     @classmethod
     def read(cls, path) -> "TrainJob":
-        return cls(**json.loads(Path(path).read_text()))
+        fields = json.loads(Path(path).read_text())
+        fields["train"] = TrainSettings.from_config(fields["train"])
+        fields["embed_settings"] = EmbedSettings.from_config(fields["embed_settings"])
+        return cls(**fields)
 
 
 def under_torchrun() -> bool:
@@ -53,7 +58,7 @@ def under_torchrun() -> bool:
 def run_rank(job: TrainJob) -> dict:
     """Train as this process's rank (the only one outside torchrun)."""
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(max(1, job.train["threads"] // ranks))  # the job's CPU threads, shared out
+    torch.set_num_threads(max(1, job.train.threads // ranks))  # the job's CPU threads, shared out
     summary = run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir, job.model)
     # Only on success: a failed rank must exit (torchrun then stops the others), not wait at a barrier.
     distributed.finish()
@@ -75,8 +80,8 @@ def torchrun_command(job_path: Path, processes: int) -> list[str]:
 
 
 def launch(job: TrainJob) -> None:
-    """Run ``job`` on ``job.train["gpus"]`` ranks."""
-    processes = job.train.get("gpus", 1)
+    """Run ``job`` on ``job.train.gpus`` ranks."""
+    processes = job.train.gpus
     if processes <= 1 or under_torchrun():
         run_rank(job)
         return

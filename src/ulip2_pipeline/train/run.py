@@ -10,6 +10,7 @@ import torch
 
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.settings import ClipSettings, EvalSettings, TrainSettings
 from ulip2_pipeline.train.benchmarks import read_benchmark
 from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
 from ulip2_pipeline.train.trainer import Trainer, encode_texts, frozen_towers
@@ -19,9 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def run_training(
-    triplet_paths, embed_paths, train_cfg: dict, embed_cfg: dict, up_axis: str, out_dir, model_out
+    triplet_paths, embed_paths, train: TrainSettings, embed: ClipSettings, up_axis: str, out_dir, model_out
 ) -> dict:
-    trainer = Trainer(triplet_paths, embed_paths, train_cfg, embed_cfg, up_axis, out_dir)
+    trainer = Trainer(triplet_paths, embed_paths, train, embed, up_axis, out_dir)
     summary = trainer.train()
     trainer.save_model(model_out)
     return summary
@@ -34,30 +35,36 @@ def load_encoder(model_path, device: torch.device) -> PointBert:
     return encoder.eval()
 
 
-def run_evaluation(model_path, eval_cfg: dict, embed_cfg: dict, train_cfg: dict, triplet_paths, out) -> dict:
+def run_evaluation(
+    model_path,
+    settings: EvalSettings,
+    embed: ClipSettings,
+    num_points: int,
+    holdout_fraction: float,
+    triplet_paths,
+    out,
+) -> dict:
     """Zero-shot top-1 / top-5 / class-mean accuracy, per-class top-1 and the confusion matrix on every
-    configured benchmark, into one JSON."""
-    device = pick_device(eval_cfg["device"])
+    configured benchmark, into one JSON. ``num_points`` and ``holdout_fraction``: as the model was trained."""
+    device = pick_device(settings.device)
     encoder = load_encoder(model_path, device)
-    clip = frozen_towers(embed_cfg, device)
+    clip = frozen_towers(embed, device)
     results = {}
-    for spec in eval_cfg["benchmarks"]:
-        clouds, labels, classes = read_benchmark(
-            spec, train_cfg["num_points"], triplet_paths, train_cfg["holdout_fraction"]
-        )
+    for spec in settings.benchmarks:
+        clouds, labels, classes = read_benchmark(spec, num_points, triplet_paths, holdout_fraction)
         if not clouds:
             results[spec["name"]] = {"error": "no samples"}
             continue
         features = class_embeddings(lambda texts: encode_texts(clip, texts), classes)
         results[spec["name"]] = {
-            **evaluate(encoder, clouds, labels, features, device, eval_cfg["batch_size"], class_names=classes),
+            **evaluate(encoder, clouds, labels, features, device, settings.batch_size, class_names=classes),
             "format": spec["format"],
         }
         headline = {k: v for k, v in results[spec["name"]].items() if k not in ("confusion", "per_class_top1")}
         log.info("%s: %s", spec["name"], json.dumps(headline))
     report = {
         "model": str(model_path),
-        "text_tower": f"{embed_cfg['arch']}/{embed_cfg['pretrained']}",
+        "text_tower": f"{embed.arch}/{embed.pretrained}",
         "benchmarks": results,
     }
     with atomic_path(out) as tmp:

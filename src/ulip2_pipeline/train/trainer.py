@@ -33,6 +33,7 @@ import torch
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.devices import pick_device
 from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.settings import ClipSettings, TrainSettings
 from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.augment import augment
 from ulip2_pipeline.train.checkpoint import load_matching, restore_rng, rng_state, save_atomic
@@ -41,20 +42,19 @@ from ulip2_pipeline.train.loader import TripletDataset
 from ulip2_pipeline.train.loss import UlipLoss
 from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
 from ulip2_pipeline.train.zeroshot import TEMPLATES
-from ulip2_pipeline.workflow import output_settings
 
 log = logging.getLogger(__name__)
 
 
-def frozen_towers(embed_cfg: dict, device: torch.device):
+def frozen_towers(embed: ClipSettings, device: torch.device):
     """The frozen CLIP (the one the embed stage used), every parameter out of autograd."""
     # The precision the embed stage encoded with, so online towers and class texts match the stored features.
     clip = load_clip(
-        embed_cfg["arch"],
-        embed_cfg["pretrained"],
-        embed_cfg.get("arch_config"),
+        embed.arch,
+        embed.pretrained,
+        embed.arch_config,
         device,
-        embed_cfg.get("precision", "auto"),
+        embed.precision,
     )
     clip.model.eval()
     for parameter in clip.model.parameters():
@@ -126,49 +126,49 @@ class ContrastiveModel(torch.nn.Module):
 
 
 class Trainer:
-    def __init__(self, triplet_paths, embed_paths, cfg: dict, embed_cfg: dict, up_axis: str, out_dir):
-        self.cfg, self.up_axis, self.out_dir = cfg, up_axis, Path(out_dir)
+    def __init__(self, triplet_paths, embed_paths, settings: TrainSettings, embed: ClipSettings, up_axis: str, out_dir):
+        self.settings, self.up_axis, self.out_dir = settings, up_axis, Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(cfg["device"])
+        self.device = pick_device(settings.device)
         self.rank, self.world = distributed.start(self.device)
         # The same initial weights on every rank; then each rank its own augmentation and dropout.
-        torch.manual_seed(cfg["seed"])
-        random.seed(cfg["seed"])
-        np.random.seed(cfg["seed"])
-        self.clip = frozen_towers(embed_cfg, self.device)
+        torch.manual_seed(settings.seed)
+        random.seed(settings.seed)
+        np.random.seed(settings.seed)
+        self.clip = frozen_towers(embed, self.device)
         self.tower_hash = tower_fingerprint(self.clip)
         embed_dim = self.class_text_features(["probe"]).shape[-1]
-        self.encoder_config = PointBertConfig.named(cfg["model"], embed_dim)
+        self.encoder_config = PointBertConfig.named(settings.model, embed_dim)
         self.encoder = PointBert(self.encoder_config).to(self.device)
         self.loss = UlipLoss().to(self.device)
         trainable = torch.nn.ModuleDict({"encoder": self.encoder, "loss": self.loss})
         self.optimizer = torch.optim.AdamW(
-            parameter_groups(trainable, cfg["weight_decay"]), lr=cfg["lr"], betas=(0.9, 0.98), eps=1e-8
+            parameter_groups(trainable, settings.weight_decay), lr=settings.lr, betas=(0.9, 0.98), eps=1e-8
         )
-        self.model = ContrastiveModel(self.encoder, self.loss, self.device.type == "cuda" and cfg["amp"])
+        self.model = ContrastiveModel(self.encoder, self.loss, self.device.type == "cuda" and settings.amp)
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 forward_sync_buffers=False,
             )  # BatchNorm statistics are averaged per epoch instead
-        torch.manual_seed(derived_seed(cfg["seed"], 1, self.rank))
-        random.seed(derived_seed(cfg["seed"], 2, self.rank))
-        np.random.seed(derived_seed(cfg["seed"], 3, self.rank))
+        torch.manual_seed(derived_seed(settings.seed, 1, self.rank))
+        random.seed(derived_seed(settings.seed, 2, self.rank))
+        np.random.seed(derived_seed(settings.seed, 3, self.rank))
         self.generators = {
-            "text": random.Random(derived_seed(cfg["seed"], 4, self.rank)),
-            "augment": torch.Generator().manual_seed(derived_seed(cfg["seed"], 5, self.rank)),
+            "text": random.Random(derived_seed(settings.seed, 4, self.rank)),
+            "augment": torch.Generator().manual_seed(derived_seed(settings.seed, 5, self.rank)),
         }
         self.dataset = TripletDataset(
             triplet_paths,
-            None if cfg["towers"] == "online" else embed_paths,
-            num_points=cfg["num_points"],
-            batch_size=cfg["batch_size"],
-            shuffle_buffer=cfg["shuffle_buffer"],
-            seed=cfg["seed"],
-            holdout_fraction=cfg["holdout_fraction"],
+            None if settings.towers == "online" else embed_paths,
+            num_points=settings.num_points,
+            batch_size=settings.batch_size,
+            shuffle_buffer=settings.shuffle_buffer,
+            seed=settings.seed,
+            holdout_fraction=settings.holdout_fraction,
             split="train",
-            with_image_bytes=cfg["towers"] == "online",
+            with_image_bytes=settings.towers == "online",
             rank=self.rank,
             world=self.world,
         )
@@ -176,24 +176,24 @@ class Trainer:
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"{self.dataset.num_objects} training objects in {len(triplet_paths)} shards "
-                f"(holdout_fraction {cfg['holdout_fraction']}) cannot feed {self.world} rank(s)"
+                f"(holdout_fraction {settings.holdout_fraction}) cannot feed {self.world} rank(s)"
             )
-        total = self.batches_per_epoch * cfg["epochs"] // cfg["accumulate"]
+        total = self.batches_per_epoch * settings.epochs // settings.accumulate
         if total == 0:
             raise ValueError(
-                f"accumulate {cfg['accumulate']} is more than the {self.batches_per_epoch * cfg['epochs']} "
+                f"accumulate {settings.accumulate} is more than the {self.batches_per_epoch * settings.epochs} "
                 "batches of the whole run: no optimiser step would be taken"
             )
-        warmup = max(1, int(self.batches_per_epoch * cfg["warmup_epochs"] / cfg["accumulate"]))
+        warmup = max(1, int(self.batches_per_epoch * settings.warmup_epochs / settings.accumulate))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(warmup, total, cfg["lr"], cfg["min_lr"])
+            self.optimizer, lr_lambda(warmup, total, settings.lr, settings.min_lr)
         )
         self.categories = self._categories(triplet_paths)
         self.category_features = self._category_template_features()
         self.fingerprint = run_fingerprint(
             {
-                "train": output_settings(cfg, keep=("batch_size",)),
-                "embed": output_settings(embed_cfg),
+                "train": settings.as_params(),
+                "embed": embed.as_params(),
                 "up_axis": up_axis,
                 "world_size": self.world,
                 "towers_sha256": self.tower_hash,
@@ -206,7 +206,7 @@ class Trainer:
             "%d training objects, %d batches of %d per rank per epoch, %d rank(s); %d optimiser steps",
             self.dataset.num_objects,
             self.batches_per_epoch,
-            cfg["batch_size"],
+            settings.batch_size,
             self.world,
             total,
         )
@@ -224,19 +224,19 @@ class Trainer:
 
     def _category_template_features(self) -> torch.Tensor | None:
         """(classes, templates, D) frozen text features of every category under every template."""
-        if self.cfg["text_source"] == "captions" or not self.categories:
+        if self.settings.text_source == "captions" or not self.categories:
             return None
         rows = [encode_texts(self.clip, [t.format(c) for t in TEMPLATES]) for c in self.categories]
         return torch.stack(rows)
 
     def text_targets(self, batch: dict, generator: random.Random) -> torch.Tensor:
         """Per sample: its kept caption's feature, or a random template of its category, or a mix."""
-        source, n = self.cfg["text_source"], len(batch["uid"])
+        source, n = self.settings.text_source, len(batch["uid"])
         use_category = [
-            source == "category" or (source == "mix" and generator.random() < self.cfg["mix_category_prob"])
+            source == "category" or (source == "mix" and generator.random() < self.settings.mix_category_prob)
             for _ in range(n)
         ]
-        if self.cfg["towers"] == "online":
+        if self.settings.towers == "online":
             caption_features = encode_texts(self.clip, [c or "a 3d object." for c in batch["caption"]])
         else:
             caption_features = batch["text_embedding"].to(self.device)
@@ -251,7 +251,7 @@ class Trainer:
         return torch.stack(rows).to(self.device)
 
     def image_targets(self, batch: dict) -> torch.Tensor:
-        if self.cfg["towers"] != "online":
+        if self.settings.towers != "online":
             return batch["image_embedding"].to(self.device)
         from io import BytesIO
 
@@ -315,7 +315,7 @@ class Trainer:
                 "pending_grads": pending,
                 "history": self.history,
                 "encoder_config": self.encoder_config.__dict__,
-                "train_config": self.cfg,
+                "train_config": self.settings.as_config(),
                 "rng": rng,
             },
             self.checkpoint_path,
@@ -323,9 +323,9 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def _micro_step(self, batch: dict, synchronise: bool) -> dict:
-        cfg = self.cfg
+        settings = self.settings
         xyz, rgb = batch["xyz"].to(self.device), batch["rgb"].to(self.device)
-        if cfg["augment"]:
+        if settings.augment:
             xyz, rgb = augment(
                 xyz, rgb, self.up_axis, self.generators["augment"], keep_prefix=self.encoder_config.groups
             )
@@ -333,9 +333,9 @@ class Trainer:
         no_sync = self.world > 1 and not synchronise
         with self.model.no_sync() if no_sync else contextlib.nullcontext():
             out = self.model(xyz, rgb, image, text)
-            (out["loss"] / cfg["accumulate"]).backward()
+            (out["loss"] / settings.accumulate).backward()
         self.pending += 1
-        if self.pending == cfg["accumulate"]:
+        if self.pending == settings.accumulate:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
@@ -344,19 +344,19 @@ class Trainer:
         return out
 
     def train(self, stop_after_epochs: int | None = None) -> dict:
-        cfg = self.cfg
+        settings = self.settings
         epochs_run = 0
-        while self.epoch < cfg["epochs"]:
+        while self.epoch < settings.epochs:
             if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
                 break
             self.model.train()
-            started, sums, batches = time.perf_counter(), {}, self.dataset.epoch(self.epoch, cfg["workers"])
+            started, sums, batches = time.perf_counter(), {}, self.dataset.epoch(self.epoch, settings.workers)
             samples = 0
             for index, batch in enumerate(batches):
                 # Synchronise at each optimiser step and at the end of the epoch, so what is
                 # carried into the next epoch (and the checkpoint) is the same on every rank.
                 last = index == len(batches) - 1
-                out = self._micro_step(batch, synchronise=last or self.pending + 1 == cfg["accumulate"])
+                out = self._micro_step(batch, synchronise=last or self.pending + 1 == settings.accumulate)
                 samples += len(batch["uid"])
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
@@ -412,7 +412,7 @@ class Trainer:
                 {
                     "encoder": self.encoder.state_dict(),
                     "encoder_config": self.encoder_config.__dict__,
-                    "train_config": self.cfg,
+                    "train_config": self.settings.as_config(),
                     "categories": self.categories,
                 },
                 Path(path),

@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ulip2_pipeline import __version__, point_columns
-from ulip2_pipeline.atomic import write_parquet
+from ulip2_pipeline import point_columns
 from ulip2_pipeline.config import config_hash
-from ulip2_pipeline.failures import Failure, ObjectFailure, write_failures
+from ulip2_pipeline.failures import Failure, ObjectFailure
 from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.settings import DatasetSettings, PointsSettings
+from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.source_check import check_source
 from ulip2_pipeline.stages.manifest import read_shard
 from ulip2_pipeline.stages.points.readers import read_parts
@@ -66,13 +68,13 @@ class ObjectPoints(NamedTuple):
 
 
 def points_for_object(
-    source: str | Path, uid: str, expected_sha256: str | None, points_cfg: dict, seed: int, up_axis: str = "y"
+    source: str | Path, uid: str, expected_sha256: str | None, points: PointsSettings, seed: int, up_axis: str = "y"
 ) -> ObjectPoints:
     """Sample one object (in this process); raise ObjectFailure with a reason when it cannot be done."""
     path = Path(source)
     check_source(path, expected_sha256)
-    parts, reader = read_parts(path, points_cfg["max_faces"], up_axis)
-    cloud = sample_object(parts, points_cfg["count"], object_seed(seed, uid), points_cfg["default_rgb"])
+    parts, reader = read_parts(path, points.max_faces, up_axis)
+    cloud = sample_object(parts, points.count, object_seed(seed, uid), points.default_rgb)
     return ObjectPoints(cloud, sum(len(p.faces) for p in parts), reader)
 
 
@@ -98,14 +100,13 @@ def points_table(rows: list[dict], results: list[ObjectPoints], up_axis: str, co
     )
 
 
-def points_worker(dataset_cfg: dict) -> SupervisedWorker:
+def points_worker(dataset: DatasetSettings) -> SupervisedWorker:
     """The child (``stages/points/worker.py``) that reads and samples one object per request, started on first use."""
-    points_cfg = dataset_cfg["points"]
     return SupervisedWorker(
         "ulip2_pipeline.stages.points.worker",
-        {"points": points_cfg, "seed": dataset_cfg["seed"], "up_axis": dataset_cfg["up_axis"]},
+        {"points": dataset.points, "seed": dataset.seed, "up_axis": dataset.up_axis},
         activity="reading and sampling",
-        max_memory_mb=points_cfg["max_memory_mb"],
+        max_memory_mb=dataset.points.max_memory_mb,
     )
 
 
@@ -133,20 +134,30 @@ def _sample_one(worker: SupervisedWorker, row: dict, object_log: Path, timeout_s
     return result
 
 
-def run_points_shard(
-    manifest: str | Path, shard: str, dataset_cfg: dict, out: str | Path, failures_out: str | Path
-) -> dict:
-    """Sample every object of ``shard``; failures go to the ledger, never abort the shard."""
-    points_cfg, seed = dataset_cfg["points"], dataset_cfg["seed"]
+@dataclass(frozen=True)
+class Inputs:
+    manifest: str | Path  # the shard's slice of the manifest
+    shard: str
+
+
+@dataclass(frozen=True)
+class Outputs:
+    points: str | Path
+    failures: str | Path
+
+
+def run_shard(inputs: Inputs, dataset: DatasetSettings, outputs: Outputs) -> ShardSummary:
+    """Sample every object of the shard; failures go to the ledger, never abort the shard."""
+    clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
+    points = dataset.points
     done_rows, results, failures = [], [], []
-    started = time.perf_counter()
-    worker = points_worker(dataset_cfg)
+    worker = points_worker(dataset)
     with tempfile.TemporaryDirectory(prefix="ulip2-points-") as tmp:
         try:
-            rows = read_shard(manifest, shard)
-            progress = Progress(f"points {shard}", len(rows))
+            rows = read_shard(inputs.manifest, inputs.shard)
+            progress = Progress(f"points {inputs.shard}", len(rows))
             for row in rows:
-                result = _sample_one(worker, row, Path(tmp) / f"{row['uid']}.log", points_cfg["timeout_s"])
+                result = _sample_one(worker, row, Path(tmp) / f"{row['uid']}.log", points.timeout_s)
                 if isinstance(result, Failure):
                     failures.append(result)
                 else:
@@ -156,37 +167,28 @@ def run_points_shard(
         finally:
             worker.stop()
 
-    metadata = {
-        "ulip2.schema_version": SCHEMA_VERSION,
-        "ulip2.stage": STAGE,
-        "ulip2.shard": shard,
-        "ulip2.points": json.dumps(
-            {
-                **points_cfg,
-                "seed": seed,
-                "order": "farthest_point",
-                "rgb": "uint8 sRGB 0-255",
-                "normalisation": "(world - center) / scale",
-            }
-        ),
-        "ulip2.config_hash": config_hash(dataset_cfg),
-        "ulip2.version": __version__,
+    recipe = {
+        **points.as_config(),
+        "seed": dataset.seed,
+        "order": "farthest_point",
+        "rgb": "uint8 sRGB 0-255",
+        "normalisation": "(world - center) / scale",
     }
-    table = points_table(done_rows, results, dataset_cfg["up_axis"], points_cfg["count"])
-    write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
-    write_parquet(table, out, metadata, row_group_size=ROW_GROUP_ROWS)
-    summary = {
-        "shard": shard,
-        "objects": len(done_rows) + len(failures),
-        "sampled": len(done_rows),
-        "failed": len(failures),
-        "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
-        "worker_startups_s": [round(s, 2) for s in worker.startups],
-        "peak_worker_mb": round(worker.peak_rss_mb),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    log.info("shard summary: %s", json.dumps(summary))
-    return summary
+    work = ShardWork(
+        table=points_table(done_rows, results, dataset.up_axis, points.count),
+        counts={
+            "objects": len(done_rows) + len(failures),
+            "sampled": len(done_rows),
+            "failed": len(failures),
+            "readers": {r: sum(x.reader == r for x in results) for r in ("trimesh", "blender")},
+            "worker_startups_s": [round(s, 2) for s in worker.startups],
+            "peak_worker_mb": round(worker.peak_rss_mb),
+        },
+        metadata={"ulip2.points": json.dumps(recipe), "ulip2.config_hash": config_hash(dataset.as_config())},
+        failures=failures,
+        row_group_size=ROW_GROUP_ROWS,
+    )
+    return clock.finish(work, outputs.points, outputs.failures)
 
 
 def read_points(path: str | Path) -> dict[str, np.ndarray]:

@@ -12,10 +12,10 @@ from ulip2_pipeline.supervisor import main
 
 
 def setup(hello: dict):
-    points_cfg, seed, up_axis = hello["points"], hello["seed"], hello["up_axis"]
+    points, seed, up_axis = hello["points"], hello["seed"], hello["up_axis"]
 
     def handle(task: dict):
-        return points_for_object(task["path"], task["uid"], task["sha256"], points_cfg, seed, up_axis)
+        return points_for_object(task["path"], task["uid"], task["sha256"], points, seed, up_axis)
 
     return handle
 

@@ -18,6 +18,7 @@ from mathutils import Matrix
 
 from ulip2_pipeline.colour import srgb_to_linear
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.settings import RenderSettings
 from ulip2_pipeline.stages.render.cameras import UP_AXIS, Camera
 
 # Import arguments that keep an obj/ply/stl file's own axes, so Blender's world is the
@@ -282,22 +283,22 @@ def _sun_matrix(towards_light: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def configure_render(settings: dict, threads: int) -> None:
+def configure_render(settings: RenderSettings, threads: int) -> None:
     scene = bpy.context.scene
     render = scene.render
-    engine = settings["engine"]
+    engine = settings.engine
     render.engine = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE", "workbench": "BLENDER_WORKBENCH"}[engine]
     if engine == "cycles":
         cycles = scene.cycles
-        cycles.samples = settings["samples"]
-        cycles.seed = settings["seed"]
+        cycles.samples = settings.samples
+        cycles.seed = settings.seed
         cycles.use_denoising = False
         cycles.use_adaptive_sampling = False
         cycles.max_bounces = 4
-        cycles.device = "GPU" if settings["device"] == "gpu" else "CPU"
-        if settings["device"] == "gpu":
+        cycles.device = "GPU" if settings.device == "gpu" else "CPU"
+        if settings.device == "gpu":
             _enable_gpu()
-    render.resolution_x = render.resolution_y = settings["resolution"]
+    render.resolution_x = render.resolution_y = settings.resolution
     render.resolution_percentage = 100
     render.film_transparent = True
     render.threads_mode = "FIXED"

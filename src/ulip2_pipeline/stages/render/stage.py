@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -12,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ulip2_pipeline import __version__
-from ulip2_pipeline.atomic import write_parquet
 from ulip2_pipeline.config import config_hash
-from ulip2_pipeline.failures import Failure, ObjectFailure, write_failures
+from ulip2_pipeline.failures import Failure, ObjectFailure
 from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.settings import DatasetSettings, RenderSettings
+from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.source_check import check_source
 from ulip2_pipeline.stages.manifest import read_shard
 from ulip2_pipeline.stages.render.cameras import orbit_cameras
@@ -65,14 +66,14 @@ def read_normalisations(points_path: str | Path | None) -> dict[str, tuple[list[
     }
 
 
-def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[dict]:
+def _view_rows(row: dict, result: dict, settings: RenderSettings, up_axis: str) -> list[dict]:
     cameras = orbit_cameras(
-        settings["views"],
-        settings["elevation_deg"],
-        settings["fov_deg"],
-        settings["resolution"],
+        settings.views,
+        settings.elevation_deg,
+        settings.fov_deg,
+        settings.resolution,
         up_axis,
-        settings.get("distance"),
+        settings.distance,
     )
     return [
         {
@@ -99,18 +100,18 @@ def _view_rows(row: dict, result: dict, settings: dict, up_axis: str) -> list[di
     ]
 
 
-def render_worker(settings: dict, threads: int, log_dir: Path, max_memory_mb: float | None = None) -> SupervisedWorker:
+def render_worker(settings: RenderSettings, log_dir: Path) -> SupervisedWorker:
     """The Blender child (``stages/render/worker.py``): one start-up per shard, a kill-and-restart per hang."""
     return SupervisedWorker(
         "ulip2_pipeline.stages.render.worker",
-        {"settings": settings, "threads": threads, "worker_log": str(Path(log_dir) / "_worker.log")},
+        {"settings": settings, "threads": settings.threads, "worker_log": str(Path(log_dir) / "_worker.log")},
         activity="import and render",
-        max_memory_mb=max_memory_mb,
+        max_memory_mb=settings.max_memory_mb,
     )
 
 
 def _render_one(
-    worker: SupervisedWorker, row: dict, task: dict, settings: dict
+    worker: SupervisedWorker, row: dict, task: dict, settings: RenderSettings
 ) -> tuple[list[dict], list[Failure], dict | None]:
     """The view rows of one object, its failure or flag rows, and its timings (None when it failed)."""
     object_log = Path(task["log"])
@@ -118,7 +119,7 @@ def _render_one(
     try:
         # That it exists; its content is compared in the worker, under the time limit.
         check_source(row["source"], None)
-        result = worker.call(task, settings["timeout_s"])
+        result = worker.call(task, settings.timeout_s)
     except ObjectFailure as failure:
         detail = f"{failure.detail}\n--- Blender log ({object_log}) ---\n{log_tail(object_log, LOG_TAIL_CHARS)}"
         log.warning("%s: %s: %s", row["uid"], failure.reason, failure.detail.strip())
@@ -134,7 +135,7 @@ def _render_one(
                 row["source"],
                 "missing_texture",
                 f"{result['missing_textures']} texture file(s) not found; rendered with the fallback "
-                f"colour {settings['missing_texture_rgb']}\n--- Blender log ({object_log}) ---\n"
+                f"colour {list(settings.missing_texture_rgb)}\n--- Blender log ({object_log}) ---\n"
                 f"{log_tail(object_log, LOG_TAIL_CHARS)}",
             )
         )
@@ -158,36 +159,39 @@ def _render_one(
     return _view_rows(row, result, settings, task["up_axis"]), flags, timing
 
 
-def run_render_shard(
-    manifest: str | Path,
-    points: str | Path | None,
-    shard: str,
-    dataset_cfg: dict,
-    settings: dict,
-    out: str | Path,
-    failures_out: str | Path,
-    log_dir: str | Path,
-    threads: int = 1,
-) -> dict:
-    """Render every object of ``shard``; bad objects become failure rows, the shard always completes."""
-    log_dir = Path(log_dir)
+@dataclass(frozen=True)
+class Inputs:
+    manifest: str | Path  # the shard's slice of the manifest
+    points: str | Path | None  # the points shard, for each object's normalisation (None: the render's own)
+    shard: str
+
+
+@dataclass(frozen=True)
+class Outputs:
+    render: str | Path
+    failures: str | Path
+    logs: str | Path  # a folder for each failed or flagged object's Blender log
+
+
+def run_shard(inputs: Inputs, dataset: DatasetSettings, settings: RenderSettings, outputs: Outputs) -> ShardSummary:
+    """Render every object of the shard; bad objects become failure rows, the shard always completes."""
+    clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
+    log_dir = Path(outputs.logs)
     log_dir.mkdir(parents=True, exist_ok=True)
-    normalisations = read_normalisations(points)
-    up_axis = dataset_cfg["up_axis"]
+    normalisations = read_normalisations(inputs.points)
     rows, failures, timings = [], [], []
-    worker = render_worker(settings, threads, log_dir, max_memory_mb=settings.get("max_memory_mb"))
-    started = time.perf_counter()
+    worker = render_worker(settings, log_dir)
     try:
-        shard_rows = read_shard(manifest, shard)
-        progress = Progress(f"render {shard}", len(shard_rows))
+        shard_rows = read_shard(inputs.manifest, inputs.shard)
+        progress = Progress(f"render {inputs.shard}", len(shard_rows))
         for row in shard_rows:
             task = {
                 "uid": row["uid"],
                 "path": row["source"],
                 "sha256": row["sha256"],
-                "up_axis": up_axis,
+                "up_axis": dataset.up_axis,
                 "log": str(log_dir / f"{row['uid']}.log"),
-                "default_rgb": dataset_cfg["points"]["default_rgb"],
+                "default_rgb": list(dataset.points.default_rgb),
             }
             task["center"], task["scale"] = normalisations.get(row["uid"], (None, None))
             views, flags, timing = _render_one(worker, row, task, settings)
@@ -199,27 +203,22 @@ def run_render_shard(
     finally:
         worker.stop()
 
-    metadata = {
-        "ulip2.schema_version": SCHEMA_VERSION,
-        "ulip2.stage": STAGE,
-        "ulip2.shard": shard,
-        "ulip2.render": json.dumps(settings),
-        "ulip2.config_hash": config_hash([dataset_cfg, settings]),
-        "ulip2.version": __version__,
-        "ulip2.bpy_version": version("bpy"),
-        "ulip2.depth": "float32 little-endian, height x width from the top row, distance along the camera "
-        "axis in normalised units; 0 where no surface",
-    }
-    write_failures(failures, failures_out, {"ulip2.stage": STAGE, "ulip2.shard": shard})
-    table = pa.Table.from_pylist(rows, schema=RENDER_SCHEMA)
-    write_parquet(table, out, metadata, row_group_size=max(1, settings["views"]) * 16)
-    summary = {
-        "shard": shard,
-        "rendered": len(timings),
-        "failed": len({f.uid for f in failures if f.reason != "missing_texture"}),
-        "worker_startups_s": [round(s, 2) for s in worker.startups],
-        "mean_object_s": round(float(np.mean([t["total_s"] for t in timings])), 3) if timings else None,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    log.info("shard summary: %s", json.dumps(summary))
-    return summary
+    work = ShardWork(
+        table=pa.Table.from_pylist(rows, schema=RENDER_SCHEMA),
+        counts={
+            "rendered": len(timings),
+            "failed": len({f.uid for f in failures if f.reason != "missing_texture"}),
+            "worker_startups_s": [round(s, 2) for s in worker.startups],
+            "mean_object_s": round(float(np.mean([t["total_s"] for t in timings])), 3) if timings else None,
+        },
+        metadata={
+            "ulip2.render": json.dumps(settings.as_config()),
+            "ulip2.config_hash": config_hash([dataset.as_config(), settings.as_config()]),
+            "ulip2.bpy_version": version("bpy"),
+            "ulip2.depth": "float32 little-endian, height x width from the top row, distance along the camera "
+            "axis in normalised units; 0 where no surface",
+        },
+        failures=failures,
+        row_group_size=max(1, settings.views) * 16,
+    )
+    return clock.finish(work, outputs.render, outputs.failures)

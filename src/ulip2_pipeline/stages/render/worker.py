@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.settings import RenderSettings
 from ulip2_pipeline.source_check import check_source
 from ulip2_pipeline.stages.render.cameras import orbit_cameras
 from ulip2_pipeline.supervisor import main
@@ -49,7 +50,7 @@ def _read_depth(path: Path) -> bytes:
     return depth.tobytes()
 
 
-def render_object(task: dict, settings: dict, threads: int) -> dict:
+def render_object(task: dict, settings: RenderSettings, threads: int) -> dict:
     from ulip2_pipeline.stages.render import blender_scene as scene
 
     started = time.perf_counter()
@@ -60,9 +61,9 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
     triangles = scene.triangle_count(objects)
     if triangles == 0:
         raise ObjectFailure("empty", "the file imported no mesh with faces")
-    if triangles > settings["max_faces"]:
-        raise ObjectFailure("too_many_faces", f"{triangles} triangles, over the limit of {settings['max_faces']}")
-    missing_textures = scene.replace_missing_textures(settings["missing_texture_rgb"])
+    if triangles > settings.max_faces:
+        raise ObjectFailure("too_many_faces", f"{triangles} triangles, over the limit of {settings.max_faces}")
+    missing_textures = scene.replace_missing_textures(settings.missing_texture_rgb)
     scene.show_colour_attributes()
     scene.paint_uncoloured(task.get("default_rgb", (0.4, 0.4, 0.4)))
     to_blender = scene.file_to_blender(frame, task["up_axis"])
@@ -72,15 +73,15 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
         center, scale = scene.normalisation_from_geometry(objects, to_blender)
         source = "render"
     scene.move_into_normalised_frame(to_blender, center, scale)
-    scene.add_light_rig(task["up_axis"], settings["ambient"])
+    scene.add_light_rig(task["up_axis"], settings.ambient)
     scene.configure_render(settings, threads)
     cameras = orbit_cameras(
-        settings["views"],
-        settings["elevation_deg"],
-        settings["fov_deg"],
-        settings["resolution"],
+        settings.views,
+        settings.elevation_deg,
+        settings.fov_deg,
+        settings.resolution,
         task["up_axis"],
-        settings.get("distance"),
+        settings.distance,
     )
     camera_object = scene.add_camera(cameras[0])
     prepared = time.perf_counter()
@@ -93,11 +94,11 @@ def render_object(task: dict, settings: dict, threads: int) -> dict:
             png_path = Path(tmp) / f"{camera.view:03d}.png"
             scene.render_png(png_path)
             depth = None
-            if settings["depth"]:
+            if settings.depth:
                 exr_path = Path(tmp) / f"{camera.view:03d}.exr"
                 scene.render_depth(exr_path)
                 depth = _read_depth(exr_path)
-            views.append({"png": _compose_png(png_path, settings["background"]), "depth": depth})
+            views.append({"png": _compose_png(png_path, settings.background), "depth": depth})
     finished = time.perf_counter()
     return {
         "views": views,
