@@ -86,9 +86,17 @@ def report(found: dict[str, str], equivalents: dict[str, str]) -> tuple[int, int
     return killed, len(scored)
 
 
+def mutmut_environment() -> dict[str, str]:
+    """One thread per mutant (the jobs share the cores); tests that start worker processes import
+    this checkout's package, whichever one the environment has installed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 def run_mutmut(jobs: int, *mutants: str) -> None:
     exe = str(Path(sys.executable).with_name("mutmut"))
-    run = subprocess.run([exe, "run", "--max-children", str(jobs), *mutants], cwd=REPO)
+    run = subprocess.run([exe, "run", "--max-children", str(jobs), *mutants], cwd=REPO, env=mutmut_environment())
     if run.returncode != 0:
         raise SystemExit(f"mutmut run failed (exit {run.returncode}); its output is above")
     print()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mutation_order
 import numpy as np
 import pytest
 import torch
@@ -135,14 +136,12 @@ def demo_run(tmp_path_factory):
     return workdir, config, done.read_text()
 
 
+# --- mutation testing (make mutation): measure each test's cost once, then run a mutant's cheapest tests first ---
+pytest_configure = mutation_order.freeze_inherited_heap
+pytest_runtest_logreport = mutation_order.record_cost
+pytest_sessionfinish = mutation_order.save_costs
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under mutmut's fork server, run a mutant's fastest tests first (its plain fork mode does the same):
-    the run stops at the first failure, so a killed mutant costs its fastest killing test, not a model load."""
-    stats = Path("mutmut-stats.json")
-    if not os.environ.get("MUTANT_UNDER_TEST") or not stats.exists():
-        return
-    import json
-
-    duration = json.loads(stats.read_text()).get("duration_by_test", {})
-    items.sort(key=lambda item: duration.get(item.nodeid, float("inf")))
+    mutation_order.cheapest_first(items)
