@@ -15,6 +15,8 @@ from typing import Any, Iterable
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from ulip2_pipeline.records import RawConfig
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data; the repository's top-level file
 
 
@@ -68,7 +70,7 @@ def _describe(error) -> str:
     return f"key '{where}': {error.message}"
 
 
-def validate_config(config: dict, schema: dict | str | Path = SCHEMA_PATH) -> dict:
+def validate_config(config: RawConfig, schema: dict | str | Path = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place, filling defaults; raise ConfigError naming every bad key.
 
     ``schema``: the schema (or its file); by default the one shipped with the package.
@@ -96,7 +98,7 @@ def default_config(**sections: Any) -> dict:
     return validate_config(config)
 
 
-def _cross_checks(config: dict) -> list[str]:
+def _cross_checks(config: RawConfig) -> list[str]:
     """Rules a JSON schema cannot express: references between sections."""
     problems = []
     presets = config.get("render_presets", {})
@@ -122,7 +124,7 @@ def _cross_checks(config: dict) -> list[str]:
     return problems
 
 
-def selected_dataset_names(config: dict, check: bool = True) -> list[str]:
+def selected_dataset_names(config: RawConfig, check: bool = True) -> list[str]:
     """Datasets a run builds: all configured ones, or those named by ``only``.
 
     ``only`` accepts a list or a comma-separated string, so that

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from ulip2_pipeline.config import ConfigError
 
@@ -261,9 +261,18 @@ class TrainSettings(Settings):
     threads: int = throughput()
 
 
+class BenchmarkSpec(TypedDict, total=False):
+    """One zero-shot benchmark (``eval.benchmarks``); ``path`` and ``split`` where its format needs them."""
+
+    name: str
+    format: str  # demo_heldout | modelnet40_ulip | openshape | scanobjectnn
+    path: str
+    split: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalSettings(Settings):
-    benchmarks: tuple[dict[str, Any], ...]
+    benchmarks: tuple[BenchmarkSpec, ...]
     batch_size: int = throughput()
     device: str = throughput()
 

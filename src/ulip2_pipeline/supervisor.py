@@ -26,6 +26,7 @@ from typing import Callable
 import psutil
 
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.records import Message
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,11 @@ class SupervisedWorker:
     def __init__(
         self,
         module: str,
-        hello: dict,
+        hello: Message,
         activity: str,
         startup_timeout_s: float = 300.0,
         max_memory_mb: float | None = None,
-        env: dict | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.module, self.hello, self.activity = module, hello, activity
         self.startup_timeout_s, self.max_memory_mb, self.env = startup_timeout_s, max_memory_mb, env
@@ -75,7 +76,7 @@ class SupervisedWorker:
         self.startups.append(time.perf_counter() - started)
         log.info("%s worker %d ready in %.2f s", self.module, self.process.pid, self.startups[-1])
 
-    def call(self, task: dict, timeout_s: float) -> object:
+    def call(self, task: Message, timeout_s: float) -> object:
         """Run one task; its result, or ObjectFailure on its failure, a timeout, too much memory or a crash."""
         if self.process is None:
             self._start()

@@ -17,6 +17,7 @@ import yaml
 
 from ulip2_pipeline.atomic import write_bytes
 from ulip2_pipeline.exports.common import read_json
+from ulip2_pipeline.records import Document
 
 TRIPLET_GLOB = "triplets/*.parquet"
 LOAD_BATCH_ROWS = 32
@@ -58,7 +59,7 @@ def size_category(objects: int) -> str:
     return next((label for limit, label in SIZE_CATEGORIES if objects < limit), "n>100M")
 
 
-def feature_type(feature: dict) -> str:
+def feature_type(feature: Document) -> str:
     """A Hugging Face feature (its JSON form) in words: ``10000 × 3 × float32``, ``list of Image``."""
     kind = feature.get("_type")
     if kind == "Value":
@@ -141,7 +142,7 @@ def _features_section(schema) -> list[str]:
     return _table(["column", "type", "meaning"], rows)
 
 
-def _sizes_section(facts: dict) -> list[str]:
+def _sizes_section(facts: Document) -> list[str]:
     per_object = facts["views_per_object"]
     spread = (
         "-" if not per_object else (str(per_object[0]) if len(per_object) == 1 else f"{per_object[0]}-{per_object[-1]}")
@@ -176,7 +177,7 @@ def _provenance_section(provenance: list[dict]) -> list[str]:
     return lines or ["No provenance recorded."]
 
 
-def _failures_section(summary: dict) -> list[str]:
+def _failures_section(summary: Document) -> list[str]:
     lines = [
         f"Objects in: **{summary['objects_in']}**; triplets out: **{summary['triplets_out']}**; "
         f"objects that left on the way: **{summary.get('objects_failed', 0)}**.",

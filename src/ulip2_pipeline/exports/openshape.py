@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from ulip2_pipeline.atomic import write_bytes
 from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
 from ulip2_pipeline.exports.openshape_texts import TRIPLET_TEXT_COLUMNS, openshape_texts
+from ulip2_pipeline.records import Row
 
 
 class MisalignedShards(ValueError):
@@ -49,7 +50,7 @@ def _vector(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def openshape_record(row: dict, embed: dict, text_features: dict, dataset: str, group: str) -> dict:
+def openshape_record(row: Row, embed: Row, text_features: Row, dataset: str, group: str) -> dict:
     """The dict OpenShape's loader reads, from a triplet row and its embed and text-feature rows."""
     texts, caption = openshape_texts(row)
     by_text = {

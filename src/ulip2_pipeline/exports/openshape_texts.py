@@ -12,6 +12,8 @@ samples one) and ``blip_caption`` (one string). Ours:
 
 from __future__ import annotations
 
+from ulip2_pipeline.records import Row
+
 TRIPLET_TEXT_COLUMNS = ["uid", "category", "captions", "caption_scores", "kept"]
 
 
@@ -20,7 +22,7 @@ def category_names(category: str | None) -> list[str]:
     return list(dict.fromkeys(name for name in names if name))
 
 
-def kept_by_score(row: dict) -> list[str]:
+def kept_by_score(row: Row) -> list[str]:
     """Distinct kept captions of every view, best CLIP score first (ties: earlier view, then earlier rank)."""
     scored = []
     for view, (texts, scores, kept) in enumerate(zip(row["captions"], row["caption_scores"], row["kept"])):
@@ -29,13 +31,13 @@ def kept_by_score(row: dict) -> list[str]:
     return list(dict.fromkeys(text for *_, text in sorted(scored)))
 
 
-def openshape_texts(row: dict) -> tuple[list[str], str]:
+def openshape_texts(row: Row) -> tuple[list[str], str]:
     """(``text`` list, ``blip_caption``) of a triplet row; the caption is "" when nothing was kept."""
     captions = kept_by_score(row)
     return category_names(row["category"]) or captions, (captions[0] if captions else "")
 
 
-def strings_to_encode(row: dict) -> list[str]:
+def strings_to_encode(row: Row) -> list[str]:
     """Every distinct string the object's OpenShape record needs a text feature of."""
     texts, caption = openshape_texts(row)
     return list(dict.fromkeys(texts + ([caption] if caption else [])))

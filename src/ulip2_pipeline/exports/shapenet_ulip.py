@@ -38,6 +38,7 @@ from PIL import Image
 
 from ulip2_pipeline.atomic import write_bytes
 from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.records import Row
 from ulip2_pipeline.settings import RenderSettings, ShapeNetSource, SourceSettings
 
 ULIP_AZIMUTHS = tuple(range(0, 360, 12))
@@ -82,7 +83,7 @@ def _depth_array(raw: bytes, png: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").reshape(height, width)
 
 
-def _views_by_azimuth(row: dict) -> tuple[dict[int, int], str | None]:
+def _views_by_azimuth(row: Row) -> tuple[dict[int, int], str | None]:
     """Index of the view at each of ULIP's azimuths, or the reason the object cannot be exported."""
     depth = row["depth"] or [None] * len(row["images"])
     by_azimuth = {}

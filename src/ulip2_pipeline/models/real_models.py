@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 
+from ulip2_pipeline.records import Document
+
 BLIP2_MODEL_ID = "Salesforce/blip2-opt-6.7b"
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -179,7 +181,7 @@ CLIP_TINY_SIZES = {
 }
 
 
-def blip2_config(sizes: dict | None = None) -> dict:
+def blip2_config(sizes: Document | None = None) -> dict:
     """The real BLIP-2 OPT-6.7B config.json as a dict, with ``sizes`` (per sub-config) shrunk in."""
     config = copy.deepcopy(BLIP2_CONFIG)
     for block, values in (sizes or {}).items():
@@ -190,7 +192,7 @@ def blip2_config(sizes: dict | None = None) -> dict:
     return config
 
 
-def clip_arch_config(clip: dict, sizes: dict | None = None) -> dict:
+def clip_arch_config(clip: Document, sizes: Document | None = None) -> dict:
     """open_clip's own architecture JSON of ``clip['arch']``, with the activation its weights were
     trained with made explicit (``quick_gelu``), and ``sizes`` shrunk in."""
     import open_clip

@@ -34,6 +34,7 @@ from ulip2_pipeline.models.real_models import (
     blip2_config,
     clip_arch_config,
 )
+from ulip2_pipeline.records import Document
 
 CHECKPOINT_NAME = "open_clip_model.pt"
 # Spread of the random language model's next-token logits: a trained captioner is confident (its
@@ -75,11 +76,11 @@ def end_captions_at_newline(model, full_at_step: int = 16, strength: float = 2.0
             positions.weight[first + step + positions.offset] += ramp * direction
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: Document) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def build_blip2(out_dir: str | Path, sizes: dict | None = BLIP2_TINY_SIZES, seed: int = 0) -> Path:
+def build_blip2(out_dir: str | Path, sizes: Document | None = BLIP2_TINY_SIZES, seed: int = 0) -> Path:
     """Save a Blip2ForConditionalGeneration of the real config (``sizes`` shrunk) with the hub's other files."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
@@ -100,11 +101,11 @@ def build_tiny_blip2(out_dir: str | Path, seed: int = 0) -> Path:
     return build_blip2(out_dir, BLIP2_TINY_SIZES, seed)
 
 
-def tiny_clip_name(clip: dict) -> str:
+def tiny_clip_name(clip: Document) -> str:
     return f"ulip2-tiny-{clip['arch']}" + ("-quickgelu" if clip["quick_gelu"] else "")
 
 
-def build_tiny_clip(out_dir: str | Path, clip: dict = CLIP_RANK, seed: int = 0) -> dict:
+def build_tiny_clip(out_dir: str | Path, clip: Document = CLIP_RANK, seed: int = 0) -> dict:
     """Save a tiny OpenCLIP model of ``clip``'s architecture: its architecture JSON and a checkpoint file.
 
     Returns the ``arch``, ``pretrained`` and ``arch_config`` that load it.

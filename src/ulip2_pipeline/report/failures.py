@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from ulip2_pipeline.accounting import CHAIN
 from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.records import Document
 from ulip2_pipeline.report.html import Raw, esc, page, stat_boxes, table
 
 STAGE_ORDER = ("manifest", *CHAIN)
@@ -38,7 +39,7 @@ def _stage_rank(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
 
-def failures_page(dataset: str, summary: dict, examples: dict[tuple[str, str], list[dict]]) -> str:
+def failures_page(dataset: str, summary: Document, examples: dict[tuple[str, str], list[dict]]) -> str:
     objects_in, out = summary.get("objects_in", 0), summary.get("triplets_out", 0)
     yield_text = f"{100 * out / objects_in:.1f} %" if objects_in else "–"
     stats = [

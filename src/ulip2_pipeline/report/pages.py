@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.records import Row
 from ulip2_pipeline.report import svg
 from ulip2_pipeline.report.collect import DatasetDigest, KeptCaption, collect, read_objects
 from ulip2_pipeline.report.html import array_thumbnail, esc, img, page, score_text, stat_boxes, thumbnail
@@ -24,7 +25,7 @@ def _caption_html(record: KeptCaption | None) -> str:
     return f'<span class="score">{esc(score_text(record.score))}</span><br>{captions}'
 
 
-def _views_of(row: dict) -> list[tuple[int, bytes, float]]:
+def _views_of(row: Row) -> list[tuple[int, bytes, float]]:
     """(view, png, azimuth) of an object's views, in view order."""
     return [
         (int(v), image["bytes"], float(az)) for v, image, az in zip(row["views"], row["images"], row["azimuth_deg"])

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ulip2_pipeline.atomic import write_bytes
+from ulip2_pipeline.records import Document
 from ulip2_pipeline.report import svg
 from ulip2_pipeline.report.html import Raw, esc, page, stat_boxes, table
 
@@ -30,7 +31,7 @@ def curve_charts(history: list[dict]) -> str:
     return "".join(charts)
 
 
-def confusion_table(confusion: dict) -> str:
+def confusion_table(confusion: Document) -> str:
     """Counts, rows the true class and columns the predicted one, shaded by the row's share."""
     classes, matrix = confusion["classes"], confusion["matrix"]
     head = "".join(f"<th>{esc(c)}</th>" for c in classes)
@@ -53,7 +54,7 @@ def confusion_table(confusion: dict) -> str:
     )
 
 
-def top_confusions(confusion: dict, count: int = MAX_LISTED) -> str:
+def top_confusions(confusion: Document, count: int = MAX_LISTED) -> str:
     """The most frequent (true, predicted) pairs off the diagonal: a matrix too large to read, summarised."""
     classes, matrix = confusion["classes"], confusion["matrix"]
     pairs = sorted(
@@ -80,7 +81,7 @@ def per_class_table(per_class, classes: list[str] | None) -> str:
     return f"<div>{title}{table(['class', 'top-1 %'], [[n, v] for n, v in items], numeric={1})}</div>"
 
 
-def zero_shot_section(zero_shot: dict | None) -> str:
+def zero_shot_section(zero_shot: Document | None) -> str:
     if zero_shot is None:
         return '<p class="note">No zero-shot results for this run.</p>'
     benchmarks = zero_shot.get("benchmarks", {})
@@ -127,7 +128,7 @@ def zero_shot_section(zero_shot: dict | None) -> str:
     return "".join(out)
 
 
-def training_page(dataset: str, run: str, metrics: dict, zero_shot: dict | None) -> str:
+def training_page(dataset: str, run: str, metrics: Document, zero_shot: Document | None) -> str:
     history = metrics.get("history", [])
     last = history[-1] if history else {}
     stats = [

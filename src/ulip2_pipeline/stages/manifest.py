@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ulip2_pipeline.atomic import DIGEST_KEY, file_sha256, table_digest, write_parquet
 from ulip2_pipeline.config import config_hash
 from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.records import Row
 from ulip2_pipeline.settings import SourceSettings
 from ulip2_pipeline.sources import SourceObject, list_objects
 
@@ -123,7 +124,7 @@ def hash_objects(
             to_hash.append(row)
         rows.append(row)
 
-    def digest(row: dict) -> str | Failure:
+    def digest(row: Row) -> str | Failure:
         try:
             return file_sha256(row["source"])
         except OSError as exc:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from ulip2_pipeline import __version__, point_columns
 from ulip2_pipeline.accounting import JOIN_REASONS, account_shard, merge_accounts
 from ulip2_pipeline.failures import Failure
+from ulip2_pipeline.records import Document
 from ulip2_pipeline.settings import TripletsSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.manifest import read_shard
@@ -176,7 +177,7 @@ def _ledger(path) -> list[dict]:
     return pq.read_table(path, columns=["uid", "reason", "detail"]).to_pylist()
 
 
-def join_failures(account: dict, sources: dict[str, str]) -> list[Failure]:
+def join_failures(account: Document, sources: dict[str, str]) -> list[Failure]:
     """A triplets ledger row for every object of the shard that is not in its triplets, saying where it left."""
     rows = []
     for uid, fate in sorted(account["left"].items()):

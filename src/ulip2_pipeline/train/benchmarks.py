@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from ulip2_pipeline.settings import BenchmarkSpec
 from ulip2_pipeline.stages.points.sampling import farthest_point_order
 from ulip2_pipeline.train.splits import holdout
 
@@ -104,7 +105,7 @@ def read_scanobjectnn(root, num_points: int, variant: str = "main_split/test_obj
     return clouds, [int(label) for label in labels], list(SCANOBJECTNN_CLASSES)
 
 
-def read_benchmark(spec: dict, num_points: int, triplet_paths=None, holdout_fraction: float = 0.0):
+def read_benchmark(spec: BenchmarkSpec, num_points: int, triplet_paths=None, holdout_fraction: float = 0.0):
     kind = spec["format"]
     if kind == "demo_heldout":
         return read_demo_heldout(triplet_paths, holdout_fraction, num_points)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ulip2_pipeline.atomic import atomic_path
+from ulip2_pipeline.records import Document
 from ulip2_pipeline.train.fingerprint import differences
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def save_atomic(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def rng_state(generators: dict) -> dict:
+def rng_state(generators: dict[str, random.Random | torch.Generator]) -> dict:
     """The global streams (torch CPU, every CUDA device, python, numpy) and ``generators``
     (random.Random or torch.Generator objects) by name."""
     state = {
@@ -34,7 +35,7 @@ def rng_state(generators: dict) -> dict:
     return state
 
 
-def restore_rng(state: dict, generators: dict) -> None:
+def restore_rng(state: Document, generators: dict[str, random.Random | torch.Generator]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -48,7 +49,7 @@ def restore_rng(state: dict, generators: dict) -> None:
             generator.set_state(state[name])
 
 
-def load_matching(path: Path, fingerprint: dict, device: torch.device) -> dict | None:
+def load_matching(path: Path, fingerprint: Document, device: torch.device) -> dict | None:
     """The checkpoint at ``path`` if it was written by the run ``fingerprint`` identifies; otherwise
     None, after logging why (no checkpoint, unreadable, or what changed)."""
     if not path.exists():

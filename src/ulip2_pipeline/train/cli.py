@@ -20,12 +20,13 @@ import yaml
 
 from ulip2_pipeline import paths
 from ulip2_pipeline.config import SCHEMA_PATH, validate_config
+from ulip2_pipeline.records import RawConfig
 from ulip2_pipeline.settings import EmbedSettings, TrainSettings
 from ulip2_pipeline.train.launch import TrainJob, launch, run_rank
 from ulip2_pipeline.workflow import log_to
 
 
-def _override(config: dict, assignment: str) -> None:
+def _override(config: RawConfig, assignment: str) -> None:
     """``section.key=value`` (value parsed as YAML) into ``config``."""
     dotted, _, value = assignment.partition("=")
     *parents, key = dotted.split(".")

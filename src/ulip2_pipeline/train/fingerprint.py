@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 from ulip2_pipeline.atomic import content_digest
+from ulip2_pipeline.records import Document
 
 
-def run_fingerprint(settings: dict, shards: dict[str, list]) -> dict:
+def run_fingerprint(settings: Document, shards: dict[str, list]) -> dict:
     """``settings``: everything that changes what training produces (sections of the configuration,
     the world size, the frozen towers' digest); ``shards``: the input files by kind, in input order."""
     canonical = json.loads(json.dumps(settings, sort_keys=True, default=str))
@@ -47,7 +48,7 @@ def _shard_changes(kind: str, old: list, new: list) -> list[str]:
     return lines
 
 
-def differences(old: dict, new: dict) -> list[str]:
+def differences(old: Document, new: Document) -> list[str]:
     """What changed between two fingerprints, one line per setting or shard."""
     before, after = _flat(old.get("settings", {})), _flat(new.get("settings", {}))
     lines = [

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ulip2_pipeline import point_columns
+from ulip2_pipeline.records import Row
 from ulip2_pipeline.train.epoch_plan import Window, batches_per_rank, epoch_windows
 from ulip2_pipeline.train.splits import holdout
 
@@ -74,6 +75,9 @@ def collate(samples: list[dict]) -> dict:
         else [s[key] for s in samples]
         for key in samples[0]
     }
+
+
+Batch = dict[str, Any]  # a collated batch: uid list, point and colour tensors, texts, embeddings
 
 
 class TripletDataset(IterableDataset):
@@ -177,7 +181,7 @@ class TripletDataset(IterableDataset):
                 samples.append(self._sample(row, extra))
         return samples
 
-    def _sample(self, row: dict, extra: dict | None) -> dict:
+    def _sample(self, row: Row, extra: Row | None) -> dict:
         rng = random.Random(f"{self.seed}:{self.epoch_number}:{row['uid']}")
         xyz = np.array(row["xyz"][: self.num_points], dtype=np.float32)  # a writable copy for torch
         rgb = row["rgb"][: self.num_points].astype(np.float32) / 255.0

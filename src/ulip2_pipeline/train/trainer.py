@@ -38,7 +38,7 @@ from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.augment import augment
 from ulip2_pipeline.train.checkpoint import load_matching, restore_rng, rng_state, save_atomic
 from ulip2_pipeline.train.fingerprint import run_fingerprint
-from ulip2_pipeline.train.loader import TripletDataset
+from ulip2_pipeline.train.loader import Batch, TripletDataset
 from ulip2_pipeline.train.loss import UlipLoss
 from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
 from ulip2_pipeline.train.zeroshot import TEMPLATES
@@ -229,7 +229,7 @@ class Trainer:
         rows = [encode_texts(self.clip, [t.format(c) for t in TEMPLATES]) for c in self.categories]
         return torch.stack(rows)
 
-    def text_targets(self, batch: dict, generator: random.Random) -> torch.Tensor:
+    def text_targets(self, batch: Batch, generator: random.Random) -> torch.Tensor:
         """Per sample: its kept caption's feature, or a random template of its category, or a mix."""
         source, n = self.settings.text_source, len(batch["uid"])
         use_category = [
@@ -250,7 +250,7 @@ class Trainer:
                 rows.append(caption_features[i])
         return torch.stack(rows).to(self.device)
 
-    def image_targets(self, batch: dict) -> torch.Tensor:
+    def image_targets(self, batch: Batch) -> torch.Tensor:
         if self.settings.towers != "online":
             return batch["image_embedding"].to(self.device)
         from io import BytesIO
@@ -322,7 +322,7 @@ class Trainer:
         )
 
     # --- the loop ---------------------------------------------------------------------------------------------
-    def _micro_step(self, batch: dict, synchronise: bool) -> dict:
+    def _micro_step(self, batch: Batch, synchronise: bool) -> dict:
         settings = self.settings
         xyz, rgb = batch["xyz"].to(self.device), batch["rgb"].to(self.device)
         if settings.augment:

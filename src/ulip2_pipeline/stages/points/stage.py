@@ -23,6 +23,7 @@ from ulip2_pipeline import point_columns
 from ulip2_pipeline.config import config_hash
 from ulip2_pipeline.failures import Failure, ObjectFailure
 from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.records import Row
 from ulip2_pipeline.settings import DatasetSettings, PointsSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.source_check import check_source
@@ -115,7 +116,7 @@ def _worker_output(path: Path) -> str:
     return f"\n--- worker output ---\n{text}" if text else ""
 
 
-def _sample_one(worker: SupervisedWorker, row: dict, object_log: Path, timeout_s: float) -> ObjectPoints | Failure:
+def _sample_one(worker: SupervisedWorker, row: Row, object_log: Path, timeout_s: float) -> ObjectPoints | Failure:
     task = {"uid": row["uid"], "path": row["source"], "sha256": row["sha256"], "log": str(object_log)}
     started = time.perf_counter()
     try:

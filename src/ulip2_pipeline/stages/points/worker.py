@@ -7,14 +7,15 @@ Blender (bpy) is loaded only when an object needs the Blender reader.
 
 from __future__ import annotations
 
+from ulip2_pipeline.records import Message
 from ulip2_pipeline.stages.points.stage import points_for_object
 from ulip2_pipeline.supervisor import main
 
 
-def setup(hello: dict):
+def setup(hello: Message):
     points, seed, up_axis = hello["points"], hello["seed"], hello["up_axis"]
 
-    def handle(task: dict):
+    def handle(task: Message):
         return points_for_object(task["path"], task["uid"], task["sha256"], points, seed, up_axis)
 
     return handle

@@ -43,7 +43,7 @@ def read_parts(path: Path, up_axis: str, max_faces: int) -> list[Part]:
         raise ObjectFailure("too_many_faces", f"{triangles} triangles, over the limit of {max_faces}")
     to_file = blender_scene.file_to_blender(frame, up_axis)  # row vectors: world @ R is the file frame
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    images: dict[str, np.ndarray | None] = {}
+    images: dict[str, np.ndarray | None][str, np.ndarray | None] = {}
     parts = []
     for obj in objects:
         evaluated = obj.evaluated_get(depsgraph)
@@ -63,7 +63,7 @@ def _foreach(collection, attribute: str, count: int, width: int, dtype) -> np.nd
     return values.reshape(count, width) if width > 1 else values
 
 
-def _object_parts(obj, mesh, to_file: np.ndarray, images: dict) -> list[Part]:
+def _object_parts(obj, mesh, to_file: np.ndarray, images: dict[str, np.ndarray | None]) -> list[Part]:
     mesh.calc_loop_triangles()
     count = len(mesh.loop_triangles)
     if count == 0:
@@ -234,7 +234,7 @@ def _uv_layer(mesh, name: str | None) -> np.ndarray | None:
     return _foreach(layer.uv, "vector", len(mesh.loops), 2, np.float64)
 
 
-def _image_pixels(image, cache: dict) -> np.ndarray | None:
+def _image_pixels(image, cache: dict[str, np.ndarray | None]) -> np.ndarray | None:
     """(H, W, 4) uint8 sRGB, top row first (Blender stores the bottom row first); None when unreadable."""
     if image.name in cache:
         return cache[image.name]

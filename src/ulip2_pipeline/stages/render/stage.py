@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from ulip2_pipeline.config import config_hash
 from ulip2_pipeline.failures import Failure, ObjectFailure
 from ulip2_pipeline.progress import Progress
+from ulip2_pipeline.records import Message, Row
 from ulip2_pipeline.settings import DatasetSettings, RenderSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.source_check import check_source
@@ -66,7 +67,7 @@ def read_normalisations(points_path: str | Path | None) -> dict[str, tuple[list[
     }
 
 
-def _view_rows(row: dict, result: dict, settings: RenderSettings, up_axis: str) -> list[dict]:
+def _view_rows(row: Row, result: Message, settings: RenderSettings, up_axis: str) -> list[dict]:
     cameras = orbit_cameras(
         settings.views,
         settings.elevation_deg,
@@ -111,7 +112,7 @@ def render_worker(settings: RenderSettings, log_dir: Path) -> SupervisedWorker:
 
 
 def _render_one(
-    worker: SupervisedWorker, row: dict, task: dict, settings: RenderSettings
+    worker: SupervisedWorker, row: Row, task: Message, settings: RenderSettings
 ) -> tuple[list[dict], list[Failure], dict | None]:
     """The view rows of one object, its failure or flag rows, and its timings (None when it failed)."""
     object_log = Path(task["log"])

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.records import Message
 from ulip2_pipeline.settings import RenderSettings
 from ulip2_pipeline.source_check import check_source
 from ulip2_pipeline.stages.render.cameras import orbit_cameras
@@ -50,7 +51,7 @@ def _read_depth(path: Path) -> bytes:
     return depth.tobytes()
 
 
-def render_object(task: dict, settings: RenderSettings, threads: int) -> dict:
+def render_object(task: Message, settings: RenderSettings, threads: int) -> dict:
     from ulip2_pipeline.stages.render import blender_scene as scene
 
     started = time.perf_counter()
@@ -113,13 +114,13 @@ def render_object(task: dict, settings: RenderSettings, threads: int) -> dict:
     }
 
 
-def setup(hello: dict):
+def setup(hello: Message):
     """Load Blender once (the start-up cost paid once per worker); then render objects on request."""
     import bpy  # noqa: F401
 
     settings, threads = hello["settings"], hello["threads"]
 
-    def handle(task: dict) -> dict:
+    def handle(task: Message) -> dict:
         check_source(task["path"], task.get("sha256"))
         return render_object(task, settings, threads)
 
