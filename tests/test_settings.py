@@ -1,6 +1,8 @@
 """Typed settings: their fields are the schema's keys, throughput fields stay out of a rule's params."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -116,3 +118,13 @@ def test_unknown_and_missing_keys_are_named():
     del section["top_k"]
     with pytest.raises(ConfigError, match=r"missing keys \['top_k'\]"):
         RankSettings.from_config(section)
+
+
+def test_training_and_the_stages_import_without_jsonschema():
+    """A training rank or a benchmark on a GPU machine builds typed settings, but has no jsonschema."""
+    code = (
+        "import sys\n"
+        "import ulip2_pipeline.settings, ulip2_pipeline.train.trainer, ulip2_pipeline.stages.caption\n"
+        "assert 'jsonschema' not in sys.modules, 'jsonschema was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

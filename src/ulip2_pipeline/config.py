@@ -7,13 +7,13 @@ that names the key by its dotted path and says what was expected.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from jsonschema import Draft202012Validator, validators
 
 from ulip2_pipeline.records import RawConfig
 
@@ -24,8 +24,15 @@ class ConfigError(ValueError):
     """The configuration does not satisfy the schema; the message names every bad key."""
 
 
-def _with_defaults(validator_class):
-    validate_properties = validator_class.VALIDATORS["properties"]
+@functools.cache
+def _default_filling_validator():
+    """jsonschema's Draft 2020-12 validator that also fills in each property's default.
+
+    Imported here, not at the top: the typed settings import this module, and a training job or a
+    benchmark on a GPU machine needs them without jsonschema."""
+    from jsonschema import Draft202012Validator, validators
+
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -34,10 +41,7 @@ def _with_defaults(validator_class):
                     instance[key] = json.loads(json.dumps(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(validator_class, {"properties": set_defaults})
-
-
-_DefaultFillingValidator = _with_defaults(Draft202012Validator)
+    return validators.extend(Draft202012Validator, {"properties": set_defaults})
 
 
 def load_schema(path: str | Path) -> dict:
@@ -77,7 +81,7 @@ def validate_config(config: RawConfig, schema: dict | str | Path = SCHEMA_PATH) 
     """
     if not isinstance(schema, dict):
         schema = load_schema(schema)
-    validator = _DefaultFillingValidator(schema)
+    validator = _default_filling_validator()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     messages = [_describe(e) for e in errors]
     if not errors:
