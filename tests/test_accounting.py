@@ -197,12 +197,15 @@ def test_every_object_that_leaves_has_a_row_where_it_left_and_the_counts_add_up(
     left = {r["uid"]: r for r in pq.read_table(tmp_path / "left.parquet").to_pylist()}
     assert {u: r["reason"] for u, r in left.items()} == {"b": "no_points", "c": "no_views", "d": "no_captions"}
     assert left["b"]["detail"] == "left at the points stage: unreadable: ValueError: not a mesh"
-    assert left["c"]["source"] == "/data/c.glb" and left["c"]["stage"] == "triplets"
+    assert left["c"]["source"] == "/data/c.glb"
+    assert left["c"]["stage"] == "triplets"
 
     report = dataset_summary(
         tmp_path / "manifest.parquet", tmp_path / "failures_manifest.parquet", [tmp_path / "triplets.parquet"]
     )
-    assert report["objects_in"] == 6 and report["triplets_out"] == 2 and report["objects_failed"] == 4
+    assert report["objects_in"] == 6
+    assert report["triplets_out"] == 2
+    assert report["objects_failed"] == 4
     assert report["adds_up"]
     assert report["failures"] == {
         "manifest": {"download_failed": 1},
@@ -228,7 +231,8 @@ def test_an_object_that_left_without_a_ledger_row_is_counted_as_unrecorded(tmp_p
     report = dataset_summary(
         tmp_path / "manifest.parquet", tmp_path / "failures_manifest.parquet", [tmp_path / "triplets.parquet"]
     )
-    assert report["failures"] == {"render": {"unrecorded": 1}} and report["adds_up"]
+    assert report["failures"] == {"render": {"unrecorded": 1}}
+    assert report["adds_up"]
 
 
 def test_a_shard_whose_objects_all_failed_earlier_joins_to_an_empty_valid_shard(tmp_path):
@@ -243,7 +247,8 @@ def test_a_shard_whose_objects_all_failed_earlier_joins_to_an_empty_valid_shard(
     )
     assert run(tmp_path, ledgers)["triplets"] == 0
     table = pq.read_table(tmp_path / "triplets.parquet")
-    assert table.num_rows == 0 and table.schema.field("xyz").type.list_size == N
+    assert table.num_rows == 0
+    assert table.schema.field("xyz").type.list_size == N
     assert json.loads(table.schema.metadata[b"ulip2.accounting"])["stages"]["points"]["failed"] == {
         "empty": 1,
         "unreadable": 1,
@@ -257,7 +262,8 @@ def test_a_shard_with_no_objects_at_all(tmp_path):
     report = dataset_summary(
         tmp_path / "manifest.parquet", tmp_path / "failures_manifest.parquet", [tmp_path / "triplets.parquet"]
     )
-    assert report["objects_in"] == 0 and report["adds_up"]
+    assert report["objects_in"] == 0
+    assert report["adds_up"]
 
 
 def test_the_dataset_summary_reports_every_stage_of_every_shard_in_shard_order(tmp_path, caplog):

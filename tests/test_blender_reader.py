@@ -101,7 +101,8 @@ def test_blender_only_files_get_points_with_their_colours_in_the_render_frame(tm
     # Draco square: the texture at each point's UV, in the glTF file's own frame, like its plain twin via trimesh.
     xyz, rgb, draco = world(points, "square_draco")
     clear = (np.abs(xyz[:, 0]) > 0.02) & (np.abs(xyz[:, 1]) > 0.02)
-    assert draco["colour_sources"] == ["texture"] and np.abs(xyz[:, 2]).max() < 1e-3
+    assert draco["colour_sources"] == ["texture"]
+    assert np.abs(xyz[:, 2]).max() < 1e-3
     np.testing.assert_array_equal(rgb[clear], expected_quadrant_colour(xyz[clear, 0], xyz[clear, 1]))
     _, _, plain = world(points, "square_plain")
     np.testing.assert_allclose(draco["center"], plain["center"], atol=1e-3)
@@ -116,8 +117,10 @@ def test_blender_only_files_get_points_with_their_colours_in_the_render_frame(tm
     xyz, rgb, cube = world(points, "cube")
     assert cube["colour_sources"] == ["vertex"]
     top, bottom = xyz[:, 1] > 0.499, xyz[:, 1] < -0.499
-    assert top.sum() > 500 and bottom.sum() > 500
-    assert (rgb[top] == [255, 0, 0]).all() and (rgb[bottom] == [0, 0, 255]).all()
+    assert top.sum() > 500
+    assert bottom.sum() > 500
+    assert (rgb[top] == [255, 0, 0]).all()
+    assert (rgb[bottom] == [0, 0, 255]).all()
 
     # The render stage took every frame from the points, and the points land on the object's pixels.
     table = read_points(tmp_path / "points.parquet")
@@ -134,7 +137,8 @@ def test_a_blender_file_and_its_points_share_the_frame_for_every_up_axis(tmp_pat
     rows, failures, _ = render(
         tmp_path, {"monkey": blender_files / "monkey.fbx"}, dataset=dataset, views=3, depth=False
     )
-    assert failures == {} and {r["normalisation_source"] for r in rows} == {"points"}
+    assert failures == {}
+    assert {r["normalisation_source"] for r in rows} == {"points"}
     table = read_points(tmp_path / "points.parquet")
     for row in rows:
         assert_points_on_silhouette(table["xyz"][0], row)
@@ -178,6 +182,7 @@ def test_a_float_texture_gives_the_points_its_srgb_colours(tmp_path):
     ]
     run_bpy(FLOAT_TEXTURE, str(tmp_path), json.dumps(linear))
     parts = json.loads((tmp_path / "parts.json").read_text())
-    assert parts["sources"] == ["texture"] and parts["float"] is True
+    assert parts["sources"] == ["texture"]
+    assert parts["float"] is True
     expected = [[[128, 0, 255, 255], [204, 204, 204, 255]], [[0, 10, 63, 255], [255, 128, 0, 255]]]
     assert np.abs(np.array(parts["image"]) - np.array(expected)).max() <= 1  # EXR stores half floats

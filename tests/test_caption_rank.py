@@ -52,7 +52,8 @@ def test_ten_captions_per_view_and_a_corrupt_png_is_a_failure_row(tmp_path, mode
     assert [(f["uid"], f["reason"]) for f in failures] == [("b", "corrupt_png")]
     assert summary["views"] == 4
     metadata = pq.read_schema(tmp_path / "c.parquet").metadata
-    assert metadata[b"ulip2.model"].decode() == models["blip2"] and b"top_p" in metadata[b"ulip2.generation"]
+    assert metadata[b"ulip2.model"].decode() == models["blip2"]
+    assert b"top_p" in metadata[b"ulip2.generation"]
 
 
 def test_image_features_and_the_prefix_are_computed_once_per_image(models):
@@ -80,7 +81,9 @@ def test_captions_are_seeded_and_independent_of_batching(models):
     alone = caption_batch(model, processor, images[1:], [12], settings)
     again = caption_batch(model, processor, images, [11, 12], settings)
     other = caption_batch(model, processor, images, [13, 14], settings)
-    assert together == again and together[1] == alone[0] and together != other
+    assert together == again
+    assert together[1] == alone[0]
+    assert together != other
 
 
 def test_scores_are_cosine_similarities_and_top_k_is_the_arg_max(tmp_path, models, stand_ins, render_shard):
@@ -112,7 +115,8 @@ def test_scores_are_cosine_similarities_and_top_k_is_the_arg_max(tmp_path, model
         np.testing.assert_allclose(row["scores"], expected, atol=1e-5)
         nonempty = [i for i, c in enumerate(row["captions"]) if c]
         best = max(nonempty, key=lambda i: (row["scores"][i], -i))
-        assert row["top_k"] == [best] and row["kept"] == [row["captions"][best]]
+        assert row["top_k"] == [best]
+        assert row["kept"] == [row["captions"][best]]
         assert row["model"] == f"{models['arch']}/{models['pretrained']}"
 
 
@@ -126,7 +130,8 @@ def test_tiny_models_load_through_the_real_loaders(models):
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     model, processor = load_captioner(models["blip2"], CPU)
-    assert isinstance(model, Blip2ForConditionalGeneration) and isinstance(processor, Blip2Processor)
+    assert isinstance(model, Blip2ForConditionalGeneration)
+    assert isinstance(processor, Blip2Processor)
     assert model.dtype == torch.float32
     clip = load_clip(models["arch"], models["pretrained"], models["arch_config"], CPU)
     assert type(clip.model).__name__ == "CLIP"
@@ -143,7 +148,8 @@ def test_out_of_memory_halves_the_batch_and_goes_on(caplog):
 
     with caplog.at_level(logging.WARNING):
         assert run_in_batches(list(range(7)), work, batch_size=8) == [x * 10 for x in range(7)]
-    assert seen[:3] == [7, 4, 2] and "out of memory" in caplog.text
+    assert seen[:3] == [7, 4, 2]
+    assert "out of memory" in caplog.text
 
 
 def test_other_errors_are_not_mistaken_for_out_of_memory():

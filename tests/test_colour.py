@@ -53,7 +53,8 @@ def buffer(rows_bottom_first: list[list[list[float]]]) -> tuple[np.ndarray, int,
 def test_a_float_texture_is_linear_and_becomes_srgb_bytes():
     values, width, height, channels = buffer([[[0.21404114, 1.0, 0.0, 1.0], [4.0, 0.0031308, 0.5, 0.5]]])
     pixels = image_buffer_to_srgb_bytes(values, width, height, channels, is_float=True)
-    assert pixels.dtype == np.uint8 and pixels.shape == (1, 2, 4)
+    assert pixels.dtype == np.uint8
+    assert pixels.shape == (1, 2, 4)
     np.testing.assert_array_equal(pixels[0, 0], [128, 255, 0, 255])
     np.testing.assert_array_equal(pixels[0, 1], [255, 10, 188, 128])  # over-range clipped; alpha stays linear
 

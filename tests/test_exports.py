@@ -240,10 +240,8 @@ def test_an_empty_shard_needs_no_model_and_exports_nothing(tmp_path):
     )
     assert json.loads((tmp_path / "openshape" / "train.json").read_text()) == []
     fragment = export_shapenet_ulip_shard(triplets, tmp_path / "ulip", tmp_path / "ulip" / "shards" / "00000.json")
-    assert (
-        fragment["objects"] == []
-        and merge_shapenet_ulip([tmp_path / "ulip" / "shards" / "00000.json"], tmp_path / "ulip") == 0
-    )
+    assert fragment["objects"] == []
+    assert merge_shapenet_ulip([tmp_path / "ulip" / "shards" / "00000.json"], tmp_path / "ulip") == 0
     assert (tmp_path / "ulip" / "train.txt").read_text() == ""
 
 
@@ -320,7 +318,8 @@ def test_a_synthetic_shard_reads_like_openshapes_four_loader(tmp_path, tiny_clip
             assert batch["img_feat"].shape == batch["text_feat"].shape == (16, 32)
     embed = pq.read_table(tmp_path / "embed.parquet").to_pylist()[1]
     data = np.load(split[1]["data_path"], allow_pickle=True).item()
-    assert data["text"] == kept_by_score(rows[1]) and data["blip_caption"] == data["text"][0]
+    assert data["text"] == kept_by_score(rows[1])
+    assert data["blip_caption"] == data["text"][0]
     np.testing.assert_array_equal(data["image_feat"], np.asarray(embed["image_embeddings"], np.float32))
 
 
@@ -393,7 +392,8 @@ def test_shapenet_export_reads_like_ulips_shapenet_loader(tmp_path):
             np.testing.assert_array_equal(decoded == 0, original == 0)
             np.testing.assert_allclose(decoded, original, atol=1.0 / 254 + 1e-6)
     skipped = json.loads(fragments[1].read_text())["skipped"]
-    assert skipped["04379243_ee11"].startswith("missing_views") and "348" in skipped["04379243_ee11"]
+    assert skipped["04379243_ee11"].startswith("missing_views")
+    assert "348" in skipped["04379243_ee11"]
     assert skipped["04379243_dd22"].startswith("missing_views")
     assert skipped["mug__mug_000"].startswith("not_shapenet_uid")
     taxonomy = json.loads((root / "taxonomy.json").read_text())
@@ -405,7 +405,8 @@ def test_depth_encoding_is_linear_over_the_unit_sphere_near_dark_background_whit
     distance = 3.0
     depth = np.array([[0.0, 2.0, 3.0, 4.0, 5.0]], np.float32)  # background, nearest, centre, farthest, beyond
     pixels = np.asarray(Image.open(io.BytesIO(encode_depth_png(depth, distance))))
-    assert pixels.dtype == np.uint8 and pixels.tolist() == [[255, 0, 127, 254, 254]]
+    assert pixels.dtype == np.uint8
+    assert pixels.tolist() == [[255, 0, 127, 254, 254]]
     assert camera_distance(orbit_world_to_camera(72, 20, 2.5)) == pytest.approx(2.5)
 
 
@@ -478,11 +479,15 @@ def test_the_card_documents_every_column_sizes_provenance_failures_and_loads_wit
     for column in triplet_schema(N_POINTS).names:
         line = next(text for text in body.splitlines() if text.startswith(f"| `{column}` |"))
         assert "not described" not in line, line
-    assert "| `xyz` | 10000 × 3 × float32 |" in body and "| `images` | list of Image |" in body
+    assert "| `xyz` | 10000 × 3 × float32 |" in body
+    assert "| `images` | list of Image |" in body
     total = sum(p.stat().st_size for p in paths)
     assert f"| 2 | 2 | {total} | 5 | 2-3 |" in body
-    assert "`test/captioner`" in body and "`0123456789abcdef`" in body and "| seed | 7 |" in body
-    assert "| render | timeout | 1 |" in body and "triplets out: **2**" in body
+    assert "`test/captioner`" in body
+    assert "`0123456789abcdef`" in body
+    assert "| seed | 7 |" in body
+    assert "| render | timeout | 1 |" in body
+    assert "triplets out: **2**" in body
     assert dataset_card("mine", paths, folder / "summary.json") == text  # deterministic
     loaded = load_offline(tmp_path, "results/mine", tmp_path / "hf")
     assert loaded == {"rows": 2, "columns": triplet_schema(N_POINTS).names, "image": "PngImageFile"}
@@ -569,10 +574,12 @@ def test_openshape_export_reads_like_openshapes_four_loader(demo):
     }
     embed_dir = results / "embed" / config["embed"]["name"]
     embeds = {r["uid"]: r for p in sorted(embed_dir.glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
-    assert sorted(e["id"] for e in split) == sorted(triplets) and len(split) == 60
+    assert sorted(e["id"] for e in split) == sorted(triplets)
+    assert len(split) == 60
     for entry in split:
         assert set(entry) == {"id", "data_path", "dataset", "group"}
-        assert os.path.isabs(entry["data_path"]) and entry["dataset"] == "demo"
+        assert os.path.isabs(entry["data_path"])
+        assert entry["dataset"] == "demo"
         assert entry["group"] == manifest[entry["id"]]["shard"]
     random.seed(0)
     np.random.seed(0)
@@ -587,9 +594,12 @@ def test_openshape_export_reads_like_openshapes_four_loader(demo):
                 for _ in range(2)
             ]
             batch = collate_like_openshape(samples)
-            assert batch["xyz_dense"].shape == (120, 10000, 3) and batch["features_dense"].shape == (120, 10000, 6)
-            assert batch["img_feat"].shape == (120, width) and batch["text_feat"].shape == (120, width)
-            assert 0.0 <= batch["features_dense"][..., 3:].min() and batch["features_dense"][..., 3:].max() <= 1.0
+            assert batch["xyz_dense"].shape == (120, 10000, 3)
+            assert batch["features_dense"].shape == (120, 10000, 6)
+            assert batch["img_feat"].shape == (120, width)
+            assert batch["text_feat"].shape == (120, width)
+            assert 0.0 <= batch["features_dense"][..., 3:].min()
+            assert batch["features_dense"][..., 3:].max() <= 1.0
             torch.testing.assert_close(batch["text_feat"].norm(dim=1), torch.ones(120), atol=1e-5, rtol=0)
     clip_cfg = config["embed"]
     clip = load_clip(
@@ -618,17 +628,22 @@ def test_openshape_export_reads_like_openshapes_four_loader(demo):
             data["blip_caption_feat"]["original"],
             embed["caption_embeddings"][embed["captions"].index(data["blip_caption"])],
         )
-        assert data["msft_caption"] == "" and data["retrieval_text"] == [] and data["up_axis"] == "y"
+        assert data["msft_caption"] == ""
+        assert data["retrieval_text"] == []
+        assert data["up_axis"] == "y"
 
 
 @pytest.mark.e2e
 def test_the_demo_card_loads_the_triplets_with_datasets(demo, tmp_path):
     workdir, results, _ = demo
     text = (results / "README.md").read_text()
-    assert text.startswith("---\n") and "## Failures" in text and "| points | unreadable | 1 |" in text
+    assert text.startswith("---\n")
+    assert "## Failures" in text
+    assert "| points | unreadable | 1 |" in text
     assert "| 60 | " in text  # objects
     loaded = load_offline(workdir, "results/demo", tmp_path / "hf")
-    assert loaded["rows"] == 60 and loaded["image"] == "PngImageFile"
+    assert loaded["rows"] == 60
+    assert loaded["image"] == "PngImageFile"
 
 
 @pytest.mark.e2e
@@ -640,12 +655,14 @@ def test_ulip_export_reads_like_ulips_loader(demo):
     assert len(uids) == 60
     for uid in uids[:5]:
         points = np.load(root / uid / f"{uid}_8192.npz")["arr_0"]
-        assert points.shape == (8192, 3) and points.dtype == np.float32
+        assert points.shape == (8192, 3)
+        assert points.dtype == np.float32
         assert np.abs(points).max() <= 1.0 + 1e-6
         for view in range(3):
             image = f"{uid}/{view:03d}.png"
             assert Image.open(root / image).size == (64, 64)
-            assert isinstance(captions[image], list) and all(isinstance(c, str) and c for c in captions[image])
+            assert isinstance(captions[image], list)
+            assert all(isinstance(c, str) and c for c in captions[image])
 
 
 @pytest.mark.e2e

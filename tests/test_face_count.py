@@ -87,6 +87,7 @@ def test_draco_is_recognised_from_extensions_used(tmp_path):
     (tmp_path / "d.glb").write_bytes(
         b"glTF" + struct.pack("<II", 2, 20 + len(payload)) + struct.pack("<II", len(payload), 0x4E4F534A) + payload
     )
-    assert uses_draco(tmp_path / "d.gltf") and uses_draco(tmp_path / "d.glb")
+    assert uses_draco(tmp_path / "d.gltf")
+    assert uses_draco(tmp_path / "d.glb")
     assert not uses_draco(tmp_path / "missing.glb")
     assert np.isscalar(declared_faces(tmp_path / "d.glb"))  # no meshes: 0 triangles

@@ -73,11 +73,13 @@ def test_every_listed_format_gets_points_and_views_in_one_frame(tmp_path):
     files.update({ext: tmp_path / f"model.{ext}" for ext in BLENDER_FORMATS})
     rows, failures, summary = render(tmp_path, files, views=2, resolution=64, samples=4, depth=False)
     point_failures = pq.read_table(tmp_path / "pf.parquet").to_pylist()
-    assert point_failures == [] and failures == {}
+    assert point_failures == []
+    assert failures == {}
     table = pq.read_table(tmp_path / "points.parquet").to_pylist()
     readers = {r["uid"]: r["reader"] for r in table}
     assert readers == {**{e: "trimesh" for e in TRIMESH_FORMATS}, **{e: "blender" for e in BLENDER_FORMATS}}
-    assert summary["rendered"] == len(files) and {r["normalisation_source"] for r in rows} == {"points"}
+    assert summary["rendered"] == len(files)
+    assert {r["normalisation_source"] for r in rows} == {"points"}
     points = read_points(tmp_path / "points.parquet")
     index = {uid: i for i, uid in enumerate(points["uid"])}
     for row in rows:
@@ -96,7 +98,8 @@ def test_real_third_party_files(tmp_path):
         "duck_dae": data / "duck.dae",
     }
     rows, failures, _ = render(tmp_path, files, views=3, resolution=64, samples=4, depth=False)
-    assert pq.read_table(tmp_path / "pf.parquet").num_rows == 0 and failures == {}
+    assert pq.read_table(tmp_path / "pf.parquet").num_rows == 0
+    assert failures == {}
     table = {r["uid"]: r for r in pq.read_table(tmp_path / "points.parquet").to_pylist()}
     assert {u: r["colour_sources"] for u, r in table.items()} == {
         "duck_obj": ["texture"],
@@ -106,7 +109,9 @@ def test_real_third_party_files(tmp_path):
     }
     assert {r["reader"] for r in table.values()} == {"trimesh"}
     duck = np.array(table["duck_dae"]["rgb"]).mean(axis=0)
-    assert duck[0] > 200 and duck[1] > 150 and duck[2] < 40  # a yellow duck, from its texture
+    assert duck[0] > 200
+    assert duck[1] > 150
+    assert duck[2] < 40
     points = read_points(tmp_path / "points.parquet")
     index = {uid: i for i, uid in enumerate(points["uid"])}
     assert {r["normalisation_source"] for r in rows} == {"points"}

@@ -39,7 +39,8 @@ def test_the_plan_gives_every_rank_the_same_batches_and_each_object_at_most_once
         assert len({tuple(len(batch) for batch in b) for b in per_rank}) == 1
         assert all(len(batch) >= 2 for b in per_rank for batch in b)
         seen = [o for b in per_rank for batch in b for o in batch]
-        assert len(seen) == len(set(seen)) and total - len(seen) == total % world <= world - 1
+        assert len(seen) == len(set(seen))
+        assert total - len(seen) == total % world <= world - 1
 
 
 def test_the_plan_shuffles_shards_and_objects_each_epoch():
@@ -67,7 +68,8 @@ def test_batches_do_not_depend_on_the_number_of_workers(shards, world):
         for rank_a, rank_b in zip(runs[0], runs[workers]):
             assert len(rank_a) == len(rank_b)
             for a, b in zip(rank_a, rank_b):
-                assert a["uid"] == b["uid"] and a["caption"] == b["caption"]
+                assert a["uid"] == b["uid"]
+                assert a["caption"] == b["caption"]
                 for key in ("xyz", "rgb", "image_embedding", "text_embedding"):
                     assert torch.equal(a[key], b[key]), key
 
@@ -84,7 +86,9 @@ def test_every_object_once_per_epoch_with_its_own_view_and_embeddings(shards):
         assert len(batches) == len(ds)
         uids = []
         for batch in batches:
-            assert batch["xyz"].shape[1:] == (128, 3) and 0 <= batch["rgb"].min() and batch["rgb"].max() <= 1
+            assert batch["xyz"].shape[1:] == (128, 3)
+            assert 0 <= batch["rgb"].min()
+            assert batch["rgb"].max() <= 1
             for i, uid in enumerate(batch["uid"]):
                 assert np.allclose(batch["xyz"][i].numpy(), points[uid])  # the object's own points
                 row = emb.loc[uid]
@@ -109,7 +113,9 @@ def test_the_split_sides_partition_the_objects(shards):
         }
         for split in ("train", "heldout")
     }
-    assert sides["train"] and sides["heldout"] and not sides["train"] & sides["heldout"]
+    assert sides["train"]
+    assert sides["heldout"]
+    assert not sides["train"] & sides["heldout"]
     assert len(sides["train"] | sides["heldout"]) >= sum(COUNTS) - 2  # a lone object per side may wait
 
 
@@ -117,7 +123,8 @@ def test_points_at_smaller_sizes_are_prefixes(shards):
     triplets, _ = shards
     full = next(iter(TripletDataset(triplets[:1], num_points=256, batch_size=2, shuffle_buffer=1).epoch(0)))
     small = next(iter(TripletDataset(triplets[:1], num_points=64, batch_size=2, shuffle_buffer=1).epoch(0)))
-    assert full["uid"] == small["uid"] and torch.equal(full["xyz"][:, :64], small["xyz"])
+    assert full["uid"] == small["uid"]
+    assert torch.equal(full["xyz"][:, :64], small["xyz"])
 
 
 def test_a_window_reads_only_the_row_groups_it_needs(shards, monkeypatch):
@@ -141,9 +148,11 @@ def test_a_window_reads_only_the_row_groups_it_needs(shards, monkeypatch):
 def test_empty_shards_flow_through(tmp_path):
     triplets, embeds = write_shards(tmp_path, [0, 6, 0])
     ds = TripletDataset(triplets, embeds, num_points=64, batch_size=4)
-    assert len(ds) == 2 and [len(b["uid"]) for b in ds.epoch(0, workers=2)] == [4, 2]
+    assert len(ds) == 2
+    assert [len(b["uid"]) for b in ds.epoch(0, workers=2)] == [4, 2]
     only_empty = TripletDataset(triplets[:1], embeds[:1], num_points=64, batch_size=4)
-    assert len(only_empty) == 0 and list(only_empty.epoch(0)) == []
+    assert len(only_empty) == 0
+    assert list(only_empty.epoch(0)) == []
 
 
 def test_truncated_or_foreign_files_are_a_shard_error_naming_the_file(shards, tmp_path):
@@ -174,10 +183,12 @@ def test_the_demo_runs_shards_stream_every_object_once_per_epoch(demo_run, worke
     for epoch in range(2):
         uids = []
         for batch in ds.epoch(epoch, workers=workers):
-            assert batch["xyz"].shape[1:] == (2048, 3) and batch["rgb"].max() <= 1.0
+            assert batch["xyz"].shape[1:] == (2048, 3)
+            assert batch["rgb"].max() <= 1.0
             assert batch["image_embedding"].shape[1] == batch["text_embedding"].shape[1]
             uids += batch["uid"]
         epochs.append(uids)
     expected = sum(pq.ParquetFile(p).metadata.num_rows for p in triplets)
-    assert sorted(epochs[0]) == sorted(epochs[1]) and len(set(epochs[0])) == len(epochs[0]) == expected
+    assert sorted(epochs[0]) == sorted(epochs[1])
+    assert len(set(epochs[0])) == len(epochs[0]) == expected
     assert epochs[0] != epochs[1]

@@ -116,8 +116,10 @@ def test_the_loss_trains_the_points_and_the_scale_and_the_reported_terms_are_det
     points.requires_grad_(True)
     out = loss(points, image, text)
     out["loss"].backward()
-    assert points.grad is not None and points.grad.abs().sum() > 0
-    assert loss.logit_scale.grad is not None and loss.logit_scale.grad.item() != 0
+    assert points.grad is not None
+    assert points.grad.abs().sum() > 0
+    assert loss.logit_scale.grad is not None
+    assert loss.logit_scale.grad.item() != 0
     for name in ("loss_text", "loss_image", "acc_text", "acc_image", "logit_scale"):
         assert not out[name].requires_grad, name
 
@@ -150,7 +152,8 @@ class RankOneOfTwo:
         return 1
 
     def all_gather(self, parts, tensor):
-        assert len(parts) == 2 and all(p.shape == tensor.shape for p in parts)
+        assert len(parts) == 2
+        assert all(p.shape == tensor.shape for p in parts)
         self.sent.append(tensor)
         parts[0].copy_(next(self.rank_zero_rows))
         parts[1].copy_(tensor)

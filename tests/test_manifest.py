@@ -78,7 +78,8 @@ def test_folder_uids_tell_same_stem_files_apart_and_map_unsafe_names(tmp_path):
         "x" * 250 + ".obj",
     ]
     uids = [folder_uid((name,)) for name in names]
-    assert uids[:2] == ["duck.obj", "duck.dae"] and uids[3] == "my_duck.obj"
+    assert uids[:2] == ["duck.obj", "duck.dae"]
+    assert uids[3] == "my_duck.obj"
     assert len(set(uids)) == len(uids)
     assert all(manifest_module.UID_PATTERN.fullmatch(u) and ".." not in u for u in uids)
     assert folder_uid(("racecar", "meshes", "cone.dae")) == "racecar__meshes__cone.dae"
@@ -107,7 +108,9 @@ def test_run_manifest_on_a_folder_with_same_stem_files(tmp_path):
         },
     )
     summary = run_manifest(source_settings(**source), 2, tmp_path / "m.parquet", tmp_path / "f.parquet")
-    assert summary["objects"] == 3 and summary["shards"] == 2 and summary["unavailable"] == 0
+    assert summary["objects"] == 3
+    assert summary["shards"] == 2
+    assert summary["unavailable"] == 0
     rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert [(r["uid"][:14], r["category"]) for r in rows] == [
         ("chairs__c1.dae", "chairs"),
@@ -154,7 +157,9 @@ def test_a_new_object_fills_a_new_shard_and_no_other_slice_is_touched(tmp_path):
     after = scan.shards()
     assert {u: after[u] for u in before} == before  # nobody moved, although the new uid sorts first
     assert after["aaa_first_in_uid_order.obj"] == "00003"
-    assert summary["slices_written"] == 1 and summary["slices_unchanged"] == 3 and summary["new_objects"] == 1
+    assert summary["slices_written"] == 1
+    assert summary["slices_unchanged"] == 3
+    assert summary["new_objects"] == 1
     assert {s: t for s, t in scan.slice_times().items() if s in times} == times
 
 
@@ -168,10 +173,12 @@ def test_a_changed_or_removed_object_rewrites_only_its_own_slice(tmp_path):
     summary = scan.run()
     now = scan.slice_times()
     assert [s for s in times if now[s] != times[s]] == ["00001", "00002"]
-    assert summary["removed_objects"] == 1 and summary["slices_written"] == 2
+    assert summary["removed_objects"] == 1
+    assert summary["slices_written"] == 2
     (scan.root / "obj00.obj").unlink(), (scan.root / "obj01.obj").unlink(), (scan.root / "obj02.obj").unlink()
     summary = scan.run()
-    assert "00000" not in manifest_shards(scan.out) and not slice_path(scan.out, "00000").exists()
+    assert "00000" not in manifest_shards(scan.out)
+    assert not slice_path(scan.out, "00000").exists()
     assert summary["slices_removed"] == 1
     scan.write("new.obj", 5)
     scan.run()
@@ -185,12 +192,14 @@ def test_unchanged_files_are_not_hashed_again(tmp_path, monkeypatch):
     real = manifest_module.file_sha256
     monkeypatch.setattr(manifest_module, "file_sha256", lambda p: hashed.append(p) or real(p))
     summary = scan.run()
-    assert hashed == [] and summary["hash_reused"] == 9
+    assert hashed == []
+    assert summary["hash_reused"] == 9
     os.utime(scan.root / "obj03.obj", ns=(1, 1))  # same bytes, other modification time: hashed, same digest
     times = scan.slice_times()
     summary = scan.run()
     assert [os.path.basename(p) for p in hashed] == ["obj03.obj"]
-    assert summary["slices_written"] == 0 and scan.slice_times() == times  # a touched file reruns nothing
+    assert summary["slices_written"] == 0
+    assert scan.slice_times() == times
 
 
 def test_moving_the_files_keeps_the_slices_modification_times(tmp_path):
@@ -199,7 +208,8 @@ def test_moving_the_files_keeps_the_slices_modification_times(tmp_path):
     times = scan.slice_times()
     scan.root = scan.root.rename(tmp_path / "moved")
     summary = scan.run()
-    assert summary["slices_moved"] == 3 and summary["slices_written"] == 0
+    assert summary["slices_moved"] == 3
+    assert summary["slices_written"] == 0
     assert scan.slice_times() == times
     assert all(r["source"].startswith(str(scan.root)) for r in read_shard(slice_path(scan.out, "00000"), "00000"))
 
@@ -212,7 +222,8 @@ def test_changing_the_shard_size_keeps_existing_shards(tmp_path):
     scan.write("late.obj", 50)
     scan.run()
     after = scan.shards()
-    assert {u: after[u] for u in before} == before and after["late.obj"] == "00003"
+    assert {u: after[u] for u in before} == before
+    assert after["late.obj"] == "00003"
 
 
 def test_distinct_paths_never_share_a_folder_uid():
@@ -225,7 +236,8 @@ def test_distinct_paths_never_share_a_folder_uid():
     uids = {}
     for parts in paths:
         uid = folder_uid(parts)
-        assert manifest_module.UID_PATTERN.fullmatch(uid) and ".." not in uid, (parts, uid)
+        assert manifest_module.UID_PATTERN.fullmatch(uid), (parts, uid)
+        assert ".." not in uid, (parts, uid)
         assert uids.setdefault(uid, parts) == parts, (parts, uids[uid], uid)
 
 
@@ -244,7 +256,8 @@ def test_admission_reasons_name_the_object_and_the_rule_it_broke(tmp_path):
     assert by_uid["a..b"].detail.endswith("200 characters")
     assert by_uid["a..b"].source == str(good[0].path)
     assert by_uid["escaping"].reason == "outside_root"
-    assert str(outside.path) in by_uid["escaping"].detail and str(tmp_path / "a") in by_uid["escaping"].detail
+    assert str(outside.path) in by_uid["escaping"].detail
+    assert str(tmp_path / "a") in by_uid["escaping"].detail
     assert by_uid["chair"].reason == "duplicate_uid"
     assert by_uid["chair"].source == str(twin[0].path)
     assert str(good[0].path) in by_uid["chair"].detail  # the one that was admitted
@@ -305,12 +318,14 @@ def test_a_previous_hash_is_reused_only_if_path_size_and_time_all_match(tmp_path
     stale = "0" * 64
     previous = {"a": (known["source"], known["bytes"], known["mtime_ns"], stale, "00000")}
     table, _, figures = build_manifest([obj], 4, previous, 1)
-    assert table.column("sha256").to_pylist() == [stale] and figures["hashed"] == 0
+    assert table.column("sha256").to_pylist() == [stale]
+    assert figures["hashed"] == 0
     known[changed] = "elsewhere.obj" if changed == "source" else known[changed] + 1
     previous = {"a": (known["source"], known["bytes"], known["mtime_ns"], stale, "00000")}
     table, _, figures = build_manifest([obj], 4, previous, 1)
     assert table.column("sha256").to_pylist() == [hashlib.sha256(obj.path.read_bytes()).hexdigest()]
-    assert figures["hashed"] == 1 and figures["hash_reused"] == 0
+    assert figures["hashed"] == 1
+    assert figures["hash_reused"] == 0
     assert table.column("shard").to_pylist() == ["00000"]
 
 
@@ -321,7 +336,8 @@ def test_a_manifest_of_schema_1_without_modification_times_is_rescanned_with_its
     old = pq.read_table(scan.out)
     write_manifest(old.drop_columns(["mtime_ns"]), scan.out, {"ulip2.schema_version": "1"})
     summary = scan.run()
-    assert summary["hashed"] == 9 and summary["hash_reused"] == 0
+    assert summary["hashed"] == 9
+    assert summary["hash_reused"] == 0
     assert scan.shards() == before
     assert pq.read_table(scan.out).column("mtime_ns").null_count == 0
 
@@ -383,7 +399,8 @@ def test_a_slice_written_without_an_objects_digest_is_rewritten(tmp_path):
     write_parquet(older, slice_path(scan.out, "00001"))
     assert manifest_module.OBJECTS_KEY.encode() not in pq.read_schema(slice_path(scan.out, "00001")).metadata
     summary = scan.run()
-    assert summary["slices_written"] == 1 and summary["slices_unchanged"] == 2
+    assert summary["slices_written"] == 1
+    assert summary["slices_unchanged"] == 2
     assert manifest_module.OBJECTS_KEY.encode() in pq.read_schema(slice_path(scan.out, "00001")).metadata
 
 
@@ -416,7 +433,8 @@ def test_objects_the_source_could_not_list_are_ledger_rows_and_warnings(tmp_path
     os.symlink(tmp_path / "secret.obj", tmp_path / "meshes" / "link.obj")
     with caplog.at_level("WARNING", logger="ulip2_pipeline.stages.manifest"):
         summary = run_manifest(source_settings(**source), 4, tmp_path / "m.parquet", tmp_path / "f.parquet")
-    assert summary["objects"] == 1 and summary["unavailable"] == 1
+    assert summary["objects"] == 1
+    assert summary["unavailable"] == 1
     [row] = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert (row["uid"], row["stage"], row["source"], row["reason"]) == ("link.obj", "manifest", "", "outside_root")
     assert "outside the dataset root" in row["detail"]

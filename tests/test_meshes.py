@@ -75,7 +75,8 @@ def test_a_texture_keeps_its_uv_image_and_base_colour_factor(tmp_path):
     path.write_bytes(square.export(file_type="glb"))
     part = only_part(path)
     assert part.colour_source == TEXTURE
-    assert part.image.shape == (16, 16, 4) and part.image.dtype == np.uint8
+    assert part.image.shape == (16, 16, 4)
+    assert part.image.dtype == np.uint8
     np.testing.assert_array_equal(part.image[0, 0], [255, 0, 0, 255])
     np.testing.assert_allclose(part.factor, [1.0, 0.2, 0.0, 1.0])
     np.testing.assert_allclose(part.uv, (part.vertices[:, :2] + 1.0) / 2.0)
@@ -167,7 +168,8 @@ def test_parts_are_float64_world_space_vertices_and_int64_faces(tmp_path):
     scene.add_geometry(trimesh.creation.box(), transform=trimesh.transformations.translation_matrix([5, 0, 0]))
     scene.export(tmp_path / "scene.glb")
     part = only_part(tmp_path / "scene.glb")
-    assert part.vertices.dtype == np.float64 and part.faces.dtype == np.int64
+    assert part.vertices.dtype == np.float64
+    assert part.faces.dtype == np.int64
     np.testing.assert_allclose(part.vertices.mean(axis=0), [5, 0, 0])
 
 

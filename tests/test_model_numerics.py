@@ -35,8 +35,10 @@ def render_shard(tmp_path):
 
 def test_auto_precision_is_the_gpu_precision_on_a_gpu_and_fp32_on_the_cpu():
     assert caption_dtype("auto", torch.device("cuda")) == torch.bfloat16
-    assert caption_dtype("auto", CPU) == torch.float32 and caption_dtype("float16", CPU) == torch.float16
-    assert clip_precision("auto", torch.device("cuda")) == "fp16" and clip_precision("auto", CPU) == "fp32"
+    assert caption_dtype("auto", CPU) == torch.float32
+    assert caption_dtype("float16", CPU) == torch.float16
+    assert clip_precision("auto", torch.device("cuda")) == "fp16"
+    assert clip_precision("auto", CPU) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         clip_precision("half", CPU)
 
@@ -44,7 +46,8 @@ def test_auto_precision_is_the_gpu_precision_on_a_gpu_and_fp32_on_the_cpu():
 @pytest.mark.parametrize("precision, dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
 def test_caption_shard_runs_in_half_precision_on_the_cpu(tmp_path, stand_ins, render_shard, precision, dtype):
     model, _ = load_captioner(stand_ins["blip2"], CPU, precision)
-    assert vision_dtype(model) == dtype and model.language_model.lm_head.weight.dtype == dtype
+    assert vision_dtype(model) == dtype
+    assert model.language_model.lm_head.weight.dtype == dtype
     cfg = caption_cfg(stand_ins, precision=precision, max_new_tokens=6, num_captions=3)
     summary = caption_stage.run_shard(
         caption_stage.Inputs(render_shard, "00000"),
@@ -52,7 +55,8 @@ def test_caption_shard_runs_in_half_precision_on_the_cpu(tmp_path, stand_ins, re
         caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet"),
     )
     rows = pq.read_table(tmp_path / "c.parquet").to_pylist()
-    assert summary["views"] == 3 and all(len(r["captions"]) == 3 for r in rows)
+    assert summary["views"] == 3
+    assert all(len(r["captions"]) == 3 for r in rows)
     assert pq.read_table(tmp_path / "cf.parquet").num_rows == 0
     meta = metadata(tmp_path / "c.parquet")
     assert (meta["ulip2.device"], meta["ulip2.dtype"], meta["ulip2.precision"]) == ("cpu", str(dtype)[6:], precision)
@@ -99,7 +103,9 @@ def test_embed_shard_runs_in_fp16_on_the_cpu(tmp_path, stand_ins):
         summary = embed_stage.run_shard(
             embed_stage.Inputs(shard, "00000"), embed_cfg(stand_ins, precision=precision), embed_stage.Outputs(out)
         )
-        assert summary["objects"] == 2 and summary["images"] == 3 and summary["captions"] == 2
+        assert summary["objects"] == 2
+        assert summary["images"] == 3
+        assert summary["captions"] == 2
         rows = pq.read_table(out).to_pylist()
         vectors[precision] = np.array([v for r in rows for v in r["image_embeddings"] + r["caption_embeddings"]])
         meta = metadata(out)
@@ -115,11 +121,13 @@ def test_a_half_precision_tower_takes_float32_pixels_from_any_caller(stand_ins):
 
     spec = stand_ins["embed"]
     clip = load_clip(spec["arch"], spec["pretrained"], spec["arch_config"], CPU, "fp16")
-    assert clip.dtype == torch.float16 and clip.model.visual.conv1.weight.dtype == torch.float16
+    assert clip.dtype == torch.float16
+    assert clip.model.visual.conv1.weight.dtype == torch.float16
     pixels = torch.rand(2, 3, 224, 224)
     with torch.inference_mode():
         features = clip.model.encode_image(pixels)
-    assert features.shape == (2, 32) and torch.isfinite(features.float()).all()
+    assert features.shape == (2, 32)
+    assert torch.isfinite(features.float()).all()
     bare = open_clip.create_model(spec["arch"], pretrained=spec["pretrained"], precision="fp16")
     with pytest.raises(RuntimeError, match="type"), torch.inference_mode():
         bare.encode_image(pixels)  # what every GPU rank and embed job hit before
@@ -152,7 +160,8 @@ def test_weights_trained_with_quick_gelu_are_loaded_with_it(quick_gelu_tag, capl
     assert needs_quick_gelu(arch, "trained_quickgelu")
     with caplog.at_level(logging.WARNING):
         clip = load_clip(arch, "trained_quickgelu", None, CPU)
-    assert clip.activation == "quick_gelu" and "trained with QuickGELU" in caplog.text
+    assert clip.activation == "quick_gelu"
+    assert "trained with QuickGELU" in caplog.text
     pixels = torch.rand(1, 3, 224, 224)
     with torch.inference_mode():
         assert torch.allclose(clip.model.encode_image(pixels), trained.eval().encode_image(pixels), atol=1e-6)
@@ -177,9 +186,11 @@ def test_the_paper_models_preset_loads_each_checkpoint_with_its_training_activat
     assert preset["caption"]["model"] == BLIP2_MODEL_ID
     for section, real in (("rank", CLIP_RANK), ("embed", CLIP_EMBED)):
         arch, tag = preset[section]["arch"], preset[section]["pretrained"]
-        assert tag == real["pretrained"] and arch.removesuffix("-quickgelu") == real["arch"]
+        assert tag == real["pretrained"]
+        assert arch.removesuffix("-quickgelu") == real["arch"]
         assert not needs_quick_gelu(arch, tag)  # nothing to fix: the architecture already matches the weights
         assert open_clip.get_model_config(arch).get("quick_gelu", False) == real["quick_gelu"]
         assert preset[section].get("precision", "auto") == "auto"
     # and the bare architecture name is fixed, not silently run with GELU
-    assert needs_quick_gelu("ViT-L-14", "openai") and not needs_quick_gelu("ViT-bigG-14", "laion2b_s39b_b160k")
+    assert needs_quick_gelu("ViT-L-14", "openai")
+    assert not needs_quick_gelu("ViT-bigG-14", "laion2b_s39b_b160k")

@@ -85,7 +85,9 @@ def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unch
     ]
     assert failures[0]["detail"] == "view 1: ValueError: injected model error"
     assert failures[1]["detail"].startswith("view 0: OutOfMemoryError: CUDA out of memory")
-    assert failures[0]["source"] == str(render_shard) and summary["views"] == 2 and summary["failed_views"] == 2
+    assert failures[0]["source"] == str(render_shard)
+    assert summary["views"] == 2
+    assert summary["failed_views"] == 2
 
 
 def test_rank_views_that_fail_alone_become_failure_rows(tmp_path, stand_ins, render_shard, monkeypatch):
@@ -136,7 +138,8 @@ def test_an_empty_render_shard_writes_empty_captions_and_ranks_without_a_model(t
     )
     for name, schema in (("c", caption_stage.CAPTIONS_SCHEMA), ("r", rank_stage.RANKED_SCHEMA)):
         table = pq.read_table(tmp_path / f"{name}.parquet")
-        assert table.num_rows == 0 and table.schema.remove_metadata().equals(schema)
+        assert table.num_rows == 0
+        assert table.schema.remove_metadata().equals(schema)
         assert table.schema.metadata[b"ulip2.device"] == b"none"
         assert pq.read_table(tmp_path / f"{name}f.parquet").num_rows == 0
 
@@ -150,6 +153,7 @@ def test_an_empty_triplet_shard_writes_empty_embeddings_without_a_model(tmp_path
         embed_stage.Inputs(shard, "00007"), embed_cfg(stand_ins), embed_stage.Outputs(tmp_path / "e.parquet")
     )
     table = pq.read_table(tmp_path / "e.parquet")
-    assert summary["objects"] == 0 and table.num_rows == 0
+    assert summary["objects"] == 0
+    assert table.num_rows == 0
     assert table.schema.remove_metadata().equals(embed.EMBED_SCHEMA)
     assert table.schema.metadata[b"ulip2.embedding_dim"] == b"0"

@@ -160,4 +160,5 @@ def test_a_small_nucleus_does_not_rank_the_whole_vocabulary():
     with RecordTopk() as recorded:
         picked = _nucleus_pick(logits, torch.tensor([0.0, 0.999]), 0.95, 1.0)
     assert picked.tolist() == [0, 4]
-    assert recorded.ks and max(recorded.ks) < vocab
+    assert recorded.ks
+    assert max(recorded.ks) < vocab

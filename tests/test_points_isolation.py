@@ -88,12 +88,14 @@ def test_a_mesh_over_the_face_limit_by_its_header_is_never_loaded(tmp_path, good
     monkeypatch.setattr(readers, "_blender", lambda *a: loaded.append(a))
     with pytest.raises(ObjectFailure) as info:
         points_for_object(huge, "huge", None, points_settings(max_faces=1000), seed=0)
-    assert info.value.reason == "too_many_faces" and "not loaded" in info.value.detail
+    assert info.value.reason == "too_many_faces"
+    assert "not loaded" in info.value.detail
     assert loaded == []
     # The same in the stage's worker (where a load would have answered 'unreadable').
     _, failures, sampled = run(tmp_path, {**good, "m_huge": huge}, max_faces=5000)
     assert failures["m_huge"]["reason"] == "too_many_faces"
-    assert "10000000000" in failures["m_huge"]["detail"] and sampled == ["a_ball", "z_box"]
+    assert "10000000000" in failures["m_huge"]["detail"]
+    assert sampled == ["a_ball", "z_box"]
 
 
 def test_a_file_changed_in_place_with_the_same_size_is_caught_by_its_checksum(tmp_path, good):
@@ -107,7 +109,8 @@ def test_a_file_changed_in_place_with_the_same_size_is_caught_by_its_checksum(tm
         points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
     )
     (failure,) = pq.read_table(tmp_path / "f.parquet").to_pylist()
-    assert failure["uid"] == "z_box" and failure["reason"] == "source_changed"
+    assert failure["uid"] == "z_box"
+    assert failure["reason"] == "source_changed"
     assert "--forcerun manifest" in failure["detail"]
 
 
@@ -118,11 +121,14 @@ def test_an_empty_shard_writes_valid_empty_outputs(tmp_path):
         dataset_cfg(),
         points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
     )
-    assert summary["objects"] == 0 and summary["worker_startups_s"] == []  # no worker was started
+    assert summary["objects"] == 0
+    assert summary["worker_startups_s"] == []
     points = read_points(tmp_path / "p.parquet")
-    assert points["xyz"].shape == (0, 1000, 3) and points["rgb"].shape == (0, 1000, 3)
+    assert points["xyz"].shape == (0, 1000, 3)
+    assert points["rgb"].shape == (0, 1000, 3)
     table = pq.read_table(tmp_path / "p.parquet")
-    assert table.num_rows == 0 and "reader" in table.column_names
+    assert table.num_rows == 0
+    assert "reader" in table.column_names
     assert pq.read_table(tmp_path / "f.parquet").num_rows == 0
 
 

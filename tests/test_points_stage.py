@@ -32,13 +32,15 @@ def test_broken_meshes_become_failure_rows_and_the_shard_succeeds(tmp_path):
         dataset_cfg(count=3000, prefix_sizes=[1024]),
         points_stage.Outputs(tmp_path / "p.parquet", tmp_path / "f.parquet"),
     )
-    assert summary["sampled"] == 2 and summary["failed"] == 2
+    assert summary["sampled"] == 2
+    assert summary["failed"] == 2
     failures = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert {(f["uid"], f["reason"]) for f in failures} == {("broken", "unreadable"), ("flat", "no_area")}
     assert all(f["stage"] == "points" and f["detail"] for f in failures)
     points = read_points(tmp_path / "p.parquet")
     assert list(points["uid"]) == ["good1", "good2"]
-    assert points["xyz"].shape == (2, 3000, 3) and points["rgb"].shape == (2, 3000, 3)
+    assert points["xyz"].shape == (2, 3000, 3)
+    assert points["rgb"].shape == (2, 3000, 3)
     assert np.allclose(np.linalg.norm(points["xyz"], axis=2).max(axis=1), 1.0)
     table = pq.read_table(tmp_path / "p.parquet")
     assert table.column("up_axis").to_pylist() == ["y", "y"]

@@ -324,7 +324,9 @@ path_batches = st.builds(
 
 
 def assert_safe_uid(uid: str, parts: tuple[str, ...]) -> None:
-    assert UID_PATTERN.fullmatch(uid) and ".." not in uid and len(uid) <= MAX_UID, (parts, uid)
+    assert UID_PATTERN.fullmatch(uid), (parts, uid)
+    assert ".." not in uid, (parts, uid)
+    assert len(uid) <= MAX_UID, (parts, uid)
 
 
 @settings(REPRODUCIBLE, max_examples=300, deadline=None)

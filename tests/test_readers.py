@@ -24,7 +24,8 @@ def blender_calls(monkeypatch):
 def test_blender_only_formats_go_to_blender_directly(tmp_path, blender_calls, name):
     (tmp_path / name).write_bytes(b"whatever")
     _, reader = readers.read_parts(tmp_path / name, 100, "z")
-    assert reader == "blender" and blender_calls == [(name, "z")]
+    assert reader == "blender"
+    assert blender_calls == [(name, "z")]
 
 
 def test_draco_gltf_goes_to_blender_and_plain_gltf_to_trimesh(tmp_path, blender_calls):
@@ -56,7 +57,8 @@ def test_draco_gltf_goes_to_blender_and_plain_gltf_to_trimesh(tmp_path, blender_
 def test_what_trimesh_cannot_read_gets_a_second_chance_in_blender(tmp_path, blender_calls, name, content):
     (tmp_path / name).write_bytes(content)
     _, reader = readers.read_parts(tmp_path / name, 100, "y")
-    assert reader == "blender" and [c[0] for c in blender_calls] == [name]
+    assert reader == "blender"
+    assert [c[0] for c in blender_calls] == [name]
 
 
 def test_when_both_fail_the_reason_is_blenders_and_the_detail_has_both(tmp_path, monkeypatch):
@@ -68,7 +70,8 @@ def test_when_both_fail_the_reason_is_blenders_and_the_detail_has_both(tmp_path,
     with pytest.raises(ObjectFailure) as info:
         readers.read_parts(tmp_path / "broken.glb", 100, "y")
     assert info.value.reason == "unreadable"
-    assert "bad magic" in info.value.detail and "trimesh: unreadable" in info.value.detail
+    assert "bad magic" in info.value.detail
+    assert "trimesh: unreadable" in info.value.detail
 
 
 def test_no_second_chance_where_blender_would_only_ask_trimesh_again_or_the_mesh_is_just_bad(tmp_path, blender_calls):
@@ -77,4 +80,5 @@ def test_no_second_chance_where_blender_would_only_ask_trimesh_again_or_the_mesh
     with pytest.raises(ObjectFailure):
         readers.read_parts(tmp_path / "broken.off", 100, "y")
     parts, reader = readers.read_parts(tmp_path / "flat.obj", 100, "y")  # zero area is the sampler's to report
-    assert reader == "trimesh" and blender_calls == []
+    assert reader == "trimesh"
+    assert blender_calls == []

@@ -193,7 +193,9 @@ def test_a_point_lands_where_the_camera_projects_it():
     assert tuple(image[32, 32 + 8]) == (0, 0, 255)  # 32 * 0.75 / 3 = 8 pixels to the right
     assert (image.reshape(-1, 3) != 255).any(axis=1).sum() == 2  # nothing else drawn
     half = splat(xyz, rgb, w2c, k, 64, 64, size=32, radius=0, shade=0)  # scaled to the thumbnail
-    assert half.shape == (32, 32, 3) and tuple(half[16, 16]) == (255, 0, 0) and tuple(half[16, 20]) == (0, 0, 255)
+    assert half.shape == (32, 32, 3)
+    assert tuple(half[16, 16]) == (255, 0, 0)
+    assert tuple(half[16, 20]) == (0, 0, 255)
 
 
 @pytest.mark.parametrize("order", [[0, 1], [1, 0]])
@@ -215,7 +217,9 @@ def test_the_up_axis_is_up_in_the_preview(up):
     for camera in orbit_cameras(4, 20.0, 40.0, 64, up):
         image = splat(xyz, rgb, camera.world_to_camera, camera.intrinsics, 64, 64, size=64, radius=0, shade=0)
         rows, cols = np.nonzero((image == (255, 0, 0)).all(axis=2))
-        assert len(rows) == 1 and rows[0] < 32 - 10 and abs(cols[0] - 32) <= 1
+        assert len(rows) == 1
+        assert rows[0] < 32 - 10
+        assert abs(cols[0] - 32) <= 1
 
 
 # --- the streaming pass ---
@@ -239,7 +243,9 @@ def test_kept_scores_follow_top_k_not_the_maximum():
         schema=RANKED_SCHEMA,
     )
     scores = kept_scores(table)
-    assert scores[0] == pytest.approx(0.3) and np.isnan(scores[1]) and scores[2] == pytest.approx(0.2)
+    assert scores[0] == pytest.approx(0.3)
+    assert np.isnan(scores[1])
+    assert scores[2] == pytest.approx(0.2)
     assert kept_scores(table.slice(1)).tolist()[1] == pytest.approx(0.2)  # sliced lists keep their offsets
 
 
@@ -253,7 +259,9 @@ def test_statistics_and_extremes_equal_a_brute_force_reading(tmp_path):
     digest = collect(triplets, ranked, sample_size=5, extremes=3)
     rows = all_ranked_rows(ranked)
     captions = [c for r in rows for c in r["captions"]]
-    assert digest.objects == 21 and digest.views == 21 * VIEWS and digest.captions == len(captions)
+    assert digest.objects == 21
+    assert digest.views == 21 * VIEWS
+    assert digest.captions == len(captions)
     assert digest.empty_captions == captions.count("")
     assert digest.caption_words == Counter(len(c.split()) for c in captions if c)
     assert digest.empty_per_view == Counter(r["captions"].count("") for r in rows)
@@ -262,8 +270,10 @@ def test_statistics_and_extremes_equal_a_brute_force_reading(tmp_path):
     assert [(c.score, c.uid, c.view) for c in digest.highest[:3]] == [pytest.approx(k) for k in kept[::-1][:3]]
     assert digest.mean_kept_score == pytest.approx(np.mean([k[0] for k in kept]))
     edges, counts = digest.score_histogram(bins=10)
-    assert sum(counts["all captions"]) == len(captions) and sum(counts["kept"]) == len(kept)
-    assert edges[0] <= min(s for r in rows for s in r["scores"]) and edges[-1] >= max(k[0] for k in kept)
+    assert sum(counts["all captions"]) == len(captions)
+    assert sum(counts["kept"]) == len(kept)
+    assert edges[0] <= min(s for r in rows for s in r["scores"])
+    assert edges[-1] >= max(k[0] for k in kept)
     assert len(digest.sample) == 5
     for uid, _ in digest.sample:  # the kept caption of every sampled view is recorded
         assert set(digest.sample_views[uid]) == set(range(VIEWS))
@@ -284,7 +294,8 @@ def test_objects_are_read_from_only_the_row_groups_that_hold_them(tmp_path):
         triplets, {"00001": {"obj_0013"}, "00000": {"obj_0002", "missing"}}, ["uid", "views", "xyz", "rgb"]
     )
     assert sorted(rows) == ["obj_0002", "obj_0013"]
-    assert rows["obj_0013"]["xyz"].shape == (POINTS, 3) and rows["obj_0013"]["views"] == list(range(VIEWS))
+    assert rows["obj_0013"]["xyz"].shape == (POINTS, 3)
+    assert rows["obj_0013"]["views"] == list(range(VIEWS))
     assert tuple(rows["obj_0013"]["rgb"][0]) == OBJECT_COLOURS[13 % len(OBJECT_COLOURS)]
 
 
@@ -327,7 +338,8 @@ def test_the_contact_sheet_shows_each_view_with_its_kept_caption_and_score(tmp_p
 def test_empty_shards_still_give_every_page(tmp_path):
     pages = build_dataset_pages(*write_shards(tmp_path, [0, 0]), "empty", report_settings())
     assert set(pages) == {"sheet", "captions", "histograms", "points"}
-    assert "no triplets yet" in pages["sheet"] and "no kept captions" in pages["captions"]
+    assert "no triplets yet" in pages["sheet"]
+    assert "no kept captions" in pages["captions"]
     assert build_dataset_pages([], [], "none", report_settings())["histograms"].count("<svg") == 3
 
 
@@ -376,10 +388,14 @@ def test_the_failures_page_counts_by_stage_and_reason_with_capped_examples(tmp_p
         "flags": {"render": {"missing_texture": 2}},
     }
     text = failures_page("toy", summary, examples)
-    assert "70.0 %" in text and "(2 of 5)" in text and "(1 of 1)" in text
-    assert "Objects through the stages" in text and "missing_texture" in text
+    assert "70.0 %" in text
+    assert "(2 of 5)" in text
+    assert "(1 of 1)" in text
+    assert "Objects through the stages" in text
+    assert "missing_texture" in text
     assert text.index("points · unreadable") < text.index("render · timeout")  # pipeline order
-    assert "error 0 &lt;boom&gt;" in text and "characters left out" in text
+    assert "error 0 &lt;boom&gt;" in text
+    assert "characters left out" in text
     clean = failures_page("toy", {"objects_in": 3, "triplets_out": 3, "failures": {}}, {})
     assert "No failures" in clean
 
@@ -428,7 +444,9 @@ def zero_shot(**extra):
 def test_the_training_page_draws_the_curves_and_says_when_the_confusion_matrix_is_missing():
     text = training_page("toy", "run1", METRICS, zero_shot())
     assert text.count("<polyline") == 3 + 2 + 1 + 1
-    assert "75.0" not in text and ">75<" in text and "no samples" in text
+    assert "75.0" not in text
+    assert ">75<" in text
+    assert "no samples" in text
     assert 'Confusion matrix missing: this zero_shot.json has no <code>benchmarks["heldout"]["confusion"]' in text
 
 
@@ -449,7 +467,8 @@ def test_the_confusion_matrix_has_true_rows_and_predicted_columns():
     matrix = np.eye(60, dtype=int).tolist()
     matrix[7][3] = 9
     large = training_page("toy", "run1", METRICS, zero_shot(confusion={"classes": classes, "matrix": matrix}))
-    assert '<table class="cm">' not in large and "60 classes: too many" in large
+    assert '<table class="cm">' not in large
+    assert "60 classes: too many" in large
     assert "<td>c7</td><td>c3</td><td class=num>9</td>" in large
 
 
@@ -472,7 +491,8 @@ def test_the_demo_run_makes_every_page_and_snakemake_embeds_them(demo_report):
     pages = workdir / "results" / "demo" / "report"
     for name in PAGES + [f"training_{config['train']['run']}"]:
         text = (pages / f"{name}.html").read_text()
-        assert "<!doctype html>" in text and "http://" not in text.replace("http://www.w3.org/2000/svg", ""), name
+        assert "<!doctype html>" in text, name
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", ""), name
         assert "https://" not in text, name  # renders offline: nothing to fetch
     sheet = (pages / "contact_sheet.html").read_text()
     assert object_rows_in(sheet) == config["report"]["sample_objects"]
@@ -550,17 +570,22 @@ def test_the_report_renders_in_a_real_browser(demo_report, tmp_path):
     # The app itself: JavaScript ran, the loading screen is gone, the workflow description and the dataset are there.
     dom = chromium(tmp_path, report.as_uri(), "--dump-dom").stdout
     assert 'id="loading-screen" style="display: none;"' in dom, dom[-3000:]
-    assert "Seeing a dataset." in dom and "Results" in dom
+    assert "Seeing a dataset." in dom
+    assert "Results" in dom
     # A dataset's contact sheet opened in the app: the navbar lists the pages, the sheet fills the content pane.
     opened = with_contact_sheet_open(report, tmp_path / "opened.html")
     dom = chromium(tmp_path, opened.as_uri(), "--dump-dom").stdout
-    assert "contact sheet" in dom and "lowest and highest scores" in dom and "statistics" in dom
+    assert "contact sheet" in dom
+    assert "lowest and highest scores" in dom
+    assert "statistics" in dom
     assert '<iframe src="data:text/html' in dom, dom[-3000:]
     shot = tmp_path / "report.png"
     chromium(tmp_path, opened.as_uri(), f"--screenshot={shot}", "--window-size=1280,800")
     distinct, non_white, saturated = colourful_pixels(shot, left_fraction=0.35)
     print(f"contact sheet in the app: {distinct} colours, {non_white:.0%} non-white, {saturated} saturated pixels")
-    assert distinct > 2000 and non_white > 0.1 and saturated > 1500  # rendered views, not an empty pane
+    assert distinct > 2000
+    assert non_white > 0.1
+    assert saturated > 1500
     # Each page on its own, as a browser parses it.
     pages = workdir / "results" / "demo" / "report"
     sections = {

@@ -24,7 +24,8 @@ def test_sphere_points_lie_on_the_unit_sphere_after_normalisation(tmp_path):
     sphere.export(path)
     cloud = points_for_object(path, "sphere", None, points_settings(), seed=0).cloud
     radii = np.linalg.norm(cloud.xyz, axis=1)
-    assert cloud.xyz.shape == (10000, 3) and cloud.xyz.dtype == np.float32
+    assert cloud.xyz.shape == (10000, 3)
+    assert cloud.xyz.dtype == np.float32
     assert radii.max() == pytest.approx(1.0, abs=1e-6)
     assert radii.min() > 0.995
     np.testing.assert_allclose(cloud.center, [5.0, -2.0, 7.0], atol=0.02)
@@ -129,7 +130,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(textured_squar
     a = sample_object(parts, 2000, object_seed(7, "uid"), (0.4, 0.4, 0.4))
     b = sample_object(parts, 2000, object_seed(7, "uid"), (0.4, 0.4, 0.4))
     c = sample_object(parts, 2000, object_seed(8, "uid"), (0.4, 0.4, 0.4))
-    assert a.xyz.tobytes() == b.xyz.tobytes() and a.rgb.tobytes() == b.rgb.tobytes()
+    assert a.xyz.tobytes() == b.xyz.tobytes()
+    assert a.rgb.tobytes() == b.rgb.tobytes()
     assert a.xyz.tobytes() != c.xyz.tobytes()
 
 

@@ -68,7 +68,8 @@ def test_the_demo_runs_through_the_scheduler_and_matches_a_local_run(cluster, tm
     assert re.search(r"SLURM_JOB_ID=(\d+)", caption_log).group(1) in job_ids
     assert "CUDA_VISIBLE_DEVICES=0" in caption_log  # the GPU rule was given the node's GPU
     points_log = (remote / "logs" / "demo" / "points" / "00000.log").read_text()
-    assert "SLURM_JOB_ID=" in points_log and "CUDA_VISIBLE_DEVICES" not in points_log
+    assert "SLURM_JOB_ID=" in points_log
+    assert "CUDA_VISIBLE_DEVICES" not in points_log
     for stage in STAGES:
         for path in sorted((local / "results" / "demo" / stage).glob("*.parquet")):
             assert pq.read_table(remote / "results" / "demo" / stage / path.name).equals(pq.read_table(path)), path

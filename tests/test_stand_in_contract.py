@@ -27,11 +27,14 @@ def blip2(stand_ins):
 def test_blip2_config_keeps_the_real_token_ids_and_layout(blip2):
     model, _ = blip2
     config = model.config
-    assert config.num_query_tokens == 32 and config.image_token_index == 50265
+    assert config.num_query_tokens == 32
+    assert config.image_token_index == 50265
     assert config.use_decoder_only_language_model
     text = config.text_config
     assert (text.eos_token_id, text.bos_token_id, text.pad_token_id) == (50118, 2, 1)
-    assert text.vocab_size == 50304 and text.do_layer_norm_before and text.activation_function == "relu"
+    assert text.vocab_size == 50304
+    assert text.do_layer_norm_before
+    assert text.activation_function == "relu"
     assert model.language_model.model.decoder.embed_positions.num_embeddings == 2048 + 2  # OPT's offset of 2
     assert model.language_model.lm_head.weight is model.language_model.get_input_embeddings().weight  # tied
     vision = config.vision_config
@@ -49,13 +52,15 @@ def test_blip2_generation_config_ends_captions_at_the_newline(stand_ins, blip2):
     model, _ = blip2
     saved = json.loads((Path(stand_ins["blip2"]) / "generation_config.json").read_text())
     assert (saved["bos_token_id"], saved["eos_token_id"], saved["pad_token_id"]) == (2, 50118, 1)
-    assert model.generation_config.eos_token_id == 50118 and end_tokens(model) == [50118]
+    assert model.generation_config.eos_token_id == 50118
+    assert end_tokens(model) == [50118]
 
 
 def test_blip2_tokenizer_has_the_real_special_tokens_and_newline(blip2):
     _, processor = blip2
     tokenizer = processor.tokenizer
-    assert type(tokenizer).__name__ == "GPT2Tokenizer" and len(tokenizer) == 50266
+    assert type(tokenizer).__name__ == "GPT2Tokenizer"
+    assert len(tokenizer) == 50266
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token) == (
         "</s>",
         "</s>",
@@ -66,22 +71,27 @@ def test_blip2_tokenizer_has_the_real_special_tokens_and_newline(blip2):
     assert tokenizer.convert_tokens_to_ids("<image>") == 50265
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 50118]) == ["<s>", "<pad>", "</s>", "<unk>", "\u010a"]
     ids = tokenizer("a red mug\n")["input_ids"]
-    assert ids[0] == 2 and ids[-1] == 50118  # add_bos_token prepends </s>; "\n" is one token, 50118
+    assert ids[0] == 2
+    assert ids[-1] == 50118
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a red mug\n"
 
 
 def test_blip2_processor_is_the_hubs(stand_ins, blip2):
     _, processor = blip2
-    assert type(processor).__name__ == "Blip2Processor" and processor.num_query_tokens == 32
+    assert type(processor).__name__ == "Blip2Processor"
+    assert processor.num_query_tokens == 32
     images = processor.image_processor
     assert type(images).__name__.startswith("BlipImageProcessor")
     assert (images.size["height"], images.size["width"]) == (224, 224)
-    assert int(images.resample) == 3 and images.do_convert_rgb  # bicubic
+    assert int(images.resample) == 3
+    assert images.do_convert_rgb
     assert images.rescale_factor == pytest.approx(1 / 255)
-    assert tuple(images.image_mean) == pytest.approx(CLIP_MEAN) and tuple(images.image_std) == pytest.approx(CLIP_STD)
+    assert tuple(images.image_mean) == pytest.approx(CLIP_MEAN)
+    assert tuple(images.image_std) == pytest.approx(CLIP_STD)
     image = Image.new("RGB", (64, 48), (10, 20, 30))
     only_images = processor(images=[image], return_tensors="pt")
-    assert set(only_images) == {"pixel_values"} and only_images["pixel_values"].shape == (1, 3, 224, 224)
+    assert set(only_images) == {"pixel_values"}
+    assert only_images["pixel_values"].shape == (1, 3, 224, 224)
     with_text = processor(images=[image], text="a photo of", return_tensors="pt")["input_ids"][0].tolist()
     assert with_text[:33] == [50265] * 32 + [2]  # 32 <image> tokens before the BOS
     for name in (
@@ -124,7 +134,8 @@ def test_the_real_size_config_builds_blip2_opt_6_7b():
         model = Blip2ForConditionalGeneration(Blip2Config.from_dict(blip2_config()))
     billions = sum(p.numel() for p in model.parameters()) / 1e9
     assert 7.6 < billions < 7.9  # ViT-g/14 ~1.0 B + Q-Former ~0.1 B + OPT-6.7B ~6.65 B
-    assert len(model.vision_model.encoder.layers) == 39 and len(model.language_model.model.decoder.layers) == 32
+    assert len(model.vision_model.encoder.layers) == 39
+    assert len(model.language_model.model.decoder.layers) == 32
 
 
 @pytest.mark.parametrize("which, activation", [("rank", "quick_gelu"), ("embed", "gelu")])
@@ -136,9 +147,13 @@ def test_tiny_clips_keep_their_real_activation_and_preprocessing(stand_ins, whic
     assert steps[:2] == ["Resize", "CenterCrop"]
     transforms = clip.preprocess.transforms
     resize, crop, normalize = transforms[0], transforms[1], transforms[-1]
-    assert resize.size == 224 and resize.interpolation.value == "bicubic" and list(crop.size) == [224, 224]
-    assert tuple(normalize.mean) == pytest.approx(CLIP_MEAN) and tuple(normalize.std) == pytest.approx(CLIP_STD)
-    assert clip.model.visual.patch_size == (14, 14) and clip.model.context_length == 77
+    assert resize.size == 224
+    assert resize.interpolation.value == "bicubic"
+    assert list(crop.size) == [224, 224]
+    assert tuple(normalize.mean) == pytest.approx(CLIP_MEAN)
+    assert tuple(normalize.std) == pytest.approx(CLIP_STD)
+    assert clip.model.visual.patch_size == (14, 14)
+    assert clip.model.context_length == 77
     assert clip.model.vocab_size == 49408
 
 

@@ -56,25 +56,31 @@ def call_failure(worker, task, timeout_s=30.0):
 def test_one_worker_serves_tasks_until_a_kill_then_a_fresh_one_takes_over(worker, tmp_path):
     first = worker.call({"kind": "echo", "value": 1, "log": str(tmp_path / "one.log")}, 30)
     second = worker.call({"kind": "echo", "value": 2}, 30)
-    assert first["greeting"] == "hi" and first["pid"] == second["pid"] and len(worker.startups) == 1
+    assert first["greeting"] == "hi"
+    assert first["pid"] == second["pid"]
+    assert len(worker.startups) == 1
     assert (tmp_path / "one.log").read_text() == "working on 1\nworking on 2\n"  # output follows the task's log
 
     failure = call_failure(worker, {"kind": "hang"}, timeout_s=1.0)
-    assert failure.reason == "timeout" and "the fake task took longer than 1 s" in failure.detail
+    assert failure.reason == "timeout"
+    assert "the fake task took longer than 1 s" in failure.detail
     third = worker.call({"kind": "echo", "value": 3}, 30)
-    assert third["pid"] != first["pid"] and len(worker.startups) == 2
+    assert third["pid"] != first["pid"]
+    assert len(worker.startups) == 2
 
 
 def test_memory_over_the_limit_kills_the_worker(worker):
     failure = call_failure(worker, {"kind": "hog", "mb": 600})
-    assert failure.reason == "out_of_memory" and "over the limit of 300 MB" in failure.detail
+    assert failure.reason == "out_of_memory"
+    assert "over the limit of 300 MB" in failure.detail
     assert 300 < worker.peak_rss_mb < 1000
     assert worker.call({"kind": "echo", "value": 4}, 30)["value"] == 4
 
 
 def test_a_crash_is_reported_and_the_next_task_gets_a_fresh_worker(worker):
     failure = call_failure(worker, {"kind": "crash"})
-    assert failure.reason == "worker_crashed" and "SIGSEGV" in failure.detail
+    assert failure.reason == "worker_crashed"
+    assert "SIGSEGV" in failure.detail
     assert worker.call({"kind": "echo", "value": 5}, 30)["value"] == 5
 
 
@@ -83,13 +89,15 @@ def test_failures_and_bugs_come_back_without_losing_the_worker(worker):
     pid = worker.process.pid
     assert call_failure(worker, {"kind": "fail"}).reason == "unreadable"
     bug = call_failure(worker, {"kind": "bug"})
-    assert bug.reason == "internal_error" and "ZeroDivisionError" in bug.detail
+    assert bug.reason == "internal_error"
+    assert "ZeroDivisionError" in bug.detail
     assert worker.call({"kind": "echo", "value": 6}, 30)["pid"] == pid
 
 
 def test_exit_descriptions():
     assert describe_exit(3) == "exit status 3"
-    assert "SIGKILL" in describe_exit(-9) and "out-of-memory killer" in describe_exit(-9)
+    assert "SIGKILL" in describe_exit(-9)
+    assert "out-of-memory killer" in describe_exit(-9)
 
 
 def test_a_tasks_output_goes_to_its_log_and_its_tail_can_be_quoted(worker, tmp_path):

@@ -70,15 +70,18 @@ def test_no_weight_decay_on_biases_and_norms():
     model = PointBert(PointBertConfig.named("tiny", embed_dim=16))
     decay, no_decay = parameter_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
-    assert any("norm" in names[id(p)] for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert decay["weight_decay"] == 0.1
+    assert any("norm" in names[id(p)] for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0.0
     assert all(p.ndim <= 1 for p in no_decay["params"])
 
 
 def test_warmup_then_cosine_to_the_minimum():
     factor = lr_lambda(warmup_steps=10, total_steps=110, lr=3e-3, min_lr=1e-5)
     lrs = [3e-3 * factor(s) for s in range(110)]
-    assert lrs[0] == pytest.approx(3e-4) and lrs[9] == pytest.approx(3e-3)
+    assert lrs[0] == pytest.approx(3e-4)
+    assert lrs[9] == pytest.approx(3e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert 3e-3 * factor(110) == pytest.approx(1e-5)
 
@@ -87,7 +90,8 @@ def test_augmentation_keeps_the_centres_and_can_grey_the_colour():
     xyz, rgb = torch.randn(4, 256, 3), torch.rand(4, 256, 3)
     gen = torch.Generator().manual_seed(0)
     out_xyz, out_rgb = augment(xyz, rgb, "y", gen, grey_rgb_prob=1.0, keep_prefix=32)
-    assert out_xyz.shape == xyz.shape and torch.all(out_rgb == 0.4)
+    assert out_xyz.shape == xyz.shape
+    assert torch.all(out_rgb == 0.4)
     moved = augment(
         xyz, rgb, "y", torch.Generator().manual_seed(1), grey_rgb_prob=0.0, dropout_max=0.9, keep_prefix=32
     )[0]
@@ -99,7 +103,8 @@ def test_accuracy_top1_top5_and_class_mean():
     logits = torch.tensor([[9.0, 1, 0, 0, 0, 0], [0, 9, 1, 0, 0, 0], [1, 1, -5, 1, 1, 9], [0, 8, 9, 0, 0, 0]])
     labels = torch.tensor([0, 1, 2, 1])
     result = accuracy(logits, labels, 6)
-    assert result["top1"] == 50.0 and result["top5"] == 75.0
+    assert result["top1"] == 50.0
+    assert result["top5"] == 75.0
     assert result["class_mean"] == pytest.approx(100 * (1 + 0.5 + 0) / 3, abs=0.01)
 
 
@@ -112,7 +117,8 @@ def test_class_embeddings_average_the_normalised_templates():
         (F.normalize(torch.tensor([1.0, 1, 0]), dim=0) + F.normalize(torch.tensor([3.0, 1, 0]), dim=0)) / 2, dim=0
     )
     assert torch.allclose(features[0], expected)
-    assert len(TEMPLATES) == 64 and all("{}" in t for t in TEMPLATES)
+    assert len(TEMPLATES) == 64
+    assert all("{}" in t for t in TEMPLATES)
 
 
 def test_benchmark_readers(tmp_path):
@@ -128,8 +134,10 @@ def test_benchmark_readers(tmp_path):
             f,
         )
     clouds, labels, classes = read_benchmark({"format": "modelnet40_ulip", "path": str(tmp_path / "mn")}, 2048)
-    assert classes == ["airplane", "bathtub"] and labels == [1, 0, 1]
-    assert clouds[0][0].shape == (2048, 3) and np.allclose(clouds[0][1], 0.4)
+    assert classes == ["airplane", "bathtub"]
+    assert labels == [1, 0, 1]
+    assert clouds[0][0].shape == (2048, 3)
+    assert np.allclose(clouds[0][1], 0.4)
     assert np.linalg.norm(clouds[0][0], axis=1).max() == pytest.approx(1.0, abs=1e-5)
 
     (tmp_path / "os").mkdir()
@@ -145,7 +153,9 @@ def test_benchmark_readers(tmp_path):
     clouds, labels, classes = read_benchmark(
         {"format": "openshape", "path": str(tmp_path / "os"), "split": "split.json"}, 8192
     )
-    assert classes == ["chair", "mug"] and labels == [0, 1, 0] and clouds[1][0].shape == (8192, 3)
+    assert classes == ["chair", "mug"]
+    assert labels == [0, 1, 0]
+    assert clouds[1][0].shape == (8192, 3)
 
     import h5py
 
@@ -154,7 +164,9 @@ def test_benchmark_readers(tmp_path):
         f["data"] = rng.normal(size=(4, 2048, 3)).astype(np.float32)
         f["label"] = np.array([0, 4, 14, 4])
     clouds, labels, classes = read_benchmark({"format": "scanobjectnn", "path": str(tmp_path / "sonn")}, 2048)
-    assert labels == [0, 4, 14, 4] and classes[4] == "chair" and len(classes) == 15
+    assert labels == [0, 4, 14, 4]
+    assert classes[4] == "chair"
+    assert len(classes) == 15
 
 
 def test_the_confusion_matrix_counts_true_classes_by_top1_prediction():
@@ -238,14 +250,18 @@ def test_a_checkpoint_of_another_run_is_not_resumed_and_the_log_says_what_change
 
     caplog.clear()
     changed = Trainer(triplets, embeds, small_train_cfg(lr=0.002, batch_size=5), tiny_clip, "y", out)
-    assert changed.epoch == 0 and changed.step == 0 and changed.history == []
-    assert "train.lr: 0.003 -> 0.002" in caplog.text and "train.batch_size: 4 -> 5" in caplog.text
+    assert changed.epoch == 0
+    assert changed.step == 0
+    assert changed.history == []
+    assert "train.lr: 0.003 -> 0.002" in caplog.text
+    assert "train.batch_size: 4 -> 5" in caplog.text
 
     caplog.clear()
     write_shards(tmp_path / "other", [16, 0, 15, 13], seed=1)  # same names, other content
     shutil.copy(tmp_path / "other" / "triplets" / "00002.parquet", triplets[2])
     assert Trainer(triplets, embeds, small_train_cfg(), tiny_clip, "y", out).epoch == 0
-    assert "triplets/00002.parquet changed content" in caplog.text and "train.lr" not in caplog.text
+    assert "triplets/00002.parquet changed content" in caplog.text
+    assert "train.lr" not in caplog.text
 
 
 def test_only_empty_shards_is_a_clear_error(tmp_path, tiny_clip):
@@ -273,7 +289,8 @@ def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(
     heldout = json.loads((tmp_path / "zero_shot.json").read_text())["benchmarks"]["heldout"]
     assert heldout == json.loads(json.dumps(report["benchmarks"]["heldout"]))
     matrix, classes = heldout["confusion"]["matrix"], heldout["confusion"]["classes"]
-    assert len(matrix) == len(classes) == heldout["classes"] and all(len(row) == len(classes) for row in matrix)
+    assert len(matrix) == len(classes) == heldout["classes"]
+    assert all(len(row) == len(classes) for row in matrix)
     assert sum(map(sum, matrix)) == heldout["samples"]
     assert sum(matrix[i][i] for i in range(len(classes))) == round(heldout["top1"] * heldout["samples"] / 100)
     for i, name in enumerate(classes):
@@ -297,10 +314,13 @@ def test_two_cpu_ranks_train_the_same_weights_and_resume(tmp_path, shards, tiny_
     launch(job)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
-    assert ranks[0]["history"] == ranks[1]["history"] and len(ranks[0]["history"]) == 2
+    assert ranks[0]["history"] == ranks[1]["history"]
+    assert len(ranks[0]["history"]) == 2
     metrics = json.loads((out / "metrics.json").read_text())
     # 44 objects, 22 per rank, batches of 4: 5 of 4 and one of 2 per rank; 12 micro-batches, 3 per step.
-    assert metrics["world_size"] == 2 and metrics["batches_per_epoch"] == 6 and metrics["steps"] == 4
+    assert metrics["world_size"] == 2
+    assert metrics["batches_per_epoch"] == 6
+    assert metrics["steps"] == 4
     saved = torch.load(out / "model.pt", weights_only=False)["encoder"]
     assert len(torch.load(out / "checkpoint.pt", weights_only=False)["rng"]) == 2
     launch(job)  # finished: both ranks resume at the last epoch and agree again
@@ -327,12 +347,16 @@ def test_the_command_line_takes_the_config_its_overrides_and_the_results_layout(
         ]
     )
     job = job_from_config(args)
-    assert job.train.epochs == 5 and job.train.text_source == "mix" and job.train.gpus == 2
+    assert job.train.epochs == 5
+    assert job.train.text_source == "mix"
+    assert job.train.gpus == 2
     assert job.train.accumulate == 1  # schema defaults filled in
     assert job.triplets == ["results/demo/triplets/00000.parquet", "results/demo/triplets/00001.parquet"]
     assert job.embed == ["results/demo/embed/tiny-clip/00000.parquet", "results/demo/embed/tiny-clip/00001.parquet"]
-    assert job.out_dir == "results/demo/train/demo-category" and job.model.endswith("demo-category/model.pt")
-    assert job.up_axis == "y" and job.embed_settings.arch == "ulip2-tiny-ViT-bigG-14"
+    assert job.out_dir == "results/demo/train/demo-category"
+    assert job.model.endswith("demo-category/model.pt")
+    assert job.up_axis == "y"
+    assert job.embed_settings.arch == "ulip2-tiny-ViT-bigG-14"
 
 
 @pytest.fixture(scope="module")
@@ -360,11 +384,13 @@ def test_only_the_encoder_trains_and_the_towers_never_change(tmp_path, demo_inpu
     assert not any(id(p) in optimised for p in trainer.clip.model.parameters())
     assert all(not p.requires_grad for p in trainer.clip.model.parameters())
     summary = trainer.train()
-    assert summary["towers_unchanged"] and summary["steps"] >= 1
+    assert summary["towers_unchanged"]
+    assert summary["steps"] >= 1
     after = trainer.clip.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(encoder_before[k], v) for k, v in trainer.encoder.state_dict().items())
-    assert (tmp_path / "metrics.json").exists() and (tmp_path / "curve.svg").exists()
+    assert (tmp_path / "metrics.json").exists()
+    assert (tmp_path / "curve.svg").exists()
 
 
 @pytest.mark.e2e
@@ -379,9 +405,12 @@ def test_the_train_rule_runs_two_ranks_under_torchrun(demo_run, tmp_path):
     model = f"results/demo/train/{config['train']['run']}/model.pt"
     result = snakemake(copy, model, "--resources", "gpu=2")
     log = (copy / "logs" / "demo" / "train" / f"{config['train']['run']}.log").read_text()
-    assert "starting 2 ranks" in log and "rank 1" in log
+    assert "starting 2 ranks" in log
+    assert "rank 1" in log
     run = copy / "results" / "demo" / "train" / config["train"]["run"]
     ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"] and ranks[0]["history"] == ranks[1]["history"]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["history"] == ranks[1]["history"]
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
-    assert "train_run" in result.stdout + result.stderr and "embed_shard" not in result.stdout + result.stderr
+    assert "train_run" in result.stdout + result.stderr
+    assert "embed_shard" not in result.stdout + result.stderr

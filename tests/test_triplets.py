@@ -38,11 +38,16 @@ def test_triplets_read_with_pyarrow_pandas_and_hf_datasets(results):
     ds = datasets.load_dataset("parquet", data_files=[str(p) for p in paths], split="train")
     assert len(ds) == expected_triplets(results)  # every demo object but the broken one
     row = ds[0]
-    assert isinstance(row["images"][0], Image.Image) and len(row["images"]) == 3
+    assert isinstance(row["images"][0], Image.Image)
+    assert len(row["images"]) == 3
     arrays = ds.with_format("numpy")[0]
-    assert arrays["xyz"].shape == (10000, 3) and arrays["xyz"].dtype == np.float32
-    assert arrays["rgb"].shape == (10000, 3) and 0 <= arrays["rgb"].min() and arrays["rgb"].max() <= 255
-    assert len(row["captions"]) == 3 and all(len(c) == 10 for c in row["captions"])
+    assert arrays["xyz"].shape == (10000, 3)
+    assert arrays["xyz"].dtype == np.float32
+    assert arrays["rgb"].shape == (10000, 3)
+    assert 0 <= arrays["rgb"].min()
+    assert arrays["rgb"].max() <= 255
+    assert len(row["captions"]) == 3
+    assert all(len(c) == 10 for c in row["captions"])
     assert all(len(k) == 1 for k in row["kept"])
 
 
@@ -54,7 +59,8 @@ def test_triplet_metadata_records_schema_and_provenance(results):
     provenance = json.loads(metadata[b"ulip2.provenance"])
     assert provenance["caption_model"] == config["caption"]["model"]
     assert provenance["rank_model"].startswith(config["rank"]["arch"])
-    assert provenance["render_preset"]["views"] == 3 and provenance["seed"] == 0
+    assert provenance["render_preset"]["views"] == 3
+    assert provenance["seed"] == 0
     assert {"bpy", "torch", "transformers", "open_clip_torch", "ulip2_pipeline"} <= set(provenance["packages"])
     assert len(provenance["config_hash"]) == 16
     assert shard.metadata.num_row_groups == -(-shard.metadata.num_rows // 4)  # row_group_rows: 4
@@ -66,7 +72,8 @@ def test_summary_counts_objects_triplets_and_failures(results):
     assert summary["objects_in"] == expected_triplets(results) + 1
     assert summary["triplets_out"] == expected_triplets(results)
     assert summary["failures"] == {"points": {"unreadable": 1}}  # it left there; render is not charged again
-    assert summary["adds_up"] and summary["objects_failed"] == 1
+    assert summary["adds_up"]
+    assert summary["objects_failed"] == 1
     left = [
         r
         for shard in summary["shards"]

@@ -33,7 +33,8 @@ def test_the_demo_set_runs_through_snakemake(demo_run):
     for shard in shards:
         rendered |= set(pq.read_table(results / "render" / f"{shard}.parquet").column("uid").to_pylist())
         render_failed += pq.read_table(results / "failures" / "render" / f"{shard}.parquet").column("uid").to_pylist()
-    assert render_failed == ["broken_000.glb"] and rendered == set(sampled)
+    assert render_failed == ["broken_000.glb"]
+    assert rendered == set(sampled)
     broken_shard = next(row["shard"] for row in manifest if row["uid"] == "broken_000.glb")
     assert (workdir / "logs" / "demo" / "render" / broken_shard / "broken_000.glb.log").exists()
     views = 3 * len(rendered)
@@ -46,7 +47,9 @@ def test_the_demo_set_runs_through_snakemake(demo_run):
     # every shard job says how far it is: done / total, rate, time left
     for stage, unit in (("points", "objects"), ("render", "objects"), ("caption", "views"), ("rank", "views")):
         text = (workdir / "logs" / "demo" / stage / f"{shards[0]}.log").read_text()
-        assert f"{stage} {shards[0]}: " in text and f" {unit} (100.0%)" in text and "done in" in text, stage
+        assert f"{stage} {shards[0]}: " in text, stage
+        assert f" {unit} (100.0%)" in text, stage
+        assert "done in" in text, stage
 
 
 def test_the_demo_reaches_training_and_a_real_zero_shot_signal(demo_run):
@@ -54,8 +57,10 @@ def test_the_demo_reaches_training_and_a_real_zero_shot_signal(demo_run):
     run = config["train"]["run"]
     results = workdir / "results" / "demo"
     metrics = json.loads((results / "train" / run / "metrics.json").read_text())
-    assert metrics["towers_unchanged"] and metrics["epochs"] == config["train"]["epochs"]
-    assert (results / "train" / run / "curve.csv").exists() and (results / "train" / run / "checkpoint.pt").exists()
+    assert metrics["towers_unchanged"]
+    assert metrics["epochs"] == config["train"]["epochs"]
+    assert (results / "train" / run / "curve.csv").exists()
+    assert (results / "train" / run / "checkpoint.pt").exists()
     heldout = json.loads((results / "eval" / run / "zero_shot.json").read_text())["benchmarks"]["heldout"]
     print("held-out zero-shot:", heldout)
     assert heldout["samples"] >= 10
