@@ -15,7 +15,9 @@ def presets():
 @pytest.mark.parametrize("name,views,step,depth", [("objaverse", 12, 30.0, False), ("shapenet", 30, 12.0, True)])
 def test_paper_presets_have_their_view_counts_and_angles(name, views, step, depth):
     preset = presets()[name]
-    assert preset["views"] == views and preset["depth"] is depth and preset["resolution"] == 512
+    assert preset["views"] == views
+    assert preset["depth"] is depth
+    assert preset["resolution"] == 512
     cameras = orbit_cameras(preset["views"], preset["elevation_deg"], preset["fov_deg"], preset["resolution"], "y")
     assert [c.azimuth_deg for c in cameras] == pytest.approx([step * i for i in range(views)])
     assert {c.elevation_deg for c in cameras} == {preset["elevation_deg"]}
@@ -31,8 +33,10 @@ def test_the_unit_sphere_fills_the_frame_and_the_centre_projects_to_the_middle(u
         np.testing.assert_allclose(centre[0], [112.0, 112.0], atol=1e-9)
         assert depth[0] == pytest.approx(framing_distance(40.0))
         pixels, _ = project(sphere, camera)
-        assert pixels.min() > -0.5 and pixels.max() < 224.5
-        assert pixels.min() < 2.0 and pixels.max() > 222.0  # touches the edges: fills the frame
+        assert pixels.min() > -0.5
+        assert pixels.max() < 224.5
+        assert pixels.min() < 2.0
+        assert pixels.max() > 222.0
 
 
 @pytest.mark.parametrize("up", ["y", "z"])
@@ -72,11 +76,14 @@ def test_the_image_is_neither_mirrored_nor_upside_down(up):
     front_view, right_view = orbit_cameras(4, 0.0, 40.0, 100, up)[:2]
     centre = 50.0
     pixels, _ = project(np.stack([0.5 * right, 0.5 * up_vector, -0.5 * right]), front_view)
-    assert pixels[0, 0] > centre + 10 and pixels[0, 1] == pytest.approx(centre)  # the object's right, on the right
-    assert pixels[1, 1] < centre - 10 and pixels[1, 0] == pytest.approx(centre)  # its top, at the top
+    assert pixels[0, 0] > centre + 10
+    assert pixels[0, 1] == pytest.approx(centre)
+    assert pixels[1, 1] < centre - 10
+    assert pixels[1, 0] == pytest.approx(centre)
     assert pixels[2, 0] < centre - 10
     pixels, _ = project(np.stack([0.5 * front, -0.5 * front]), right_view)
-    assert pixels[0, 0] < centre - 10 and pixels[1, 0] > centre + 10  # from its right, the front is on the left
+    assert pixels[0, 0] < centre - 10
+    assert pixels[1, 0] > centre + 10
 
 
 def test_blender_camera_axes_are_opencv_axes_with_y_and_z_flipped():
@@ -104,6 +111,19 @@ def test_a_camera_straight_above_or_below_is_a_proper_camera_on_the_up_axis(up, 
     centre, depth = project(np.zeros((1, 3)), camera)
     np.testing.assert_allclose(centre[0], [50.0, 50.0], atol=1e-9)
     assert depth[0] == pytest.approx(distance)
+
+
+@pytest.mark.parametrize("up", ["x", "y", "z"])
+@pytest.mark.parametrize("elevation", [90.0, -90.0])
+def test_a_camera_straight_above_or_below_keeps_the_roll_of_its_azimuth(up, elevation):
+    """The top (bottom) view is the limit of the views at its azimuth as the elevation nears +-90 degrees,
+    so its image turns with the azimuth like theirs."""
+    near = elevation - np.sign(elevation) * 1e-6
+    for view, pole in enumerate(orbit_cameras(4, elevation, 40.0, 100, up)):
+        limit = orbit_cameras(4, near, 40.0, 100, up)[view]
+        np.testing.assert_allclose(pole.world_to_camera[:3, :3], limit.world_to_camera[:3, :3], atol=1e-5)
+    rolls = {tuple(np.round(c.world_to_camera[0, :3], 6)) for c in orbit_cameras(4, elevation, 40.0, 100, up)}
+    assert len(rolls) == 4
 
 
 def test_cameras_record_their_view_index_distance_field_of_view_and_size():

@@ -47,12 +47,16 @@ def framing_distance(fov_deg: float) -> float:
     return 1.0 / math.sin(math.radians(fov_deg) / 2.0)
 
 
-def look_at(position: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """OpenCV world-to-camera matrix of a camera at ``position`` looking at the origin."""
+def look_at(position: np.ndarray, up: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
+    """OpenCV world-to-camera matrix of a camera at ``position`` looking at the origin.
+
+    ``horizontal``: the camera's azimuth direction. Straight above or below the object the
+    frame is the limit of the frames at that azimuth as the elevation nears +-90 degrees, so
+    a top view keeps its azimuth's roll instead of an arbitrary one."""
     forward = -position / np.linalg.norm(position)
     right = np.cross(forward, up)
     if np.linalg.norm(right) < 1e-9:  # looking straight along the up axis
-        right = np.cross(forward, np.roll(up, 1))
+        right = np.cross(up, horizontal)
     right /= np.linalg.norm(right)
     down = np.cross(forward, right)
     rotation = np.stack([right, down, forward])
@@ -93,7 +97,7 @@ def orbit_cameras(
                 width=resolution,
                 height=resolution,
                 intrinsics=k,
-                world_to_camera=look_at(position, up),
+                world_to_camera=look_at(position, up, horizontal),
                 position=position,
             )
         )
