@@ -27,8 +27,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakemake --lint
 
-# Mutation testing of the core modules against the fast tests (not part of CI: a full run takes over an hour on two cores;
-# `$(VENV)/bin/python scripts/mutation.py --resume` re-tests only changed code and the survivors).
+# Mutation testing of the core modules against the fast tests (not part of CI: a full run took 24 minutes on two
+# idle cores; `$(VENV)/bin/python scripts/mutation.py --resume` re-tests only changed code and the survivors).
 # Ends with "mutation score: K/N killed (P %)"; see README "Development".
 mutation: $(STAMP)
 	$(VENV)/bin/python scripts/mutation.py
