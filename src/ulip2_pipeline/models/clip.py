@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.settings import ClipSettings
+
 log = logging.getLogger(__name__)
 
 CLIP_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -111,6 +114,12 @@ def load_clip(
     # Every caller's pixels (rank, embed, training's online towers) enter in the tower's own dtype.
     model.visual.register_forward_pre_hook(_cast_input_to(dtype))
     return Clip(model.eval(), preprocess, open_clip.get_tokenizer(arch), device, dtype, model_activation(model))
+
+
+def load_configured_clip(settings: ClipSettings, device: torch.device | None = None) -> Clip:
+    """The CLIP a configuration section names, on ``device`` (by default the one its ``device`` picks)."""
+    device = device or pick_device(settings.device)
+    return load_clip(settings.arch, settings.pretrained, settings.arch_config, device, settings.precision)
 
 
 @torch.inference_mode()

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from ulip2_pipeline.devices import pick_device, run_in_batches
-from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.devices import run_in_batches
+from ulip2_pipeline.models.clip import load_configured_clip
 from ulip2_pipeline.progress import Progress
 from ulip2_pipeline.settings import EmbedSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
@@ -68,9 +68,7 @@ def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> Shar
     rows = pq.read_table(inputs.triplets, columns=["uid", "views", "images", "kept"]).to_pylist()
     clip = None
     if rows:
-        clip = load_clip(
-            settings.arch, settings.pretrained, settings.arch_config, pick_device(settings.device), settings.precision
-        )
+        clip = load_configured_clip(settings)
         log.info(
             "loaded %s/%s on %s in %s with %s",
             settings.arch,

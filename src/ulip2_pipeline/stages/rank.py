@@ -10,8 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ulip2_pipeline.devices import pick_device
-from ulip2_pipeline.models.clip import load_clip, score_views, top_k
+from ulip2_pipeline.models.clip import load_configured_clip, score_views, top_k
 from ulip2_pipeline.settings import RankSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.model_stage import numerics_metadata, process_views
@@ -57,9 +56,7 @@ def run_shard(inputs: Inputs, settings: RankSettings, outputs: Outputs) -> Shard
     views = [v for v in views if (v.uid, v.view) in captions]
     rows, clip = [], None
     if views:
-        clip = load_clip(
-            settings.arch, settings.pretrained, settings.arch_config, pick_device(settings.device), settings.precision
-        )
+        clip = load_configured_clip(settings)
         log.info(
             "loaded %s on %s in %s with %s in %.1f s",
             settings.model_name,

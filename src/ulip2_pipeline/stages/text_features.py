@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ulip2_pipeline.devices import pick_device, run_in_batches
+from ulip2_pipeline.devices import run_in_batches
 from ulip2_pipeline.exports.common import iter_rows
 from ulip2_pipeline.exports.openshape_texts import TRIPLET_TEXT_COLUMNS, strings_to_encode
-from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.models.clip import load_configured_clip
 from ulip2_pipeline.settings import EmbedSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.model_stage import numerics_metadata
@@ -91,9 +91,7 @@ def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> Shar
     # An empty shard loads no model and claims no GPU.
     encode, clip = None, None
     if distinct:
-        clip = load_clip(
-            settings.arch, settings.pretrained, settings.arch_config, pick_device(settings.device), settings.precision
-        )
+        clip = load_configured_clip(settings)
         encode = clip_text_encoder(clip)
     original, prompt_avg = encode_both_ways(encode, distinct, settings.batch_size)
     index = {s: i for i, s in enumerate(distinct)}

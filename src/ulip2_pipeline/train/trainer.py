@@ -32,7 +32,7 @@ import torch
 
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.devices import pick_device
-from ulip2_pipeline.models.clip import load_clip
+from ulip2_pipeline.models.clip import load_configured_clip
 from ulip2_pipeline.settings import ClipSettings, TrainSettings
 from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.augment import augment
@@ -49,13 +49,7 @@ log = logging.getLogger(__name__)
 def frozen_towers(embed: ClipSettings, device: torch.device):
     """The frozen CLIP (the one the embed stage used), every parameter out of autograd."""
     # The precision the embed stage encoded with, so online towers and class texts match the stored features.
-    clip = load_clip(
-        embed.arch,
-        embed.pretrained,
-        embed.arch_config,
-        device,
-        embed.precision,
-    )
+    clip = load_configured_clip(embed, device)
     clip.model.eval()
     for parameter in clip.model.parameters():
         parameter.requires_grad_(False)
