@@ -123,7 +123,7 @@ def no_model(*args, **kwargs):
 
 def test_an_empty_render_shard_writes_empty_captions_and_ranks_without_a_model(tmp_path, stand_ins, monkeypatch):
     monkeypatch.setattr(caption_stage, "load_captioner", no_model)
-    monkeypatch.setattr(rank_stage, "load_clip", no_model)
+    monkeypatch.setattr(rank_stage, "load_configured_clip", no_model)
     render = write_render_shard(tmp_path / "render.parquet", [])
     summary = caption_stage.run_shard(
         caption_stage.Inputs(render, "00007"),
@@ -147,7 +147,7 @@ def test_an_empty_render_shard_writes_empty_captions_and_ranks_without_a_model(t
 def test_an_empty_triplet_shard_writes_empty_embeddings_without_a_model(tmp_path, stand_ins, monkeypatch):
     from ulip2_pipeline.stages import embed
 
-    monkeypatch.setattr(embed, "load_clip", no_model)
+    monkeypatch.setattr(embed, "load_configured_clip", no_model)
     shard = triplet_shard(tmp_path / "t.parquet", [])
     summary = embed_stage.run_shard(
         embed_stage.Inputs(shard, "00007"), embed_cfg(stand_ins), embed_stage.Outputs(tmp_path / "e.parquet")
