@@ -1,6 +1,7 @@
 """Point-BERT, the ULIP loss, the trainer (frozen towers, fingerprinted exact resume, two ranks) and
 zero-shot evaluation."""
 
+import copy
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import yaml
 from conftest import REPO, one_torch_thread, snakemake
 from synthetic_shards import write_shards
 
-from ulip2_pipeline.config import default_config
+from ulip2_pipeline.config import default_config, validate_config
 from ulip2_pipeline.models.tiny_models import build_tiny_clip
 from ulip2_pipeline.settings import EmbedSettings, EvalSettings, TrainSettings
 from ulip2_pipeline.stages.points.sampling import farthest_point_order
@@ -365,7 +366,7 @@ def demo_inputs(demo_run):
     results = workdir / "results" / "demo"
     triplets = sorted((results / "triplets").glob("*.parquet"))
     embeds = [results / "embed" / config["embed"]["name"] / p.name for p in triplets]
-    embed = dict(config["embed"])
+    embed = validate_config(copy.deepcopy(config))["embed"]  # the demo's embed section, defaults filled in
     for key in ("pretrained", "arch_config"):
         embed[key] = str(workdir / embed[key])
     return triplets, embeds, EmbedSettings.from_config(embed)
