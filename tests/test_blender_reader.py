@@ -133,7 +133,7 @@ def test_blender_only_files_get_points_with_their_colours_in_the_render_frame(tm
 
 
 def test_a_blender_file_and_its_points_share_the_frame_for_every_up_axis(tmp_path, blender_files):
-    dataset = dict(DATASET, up_axis="z")
+    dataset = DATASET.replace(up_axis="z")
     rows, failures, _ = render(
         tmp_path, {"monkey": blender_files / "monkey.fbx"}, dataset=dataset, views=3, depth=False
     )
