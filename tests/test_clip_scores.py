@@ -8,6 +8,8 @@ import torch
 from stand_ins import stand_ins  # noqa: F401 - fixture
 from torch import nn
 
+from ulip2_pipeline.config import default_config
+from ulip2_pipeline.models import clip as clip_module
 from ulip2_pipeline.models.clip import (
     Clip,
     _cast_input_to,
@@ -17,6 +19,7 @@ from ulip2_pipeline.models.clip import (
     score_views,
     top_k,
 )
+from ulip2_pipeline.settings import RankSettings
 
 CPU = torch.device("cpu")
 
@@ -162,3 +165,17 @@ def test_the_model_is_built_on_the_requested_device(stand_ins):
     clip = load_clip(spec["arch"], spec["pretrained"], spec["arch_config"], torch.device("meta"))
     assert {p.device.type for p in clip.model.parameters()} == {"meta"}
     assert clip.device == torch.device("meta")
+
+
+def test_the_configured_clip_is_the_one_its_settings_name_on_the_device_they_pick(monkeypatch):
+    picked, loaded = [], []
+    monkeypatch.setattr(clip_module, "pick_device", lambda choice: picked.append(choice) or torch.device("meta"))
+    monkeypatch.setattr(clip_module, "load_clip", lambda *args: loaded.append(args) or "clip")
+    section = {**default_config()["rank"], "device": "cuda", "precision": "fp16", "arch_config": "arch.json"}
+    settings = RankSettings.from_config(section)
+    assert clip_module.load_configured_clip(settings) == "clip"
+    assert picked == ["cuda"]
+    assert loaded == [(settings.arch, settings.pretrained, "arch.json", torch.device("meta"), "fp16")]
+    assert clip_module.load_configured_clip(settings, torch.device("cpu")) == "clip"
+    assert picked == ["cuda"]  # an explicit device is not picked again
+    assert loaded[-1][3] == torch.device("cpu")
