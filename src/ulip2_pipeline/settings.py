@@ -53,18 +53,11 @@ class Settings:
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(section) - set(names))
         missing = [name for name in names if name not in section]
-        if unknown or missing:
-            raise ConfigError(
-                f"{cls.__name__}: "
-                + "; ".join(
-                    ([f"unknown keys {unknown}"] if unknown else [])
-                    + (
-                        [f"missing keys {missing} (validate the configuration first: it fills defaults)"]
-                        if missing
-                        else []
-                    )
-                )
-            )
+        problems = [f"unknown keys {unknown}"] if unknown else []
+        if missing:
+            problems.append(f"missing keys {missing} (validate the configuration first: it fills defaults)")
+        if problems:
+            raise ConfigError(f"{cls.__name__}: " + "; ".join(problems))
         hints = typing.get_type_hints(cls)
         values = {}
         for name in names:

@@ -43,11 +43,7 @@ class ShardSummary:
     counts: Mapping[str, Any]
 
     def __getitem__(self, key: str) -> Any:
-        if key == "shard":
-            return self.shard
-        if key == "seconds":
-            return self.seconds
-        return self.counts[key]
+        return self.as_dict()[key]
 
     def as_dict(self) -> dict[str, Any]:
         return {"shard": self.shard, **self.counts, "seconds": self.seconds}
