@@ -21,13 +21,13 @@ import torch
 
 
 def one_size(size: str, device: str, batch: int, points: int, steps: int, embed_dim: int) -> dict:
+    from ulip2_pipeline.encoders.registry import build, named_config
     from ulip2_pipeline.train.loss import UlipLoss
-    from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
     from ulip2_pipeline.train.trainer import parameter_groups
 
     torch.manual_seed(0)
     dev = torch.device(device)
-    encoder = PointBert(PointBertConfig.named(size, embed_dim)).to(dev)
+    encoder = build(named_config(size, embed_dim)).to(dev)
     loss = UlipLoss().to(dev)
     optimizer = torch.optim.AdamW(
         parameter_groups(torch.nn.ModuleDict({"e": encoder, "l": loss}), 0.1), lr=3e-3, betas=(0.9, 0.98)

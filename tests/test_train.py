@@ -17,6 +17,8 @@ from conftest import REPO, one_torch_thread, snakemake
 from synthetic_shards import write_shards
 
 from ulip2_pipeline.config import default_config, validate_config
+from ulip2_pipeline.encoders.grouping import farthest_point_sample
+from ulip2_pipeline.encoders.registry import build, named_config
 from ulip2_pipeline.models.tiny_models import build_tiny_clip
 from ulip2_pipeline.settings import EmbedSettings, EvalSettings, TrainSettings
 from ulip2_pipeline.stages.points.sampling import farthest_point_order
@@ -25,26 +27,25 @@ from ulip2_pipeline.train.benchmarks import read_benchmark
 from ulip2_pipeline.train.cli import build_parser, job_from_config
 from ulip2_pipeline.train.launch import TrainJob, launch
 from ulip2_pipeline.train.loss import LOGIT_SCALE_MAX, UlipLoss
-from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig, farthest_point_sample
 from ulip2_pipeline.train.run import run_evaluation
 from ulip2_pipeline.train.trainer import Trainer, lr_lambda, parameter_groups, state_fingerprint
 from ulip2_pipeline.train.zeroshot import TEMPLATES, accuracy, class_embeddings, confusion
 
 
 def test_pointbert_sizes_and_output_width():
-    tiny = PointBert(PointBertConfig.named("tiny", embed_dim=32))
+    tiny = build(named_config("tiny", embed_dim=32))
     xyz, rgb = torch.randn(3, 512, 3), torch.rand(3, 512, 3)
     assert tiny(xyz, rgb).shape == (3, 32)
-    ulip2 = PointBertConfig.named("ulip2", embed_dim=1280)
+    ulip2 = named_config("ulip2", embed_dim=1280)
     assert (ulip2.width, ulip2.depth, ulip2.heads, ulip2.groups, ulip2.group_size) == (384, 18, 6, 512, 32)
-    assert PointBertConfig.named("ulip1", 512).depth == 12
-    assert PointBert(ulip2).projection.in_features == 768  # [CLS || max-pool] of width 384
+    assert named_config("ulip1", 512).depth == 12
+    assert build(ulip2).pc_projection.shape == (768, 1280)  # [CLS || max-pool] of width 384
 
 
 def test_torch_fps_agrees_with_the_stored_fps_order():
     xyz = np.random.default_rng(0).normal(size=(600, 3)).astype(np.float32)
     ordered = xyz[farthest_point_order(xyz)]
-    # On FPS-ordered input, FPS from point 0 picks the prefix: why "prefix" centres are free.
+    # On FPS-ordered input, FPS from point 0 picks the prefix: the stored order is ULIP's centres.
     picked = farthest_point_sample(torch.from_numpy(ordered)[None], 64)[0]
     assert picked.tolist() == list(range(64))
 
@@ -68,7 +69,7 @@ def test_loss_matches_the_formula_and_clamps_the_scale():
 
 
 def test_no_weight_decay_on_biases_and_norms():
-    model = PointBert(PointBertConfig.named("tiny", embed_dim=16))
+    model = build(named_config("tiny", embed_dim=16))
     decay, no_decay = parameter_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim >= 2 for p in decay["params"])
@@ -279,15 +280,25 @@ def test_eval_reports_the_confusion_matrix_with_an_empty_shard_among_the_inputs(
     report = run_evaluation(
         tmp_path / "model.pt",
         EvalSettings.from_config(
-            {"benchmarks": [{"name": "heldout", "format": "demo_heldout"}], "batch_size": 8, "device": "cpu"}
+            {
+                **default_config()["eval"],
+                "benchmarks": [{"name": "heldout", "format": "demo_heldout"}],
+                "batch_size": 8,
+                "device": "cpu",
+            }
         ),
         tiny_clip,
         small_train_cfg().num_points,
         small_train_cfg().holdout_fraction,
         triplets,
         tmp_path / "zero_shot.json",
+        embed_paths=embeds,
     )
-    heldout = json.loads((tmp_path / "zero_shot.json").read_text())["benchmarks"]["heldout"]
+    written = json.loads((tmp_path / "zero_shot.json").read_text())
+    assert (written["checkpoint_format"], written["text_precision"]) == ("ours", "fp32")
+    assert written["retrieval"]["objects"] == written["benchmarks"]["heldout"]["samples"]
+    assert set(written["retrieval"]["text"]) >= {"r1", "r5", "r10", "median_rank"}
+    heldout = written["benchmarks"]["heldout"]
     assert heldout == json.loads(json.dumps(report["benchmarks"]["heldout"]))
     matrix, classes = heldout["confusion"]["matrix"], heldout["confusion"]["classes"]
     assert len(matrix) == len(classes) == heldout["classes"]

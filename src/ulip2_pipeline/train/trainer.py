@@ -32,6 +32,7 @@ import torch
 
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.encoders.registry import build, config_dict, named_config, prefix_points
 from ulip2_pipeline.models.clip import load_configured_clip
 from ulip2_pipeline.settings import ClipSettings, TrainSettings
 from ulip2_pipeline.train import distributed
@@ -40,7 +41,6 @@ from ulip2_pipeline.train.checkpoint import load_matching, restore_rng, rng_stat
 from ulip2_pipeline.train.fingerprint import run_fingerprint
 from ulip2_pipeline.train.loader import Batch, TripletDataset
 from ulip2_pipeline.train.loss import UlipLoss
-from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
 from ulip2_pipeline.train.zeroshot import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def state_fingerprint(*modules: torch.nn.Module) -> str:
 class ContrastiveModel(torch.nn.Module):
     """Encoder and loss as one module, so DDP synchronises the logit scale with the encoder."""
 
-    def __init__(self, encoder: PointBert, loss: UlipLoss, amp: bool):
+    def __init__(self, encoder: torch.nn.Module, loss: UlipLoss, amp: bool):
         super().__init__()
         self.encoder, self.loss, self.amp = encoder, loss, amp
 
@@ -132,8 +132,8 @@ class Trainer:
         self.clip = frozen_towers(embed, self.device)
         self.tower_hash = tower_fingerprint(self.clip)
         embed_dim = self.class_text_features(["probe"]).shape[-1]
-        self.encoder_config = PointBertConfig.named(settings.model, embed_dim)
-        self.encoder = PointBert(self.encoder_config).to(self.device)
+        self.encoder_config = named_config(settings.model, embed_dim)
+        self.encoder = build(self.encoder_config).to(self.device)
         self.loss = UlipLoss().to(self.device)
         trainable = torch.nn.ModuleDict({"encoder": self.encoder, "loss": self.loss})
         self.optimizer = torch.optim.AdamW(
@@ -308,7 +308,7 @@ class Trainer:
                 "pending": self.pending,
                 "pending_grads": pending,
                 "history": self.history,
-                "encoder_config": self.encoder_config.__dict__,
+                "encoder_config": config_dict(self.encoder_config),
                 "train_config": self.settings.as_config(),
                 "rng": rng,
             },
@@ -321,7 +321,7 @@ class Trainer:
         xyz, rgb = batch["xyz"].to(self.device), batch["rgb"].to(self.device)
         if settings.augment:
             xyz, rgb = augment(
-                xyz, rgb, self.up_axis, self.generators["augment"], keep_prefix=self.encoder_config.groups
+                xyz, rgb, self.up_axis, self.generators["augment"], keep_prefix=prefix_points(self.encoder_config)
             )
         image, text = self.image_targets(batch), self.text_targets(batch, self.generators["text"])
         no_sync = self.world > 1 and not synchronise
@@ -383,7 +383,7 @@ class Trainer:
             "objects_per_epoch": self.dataset.num_objects,
             "batches_per_epoch": self.batches_per_epoch,
             "trainable_parameters": sum(p.numel() for g in self.optimizer.param_groups for p in g["params"]),
-            "encoder": self.encoder_config.__dict__,
+            "encoder": config_dict(self.encoder_config),
             "history": self.history,
         }
         if self.world > 1:  # each rank's own account, for checking that the ranks agree
@@ -405,7 +405,7 @@ class Trainer:
             save_atomic(
                 {
                     "encoder": self.encoder.state_dict(),
-                    "encoder_config": self.encoder_config.__dict__,
+                    "encoder_config": config_dict(self.encoder_config),
                     "train_config": self.settings.as_config(),
                     "categories": self.categories,
                 },
