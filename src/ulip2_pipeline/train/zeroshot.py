@@ -6,7 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Prompt templates in the style of ULIP's 64 (CLIP-style templates extended for point clouds).
+# ULIP's 64 prompt templates, exactly its data/templates.json "modelnet40_64" (CLIP-style templates
+# extended for point clouds), which ULIP and ULIP-2 zero-shot evaluation average over.
 TEMPLATES = [
     "a point cloud model of {}.",
     "There is a {} in the scene.",
@@ -59,7 +60,7 @@ TEMPLATES = [
     "a pixelated photo of a {}.",
     "a pixelated photo of the {}.",
     "a black and white photo of the {}.",
-    "a black and white photo of a {}.",
+    "a black and white photo of a {}",  # sic: ULIP's list has no period here
     "a plastic {}.",
     "the plastic {}.",
     "a toy {}.",
@@ -77,10 +78,13 @@ TEMPLATES = [
 
 @torch.inference_mode()
 def class_embeddings(encode_text, class_names: list[str], templates: list[str] = TEMPLATES) -> torch.Tensor:
-    """(classes, D): per class, each template encoded and normalised, averaged, re-normalised."""
+    """(classes, D): per class, each template encoded and normalised, averaged, re-normalised.
+
+    Names go into the templates as given: each benchmark reader returns them spelt the way its
+    publisher prompts with (e.g. ULIP's "flower pot" for ModelNet40's "flower_pot")."""
     rows = []
     for name in class_names:
-        features = F.normalize(encode_text([t.format(name.replace("_", " ")) for t in templates]).float(), dim=-1)
+        features = F.normalize(encode_text([t.format(name) for t in templates]).float(), dim=-1)
         rows.append(F.normalize(features.mean(dim=0), dim=-1))
     return torch.stack(rows)
 
