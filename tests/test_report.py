@@ -472,6 +472,56 @@ def test_the_confusion_matrix_has_true_rows_and_predicted_columns():
     assert "<td>c7</td><td>c3</td><td class=num>9</td>" in large
 
 
+RETRIEVAL = {
+    "text": {
+        "r1": 42.5,
+        "r5": 80.0,
+        "r10": 92.5,
+        "median_rank": 2.0,
+        "mean_rank": 3.41,
+        "samples": 40,
+        "chance_r1": 2.5,
+    },
+    "image": {
+        "r1": 12.25,
+        "r5": 37.5,
+        "r10": 55.0,
+        "median_rank": 8.5,
+        "mean_rank": 11.07,
+        "samples": 40,
+        "chance_r1": 2.5,
+    },
+    "objects": 40,
+    "skipped": 3,
+    "skipped_reasons": {"no embedding row": 2, "no kept caption": 1},
+}
+
+
+def test_the_training_page_shows_held_out_retrieval_or_says_why_not():
+    text = training_page("toy", "run1", METRICS, {**zero_shot(), "retrieval": RETRIEVAL})
+    section = text.split("<h2>Held-out retrieval</h2>")[1].split("<h2>")[0]
+    rows = section.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    cells = [[c.split(">", 1)[1] for c in row.split("</td>")[:-1]] for row in rows]
+    assert cells == [
+        ["3D → text", "42.5", "80", "92.5", "2", "3.41", "2.5", "40"],
+        ["3D → image", "12.25", "37.5", "55", "8.5", "11.07", "2.5", "40"],
+    ]
+    assert "3 held-out objects left out (no embedding row: 2, no kept caption: 1)." in section
+    assert "Held-out retrieval missing" not in text
+
+    missing = training_page("toy", "run1", METRICS, zero_shot())
+    section = missing.split("<h2>Held-out retrieval</h2>")[1].split("<h2>")[0]
+    assert "<table" not in section
+    assert "Held-out retrieval missing: this zero_shot.json has no <code>retrieval</code>" in section
+
+    error = {"error": "fewer than 2 held-out objects", "objects": 1, "skipped": 0, "skipped_reasons": {}}
+    failed = training_page("toy", "run1", METRICS, {**zero_shot(), "retrieval": error})
+    section = failed.split("<h2>Held-out retrieval</h2>")[1].split("<h2>")[0]
+    assert "<table" not in section
+    assert "No held-out retrieval: fewer than 2 held-out objects (1 with points and embeddings)." in section
+    assert "No held-out retrieval for this run." in training_page("toy", "run1", METRICS, None)
+
+
 # --- end to end: the demo's report, and a real browser ---
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

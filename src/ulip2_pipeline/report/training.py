@@ -1,4 +1,5 @@
-"""The training page: curves from metrics.json, the zero-shot table and each benchmark's confusion matrix."""
+"""The training page: curves from metrics.json, the zero-shot table, each benchmark's confusion matrix and
+the held-out retrieval table."""
 
 from __future__ import annotations
 
@@ -128,6 +129,46 @@ def zero_shot_section(zero_shot: Document | None) -> str:
     return "".join(out)
 
 
+RETRIEVAL_SIDES = (("3D → text", "text"), ("3D → image", "image"))
+RETRIEVAL_COLUMNS = ("r1", "r5", "r10", "median_rank", "mean_rank", "chance_r1", "samples")
+
+
+def retrieval_section(zero_shot: Document | None) -> str:
+    """``zero_shot["retrieval"]`` (train.retrieval.heldout_retrieval): each held-out cloud ranked against
+    every held-out object's caption and image features, or why there is no such table."""
+    if zero_shot is None:
+        return '<p class="note">No held-out retrieval for this run.</p>'
+    retrieval = zero_shot.get("retrieval")
+    if retrieval is None:
+        return (
+            '<p class="note">Held-out retrieval missing: this zero_shot.json has no <code>retrieval</code> '
+            "(written by newer versions of the eval stage). Rerun the eval rule to get it.</p>"
+        )
+    left_out = ""
+    if retrieval.get("skipped"):
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in (retrieval.get("skipped_reasons") or {}).items())
+        left_out = f" {retrieval['skipped']} held-out objects left out" + (f" ({reasons})." if reasons else ".")
+    if "error" in retrieval:
+        return (
+            f'<p class="note">No held-out retrieval: {esc(retrieval["error"])} '
+            f"({esc(retrieval.get('objects', 0))} with points and embeddings).{esc(left_out)}</p>"
+        )
+    rows = [
+        [label, *[retrieval.get(side, {}).get(k, "") for k in RETRIEVAL_COLUMNS]] for label, side in RETRIEVAL_SIDES
+    ]
+    return (
+        f"<p>Each of the {esc(retrieval.get('objects', '?'))} held-out objects (never trained on) is a query: its "
+        "cloud's feature ranked against one caption feature and one image feature (of one view) of every "
+        "held-out object. Recall in %; ranks are 1-based, ties counted against the model."
+        f"{esc(left_out)}</p>"
+        + table(
+            ["direction", "R@1", "R@5", "R@10", "median rank", "mean rank", "chance R@1", "objects"],
+            rows,
+            numeric={1, 2, 3, 4, 5, 6, 7},
+        )
+    )
+
+
 def training_page(dataset: str, run: str, metrics: Document, zero_shot: Document | None) -> str:
     history = metrics.get("history", [])
     last = history[-1] if history else {}
@@ -148,11 +189,12 @@ def training_page(dataset: str, run: str, metrics: Document, zero_shot: Document
     body = (
         f"<div>{head}</div><h2>Training curves</h2><div class='row'>{curve_charts(history)}</div>"
         f"<h2>Zero-shot classification</h2>{zero_shot_section(zero_shot)}"
+        f"<h2>Held-out retrieval</h2>{retrieval_section(zero_shot)}"
         f"<h2>Encoder</h2>{encoder_table}"
     )
     lead = (
         f"Run {esc(run)}: the Point-BERT trained against the frozen CLIP, per epoch (metrics.json), and its "
-        "zero-shot scores (zero_shot.json)."
+        "zero-shot and held-out retrieval scores (zero_shot.json)."
     )
     return page(f"{dataset}: training run {run}", lead, body)
 
