@@ -28,11 +28,17 @@ rule train_run:
         "../workflow_scripts/train.py"
 
 
+def model_to_evaluate(wildcards):
+    """The run's trained model, or the checkpoint eval.checkpoint names (a released ULIP-2 or OpenShape one)."""
+    return config["eval"]["checkpoint"] or paths.fill(paths.MODEL, dataset=wildcards.dataset, run=wildcards.run)
+
+
 rule eval_run:
     input:
         unpack(embed_model_inputs),
-        model=rules.train_run.output.model,
+        model=model_to_evaluate,
         triplets=shards_of_dataset(paths.TRIPLETS),
+        embed=shards_of_dataset(paths.fill(paths.EMBED, model=config["embed"]["name"])),
     output:
         paths.ZERO_SHOT,
     params:

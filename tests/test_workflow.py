@@ -61,7 +61,9 @@ def test_the_demo_reaches_training_and_a_real_zero_shot_signal(demo_run):
     assert metrics["epochs"] == config["train"]["epochs"]
     assert (results / "train" / run / "curve.csv").exists()
     assert (results / "train" / run / "checkpoint.pt").exists()
-    heldout = json.loads((results / "eval" / run / "zero_shot.json").read_text())["benchmarks"]["heldout"]
+    zero_shot = json.loads((results / "eval" / run / "zero_shot.json").read_text())
+    heldout = zero_shot["benchmarks"]["heldout"]
+    assert zero_shot["retrieval"]["objects"] == heldout["samples"]
     print("held-out zero-shot:", heldout)
     assert heldout["samples"] >= 10
     # Trained on category text, scored on objects it never saw: far above chance.
@@ -92,6 +94,17 @@ def test_one_dataset_is_one_config_flag_away(tmp_path):
     output = result.stdout + result.stderr
     assert "results/tiny/manifest.parquet" in output
     assert "results/demo/" not in output
+
+
+def test_the_eval_rule_scores_a_named_checkpoint_without_training(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "ulip2-pointbert.pt").write_bytes(b"released checkpoint")
+    config["eval"].update(checkpoint=str(tmp_path / "ulip2-pointbert.pt"), checkpoint_format="ulip2")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    output = snakemake(tmp_path, "eval", "-n").stdout
+    assert "rule eval_run:" in output
+    assert "ulip2-pointbert.pt" in output
+    assert "rule train_run:" not in output
 
 
 def test_a_bad_config_stops_the_run_naming_the_key(tmp_path):

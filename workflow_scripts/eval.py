@@ -1,4 +1,4 @@
-# Thin adapter: zero-shot evaluation of a trained encoder (see ulip2_pipeline.train.run).
+# Thin adapter: zero-shot evaluation and held-out retrieval of an encoder (see ulip2_pipeline.train.run).
 import torch
 
 from ulip2_pipeline.settings import EmbedSettings, EvalSettings
@@ -15,4 +15,5 @@ run_evaluation(
     snakemake.params.points["holdout_fraction"],
     snakemake.input.triplets,
     snakemake.output[0],
+    embed_paths=snakemake.input.embed,
 )

@@ -258,14 +258,18 @@ class BenchmarkSpec(TypedDict, total=False):
     """One zero-shot benchmark (``eval.benchmarks``); ``path`` and ``split`` where its format needs them."""
 
     name: str
-    format: str  # demo_heldout | modelnet40_ulip | openshape | scanobjectnn
-    path: str
-    split: str
+    # demo_heldout | modelnet40_ulip2 | modelnet40_ulip | openshape_modelnet40 | openshape_lvis | openshape
+    # (= openshape_lvis) | ulip2_lvis | scanobjectnn | openshape_scanobjectnn: train/benchmarks.py's readers
+    format: str
+    path: str  # the folder of the benchmark's files (all but demo_heldout)
+    split: str  # a file inside path replacing the format's default (split JSON, h5 or .npy)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalSettings(Settings):
     benchmarks: tuple[BenchmarkSpec, ...]
+    checkpoint: str | None
+    checkpoint_format: str
     batch_size: int = throughput()
     device: str = throughput()
 

@@ -10,9 +10,10 @@ import torch
 
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.devices import pick_device
+from ulip2_pipeline.encoders.checkpoints import load_encoder
 from ulip2_pipeline.settings import ClipSettings, EvalSettings, TrainSettings
 from ulip2_pipeline.train.benchmarks import read_benchmark
-from ulip2_pipeline.train.pointbert import PointBert, PointBertConfig
+from ulip2_pipeline.train.retrieval import heldout_retrieval
 from ulip2_pipeline.train.trainer import Trainer, encode_texts, frozen_towers
 from ulip2_pipeline.train.zeroshot import class_embeddings, evaluate
 
@@ -28,27 +29,23 @@ def run_training(
     return summary
 
 
-def load_encoder(model_path, device: torch.device) -> PointBert:
-    state = torch.load(model_path, map_location=device, weights_only=False)
-    encoder = PointBert(PointBertConfig(**state["encoder_config"])).to(device)
-    encoder.load_state_dict(state["encoder"])
-    return encoder.eval()
+def evaluation_towers(embed: ClipSettings, device: torch.device):
+    """The frozen CLIP for class prompts, in fp32 whatever the embed stage used (ULIP evaluates its text
+    tower in fp32; fp16 class features move scores by a few tenths of a point)."""
+    return frozen_towers(embed.replace(precision="fp32"), device)
 
 
-def run_evaluation(
-    model_path,
+def score(
+    encoder,
     settings: EvalSettings,
-    embed: ClipSettings,
+    clip,
     num_points: int,
     holdout_fraction: float,
-    triplet_paths,
-    out,
+    triplet_paths=(),
+    embed_paths=None,
 ) -> dict:
-    """Zero-shot top-1 / top-5 / class-mean accuracy, per-class top-1 and the confusion matrix on every
-    configured benchmark, into one JSON. ``num_points`` and ``holdout_fraction``: as the model was trained."""
-    device = pick_device(settings.device)
-    encoder = load_encoder(model_path, device)
-    clip = frozen_towers(embed, device)
+    """Zero-shot results on every benchmark of ``settings`` and, given embedding shards, held-out retrieval."""
+    device = clip.device
     results = {}
     for spec in settings.benchmarks:
         clouds, labels, classes = read_benchmark(spec, num_points, triplet_paths, holdout_fraction)
@@ -62,11 +59,52 @@ def run_evaluation(
         }
         headline = {k: v for k, v in results[spec["name"]].items() if k not in ("confusion", "per_class_top1")}
         log.info("%s: %s", spec["name"], json.dumps(headline))
-    report = {
+    report = {"benchmarks": results}
+    if embed_paths:
+        report["retrieval"] = heldout_retrieval(
+            encoder, triplet_paths, embed_paths, holdout_fraction, num_points, device, settings.batch_size
+        )
+        log.info("held-out retrieval: %s", json.dumps(report["retrieval"]))
+    return report
+
+
+def evaluation_report(
+    model_path,
+    settings: EvalSettings,
+    embed: ClipSettings,
+    num_points: int,
+    holdout_fraction: float = 0.0,
+    triplet_paths=(),
+    embed_paths=None,
+) -> dict:
+    """Zero-shot top-1 / top-5 / class-mean accuracy, per-class top-1 and the confusion matrix on every
+    configured benchmark and, given embedding shards, held-out 3D->text / 3D->image retrieval, for the
+    checkpoint ``model_path`` (written by ``settings.checkpoint_format``). ``num_points`` and
+    ``holdout_fraction``: as the model was trained."""
+    device = pick_device(settings.device)
+    encoder = load_encoder(model_path, settings.checkpoint_format, device)
+    clip = evaluation_towers(embed, device)
+    return {
         "model": str(model_path),
-        "text_tower": f"{embed.arch}/{embed.pretrained}",
-        "benchmarks": results,
+        "checkpoint_format": settings.checkpoint_format,
+        "text_tower": embed.model_name,
+        "text_precision": "fp32",
+        **score(encoder, settings, clip, num_points, holdout_fraction, triplet_paths, embed_paths),
     }
+
+
+def run_evaluation(
+    model_path,
+    settings: EvalSettings,
+    embed: ClipSettings,
+    num_points: int,
+    holdout_fraction: float,
+    triplet_paths,
+    out,
+    embed_paths=None,
+) -> dict:
+    """The eval rule: ``evaluation_report`` into ``out`` (zero_shot.json), written atomically."""
+    report = evaluation_report(model_path, settings, embed, num_points, holdout_fraction, triplet_paths, embed_paths)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     return report
