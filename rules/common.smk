@@ -81,6 +81,11 @@ def embed_model_inputs(wildcards):
     return _built_model_dirs([config["embed"]["pretrained"], config["embed"]["arch_config"]])
 
 
+def model_to_evaluate(wildcards):
+    """The run's trained model, or the checkpoint eval.checkpoint names (a released ULIP-2 or OpenShape one)."""
+    return config["eval"]["checkpoint"] or paths.fill(paths.MODEL, dataset=wildcards.dataset, run=wildcards.run)
+
+
 def triplet_provenance(wildcards):
     """What produced a triplet shard, recorded in its metadata."""
     dataset = config["datasets"][wildcards.dataset]

@@ -28,11 +28,6 @@ rule train_run:
         "../workflow_scripts/train.py"
 
 
-def model_to_evaluate(wildcards):
-    """The run's trained model, or the checkpoint eval.checkpoint names (a released ULIP-2 or OpenShape one)."""
-    return config["eval"]["checkpoint"] or paths.fill(paths.MODEL, dataset=wildcards.dataset, run=wildcards.run)
-
-
 rule eval_run:
     input:
         unpack(embed_model_inputs),

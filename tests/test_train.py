@@ -17,6 +17,7 @@ from conftest import REPO, one_torch_thread, snakemake
 from synthetic_shards import write_shards
 
 from ulip2_pipeline.config import default_config, validate_config
+from ulip2_pipeline.encoders.checkpoints import load_encoder
 from ulip2_pipeline.encoders.grouping import farthest_point_sample
 from ulip2_pipeline.encoders.registry import build, named_config
 from ulip2_pipeline.models.tiny_models import build_tiny_clip
@@ -241,6 +242,17 @@ def test_a_resumed_run_ends_bit_identical_with_accumulation_across_epochs(tmp_pa
     assert state_fingerprint(straight.encoder, straight.loss) == state_fingerprint(resumed.encoder, resumed.loss)
     assert comparable(straight.history) == comparable(resumed.history)
     assert straight.step == resumed.step == straight.batches_per_epoch * 3 // 3
+
+
+def test_openshapes_encoder_trains_and_its_model_loads_for_eval(tmp_path, shards, tiny_clip):
+    triplets, embeds = shards
+    trainer = Trainer(triplets, embeds, small_train_cfg(model="openshape_tiny", epochs=2), tiny_clip, "y", tmp_path)
+    summary = trainer.train()
+    assert summary["encoder"]["architecture"] == "ppat"
+    assert all(math.isfinite(h["loss"]) for h in summary["history"])
+    trainer.save_model(tmp_path / "model.pt")
+    loaded = load_encoder(tmp_path / "model.pt", "ours")
+    assert state_fingerprint(loaded) == state_fingerprint(trainer.encoder)
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed_and_the_log_says_what_changed(tmp_path, shards, tiny_clip, caplog):
