@@ -12,7 +12,7 @@ and views ranked/s. Add --tiny to run the same code path with the stand-ins' siz
 (a smoke test without a GPU; --caption-precision bfloat16 --clip-precision fp16
 smoke-tests the GPU numerics on the CPU).
 
-Usage: python benchmarks/caption_rank_bench.py [--real-size [--tiny]] [--images N] [--batch B]
+Usage: python benchmarks/caption_rank_bench.py [--real-size [--tiny] [--batches B1,B2]] [--images N] [--batch B]
 """
 
 from __future__ import annotations
@@ -143,36 +143,52 @@ def real_size_clip(tiny: bool, device: torch.device, precision: str, workdir: Pa
     return load_clip(name, None, str(path), device, precision)
 
 
-def gpu_benchmark(images: int, batch: int, tiny: bool, caption_precision: str, clip_precision: str) -> dict:
+def gpu_benchmark(images: int, batches: list[int], tiny: bool, caption_precision: str, clip_precision: str) -> dict:
+    """The real-size models built once, then captioned and ranked at each batch size of ``batches``."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = caption_dtype(caption_precision, device)
     build_s, model = timed(lambda: real_size_blip2(tiny, device, dtype))
     with tempfile.TemporaryDirectory() as tmp:
         clip = real_size_clip(tiny, device, clip_precision, Path(tmp))
     settings = GenerationSettings(num_captions=10, max_new_tokens=20, min_new_tokens=20)
-    pixels = torch.randn(batch, 3, 224, 224, device=device).to(vision_dtype(model))
     bos = torch.tensor([BLIP2_GENERATION_CONFIG["bos_token_id"]], device=device)
     eos_ids = end_tokens(model)
     pad_id = pad_token(model, None)
-
-    def caption_round():
-        tokens = sample_caption_tokens(model, pixels, bos, list(range(batch)), settings, eos_ids, pad_id)
+    per_batch = []
+    for batch in batches:
+        pixels = torch.randn(batch, 3, 224, 224, device=device).to(vision_dtype(model))
         if device.type == "cuda":
-            torch.cuda.synchronize()
-        return tokens
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
 
-    caption_round()  # warm-up
-    rounds = max(1, images // batch)
-    seconds = [timed(caption_round)[0] for _ in range(rounds)]
-    tokens = caption_round()
-    views = synthetic_views(batch)
-    texts = [[f"a 3d render of object {i} number {j}" for j in range(10)] for i in range(batch)]
-    score_views(clip, views, texts)
-    rank_seconds = [timed(lambda: score_views(clip, views, texts))[0] for _ in range(rounds)]
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        def caption_round():
+            tokens = sample_caption_tokens(model, pixels, bos, list(range(batch)), settings, eos_ids, pad_id)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return tokens
+
+        caption_round()  # warm-up
+        rounds = max(1, images // batch)
+        seconds = [timed(caption_round)[0] for _ in range(rounds)]
+        tokens = caption_round()
+        views = synthetic_views(batch)
+        texts = [[f"a 3d render of object {i} number {j}" for j in range(10)] for i in range(batch)]
+        score_views(clip, views, texts)
+        rank_seconds = [timed(lambda: score_views(clip, views, texts))[0] for _ in range(rounds)]
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        per_batch.append(
+            {
+                "batch": batch,
+                "new_tokens_per_caption": int((tokens[: batch * 10] != pad_id).sum(dim=1).float().mean()),
+                "images_per_s": round(batch / statistics.median(seconds), 2),
+                "views_ranked_per_s": round(batch / statistics.median(rank_seconds), 2),
+                "peak_gpu_memory_gib": round(peak, 1) if peak else None,
+            }
+        )
     return {
         "benchmark": "caption_rank_real_size",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "family": "blip2-opt",
         "tiny_smoke_test": tiny,
         "blip2_params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
         "caption_dtype": str(vision_dtype(model)),
@@ -181,12 +197,8 @@ def gpu_benchmark(images: int, batch: int, tiny: bool, caption_precision: str, c
         "clip_dtype": str(clip.dtype),
         "clip_activation": clip.activation,
         "build_s": round(build_s, 1),
-        "batch": batch,
         "captions_per_image": 10,
-        "new_tokens_per_caption": int((tokens[: batch * 10] != pad_id).sum(dim=1).float().mean()),
-        "images_per_s": round(batch / statistics.median(seconds), 2),
-        "views_ranked_per_s": round(batch / statistics.median(rank_seconds), 2),
-        "peak_gpu_memory_gib": round(peak, 1) if peak else None,
+        "batches": per_batch,
         "goal": ">= 100 images/s captioned on one H100",
     }
 
@@ -199,9 +211,11 @@ def main() -> None:
     parser.add_argument("--clip-precision", default="auto", help="auto (fp16 on GPU), fp32, fp16, bf16")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", help="with --real-size: several batch sizes, e.g. 32,64 (default: --batch)")
     args = parser.parse_args()
     if args.real_size:
-        result = gpu_benchmark(args.images, args.batch, args.tiny, args.caption_precision, args.clip_precision)
+        batches = [int(b) for b in args.batches.split(",")] if args.batches else [args.batch]
+        result = gpu_benchmark(args.images, batches, args.tiny, args.caption_precision, args.clip_precision)
     else:
         result = cpu_benchmark(args.images, args.batch)
     print(json.dumps(result, indent=2))
