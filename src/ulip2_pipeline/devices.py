@@ -88,6 +88,7 @@ def run_in_batches(
     batch_size: int,
     on_error: Callable[[T, Exception], R] | None = None,
     progress=None,
+    after_batch: Callable[[Sequence[T], list[R]], None] | None = None,
 ) -> list[R]:
     """``work`` over consecutive batches, one result per item, in order.
 
@@ -96,13 +97,15 @@ def run_in_batches(
     batch that fails is retried one item at a time, so one bad item cannot sink its
     neighbours, and an item that still fails alone (out of memory included) gets
     ``on_error(item, exception)`` as its result. ``progress`` (a Progress) advances per batch.
+    ``after_batch(batch, its results)`` is called once each batch's results are final (after
+    any halving and retrying); what it raises ends the run.
     """
     results: list[R] = []
     start = 0
     while start < len(items):
         batch = items[start : start + batch_size]
         try:
-            results.extend(work(batch))
+            batch_results = work(batch)
         except Exception as exc:  # noqa: BLE001 - sorted below: halve, isolate or re-raise
             _release_memory(exc)
             if is_out_of_memory(exc) and len(batch) > 1:
@@ -118,9 +121,12 @@ def run_in_batches(
                     type(exc).__name__,
                     exc,
                 )
-                results.extend(_one_at_a_time(batch, work, on_error))
+                batch_results = _one_at_a_time(batch, work, on_error)
             else:
-                results.append(on_error(batch[0], exc))
+                batch_results = [on_error(batch[0], exc)]
+        results.extend(batch_results)
+        if after_batch is not None:
+            after_batch(batch, batch_results)
         start += len(batch)
         if progress is not None:
             progress.advance(len(batch))

@@ -88,7 +88,9 @@ def run_shard(inputs: Inputs, settings: CaptionSettings, outputs: Outputs) -> Sh
             seeds = [view_seed(settings.seed, v.uid, v.view) for v in batch]
             return caption_batch(model, processor, [v.image() for v in batch], seeds, generation)
 
-        done, failed = process_views(views, work, settings.batch_size, STAGE, inputs.shard, inputs.render)
+        done, failed = process_views(
+            views, work, settings.batch_size, STAGE, inputs.shard, inputs.render, model=settings.model
+        )
         failures += failed
         for view, texts in done:
             cleaned = [clean_caption(t) for t in texts]

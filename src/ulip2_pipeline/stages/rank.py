@@ -69,7 +69,9 @@ def run_shard(inputs: Inputs, settings: RankSettings, outputs: Outputs) -> Shard
         def work(batch):
             return list(score_views(clip, [v.image() for v in batch], [captions[(v.uid, v.view)] for v in batch]))
 
-        done, failed = process_views(views, work, settings.batch_size, STAGE, inputs.shard, inputs.render)
+        done, failed = process_views(
+            views, work, settings.batch_size, STAGE, inputs.shard, inputs.render, model=settings.model_name
+        )
         failures += failed
         for view, scores in done:
             texts = captions[(view.uid, view.view)]
