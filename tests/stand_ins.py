@@ -20,14 +20,14 @@ from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor  # noqa: F401
 
 from ulip2_pipeline.config import default_config
-from ulip2_pipeline.models import opt_vocab, real_models, tiny_models
+from ulip2_pipeline.models import opt_vocab, real_models, t5_vocab, tiny_models
 from ulip2_pipeline.settings import CaptionSettings, EmbedSettings, RankSettings
 
 
 def stand_ins_key() -> str:
     """Changes with the code that builds the stand-ins and the libraries that save them."""
     digest = hashlib.sha256()
-    for module in (tiny_models, real_models, opt_vocab):
+    for module in (tiny_models, real_models, opt_vocab, t5_vocab):
         digest.update(Path(module.__file__).read_bytes())
     for package in ("torch", "transformers", "open_clip_torch"):
         digest.update(version(package).encode())
@@ -48,6 +48,20 @@ def stand_ins():
                 root / "tiny-blip2", root / "tiny-clip-rank", root / "tiny-clip-embed"
             )
             built.write_text(json.dumps(models))
+    return json.loads(built.read_text())
+
+
+@pytest.fixture(scope="session")
+def t5_stand_in() -> str:
+    """The BLIP-2 Flan-T5 stand-in's folder, built once like ``stand_ins`` (in a folder of its own)."""
+    root = Path(tempfile.gettempdir()) / f"ulip2-stand-in-t5-{stand_ins_key()}"
+    built = root / "built.json"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            folder = tiny_models.build_tiny_blip2_t5(root / "tiny-blip2-t5")
+            built.write_text(json.dumps(str(folder)))
     return json.loads(built.read_text())
 
 

@@ -5,6 +5,7 @@ import torch
 from stand_ins import caption_cfg, png, stand_ins, write_render_shard  # noqa: F401 - fixture
 
 from ulip2_pipeline.failures import Failure
+from ulip2_pipeline.models.captioners import Captioner
 from ulip2_pipeline.stages import caption as caption_stage
 from ulip2_pipeline.stages.model_stage import ModelCannotRun, process_views
 from ulip2_pipeline.stages.views import View
@@ -125,10 +126,10 @@ def test_a_caption_model_that_always_fails_stops_the_shard_and_writes_nothing(tm
         [("a", 0, png((255, 0, 0))), ("a", 1, png((0, 255, 0))), ("b", 0, png((0, 0, 255)))],
     )
 
-    def broken_caption_batch(model, processor, images, seeds, settings):
+    def broken_caption(captioner, images, seeds, settings):
         raise AttributeError(T5_ERROR)
 
-    monkeypatch.setattr(caption_stage, "caption_batch", broken_caption_batch)
+    monkeypatch.setattr(Captioner, "caption", broken_caption)
     cfg = caption_cfg(stand_ins, batch_size=4)
     outputs = caption_stage.Outputs(tmp_path / "c.parquet", tmp_path / "cf.parquet")
     with pytest.raises(ModelCannotRun) as raised:

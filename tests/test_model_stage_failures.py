@@ -6,6 +6,7 @@ import torch
 from stand_ins import caption_cfg, embed_cfg, png, rank_cfg, stand_ins, triplet_shard, write_render_shard  # noqa: F401 - fixture
 
 from ulip2_pipeline.devices import run_in_batches
+from ulip2_pipeline.models.captioners import Captioner
 from ulip2_pipeline.stages import caption as caption_stage
 from ulip2_pipeline.stages import embed as embed_stage
 from ulip2_pipeline.stages import rank as rank_stage
@@ -60,15 +61,15 @@ def test_caption_views_that_fail_alone_become_failure_rows_and_the_rest_are_unch
         caption_stage.Outputs(tmp_path / "clean.parquet", tmp_path / "clean-f.parquet"),
     )
     broken = {view_seed(cfg.seed, "a", 1): ValueError("injected model error"), view_seed(cfg.seed, "b", 0): oom()}
-    real_caption_batch = caption_stage.caption_batch
+    real_caption = Captioner.caption
 
-    def failing_caption_batch(model, processor, images, seeds, settings):
+    def failing_caption(captioner, images, seeds, settings):
         for seed in seeds:
             if seed in broken:
                 raise broken[seed]
-        return real_caption_batch(model, processor, images, seeds, settings)
+        return real_caption(captioner, images, seeds, settings)
 
-    monkeypatch.setattr(caption_stage, "caption_batch", failing_caption_batch)
+    monkeypatch.setattr(Captioner, "caption", failing_caption)
     summary = caption_stage.run_shard(
         caption_stage.Inputs(render_shard, "00000"),
         cfg,

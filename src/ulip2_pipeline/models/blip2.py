@@ -42,11 +42,15 @@ def caption_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def load_captioner(model_id: str, device: torch.device, precision: str = "auto"):
-    """Load BLIP-2 and its processor by hub id or local path, in ``caption_dtype(precision, device)``."""
+    """Load BLIP-2 and its processor by hub id or local path, in ``caption_dtype(precision, device)``, refusing a
+    checkpoint whose weights do not fit (``captioners.load_exactly``). The stages load through
+    ``captioners.load_captioner``, which also picks the caption loop from the configuration."""
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+    from ulip2_pipeline.models.captioners import load_exactly
+
     dtype = caption_dtype(precision, device)
-    model = Blip2ForConditionalGeneration.from_pretrained(model_id, dtype=dtype).to(device).eval()
+    model = load_exactly(Blip2ForConditionalGeneration, model_id, dtype).to(device).eval()
     processor = Blip2Processor.from_pretrained(model_id)
     return model, processor
 
@@ -109,6 +113,24 @@ def _nucleus_pick(logits: torch.Tensor, uniforms: torch.Tensor, top_p: float, te
     return order.gather(-1, choice).squeeze(-1)
 
 
+def seeded_uniforms(seeds: list[int], steps: int, rows: int, device) -> torch.Tensor:
+    """(images * rows, steps) uniforms; image i's rows draw from a generator seeded with ``seeds[i]`` alone."""
+    uniforms = torch.stack([torch.rand(steps, rows, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return uniforms.permute(0, 2, 1).reshape(len(seeds) * rows, steps).to(device)
+
+
+def pick_next_tokens(
+    logits: torch.Tensor, step: int, settings: GenerationSettings, eos: torch.Tensor, uniforms: torch.Tensor | None
+) -> torch.Tensor:
+    """One token per row at ``step``: nucleus-sampled from the step's uniforms, or greedy; no end token
+    before ``min_new_tokens`` (``logits`` is changed in place)."""
+    if step < settings.min_new_tokens:
+        logits[:, eos] = float("-inf")
+    if settings.do_sample:
+        return _nucleus_pick(logits, uniforms[:, step], settings.top_p, settings.temperature)
+    return logits.float().argmax(dim=-1)
+
+
 @torch.inference_mode()
 def sample_caption_tokens(
     model,
@@ -146,18 +168,11 @@ def sample_caption_tokens(
         cache.batch_repeat_interleave(rows)  # the n samples share the image prefix
     logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
 
-    if settings.do_sample:
-        uniforms = torch.stack([torch.rand(steps, rows, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        uniforms = uniforms.permute(0, 2, 1).reshape(batch * rows, steps).to(device)
+    uniforms = seeded_uniforms(seeds, steps, rows, device) if settings.do_sample else None
     tokens = torch.full((batch * rows, steps), pad_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch * rows, dtype=torch.bool, device=device)
     for step in range(steps):
-        if step < settings.min_new_tokens:
-            logits[:, eos] = float("-inf")
-        if settings.do_sample:
-            picked = _nucleus_pick(logits, uniforms[:, step], settings.top_p, settings.temperature)
-        else:
-            picked = logits.float().argmax(dim=-1)
+        picked = pick_next_tokens(logits, step, settings, eos, uniforms)
         picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
         tokens[:, step] = picked
         finished |= torch.isin(picked, eos)

@@ -9,7 +9,8 @@ generation_config.json, preprocessor_config.json, processor_config.json,
 tokenizer_config.json) and from open_clip 3.3's own registry; where the hub file
 leaves a field to the library's default (the vision and Q-Former blocks, OPT's
 bos/pad ids), the transformers 5.23 default is written out here so that it is
-visible and can be shrunk.
+visible and can be shrunk. ``Salesforce/blip2-flan-t5-xl`` (Cap3D's captioner) is
+transcribed the same way further down; its sources are noted there.
 """
 
 from __future__ import annotations
@@ -130,6 +131,91 @@ BLIP2_TOKENIZER = {
     "size": 50266,  # 50265 BPE entries + <image>; the model's 50304 rows pad it
 }
 
+# --- BLIP-2 Flan-T5 (Salesforce/blip2-flan-t5-xl; -xxl differs only in the T5 sizes) ---
+# Where the values come from. From ../shared/REFERENCE.md ("Real checkpoints"): use_decoder_only_language_model
+# false; a T5 encoder-decoder text model without bos_token_id; eos_token_id 1 (</s>); pad_token_id and
+# decoder_start_token_id 0; image_token_index 32100; 32128 vocabulary rows; a SentencePiece T5 tokenizer with
+# 100 extra ids; the query embeddings go to the encoder and decoding starts from the pad token. From our
+# knowledge of the hub files (Salesforce/blip2-flan-t5-xl config.json, generation_config.json,
+# processor_config.json, tokenizer_config.json, and google/flan-t5-xl's config.json, which its text_config
+# copies), not re-checked against a download here: the Flan-T5-XL sizes (d_model 2048, d_kv 64, d_ff 5120,
+# 24 + 24 layers, 32 heads; -xxl: 4096 / 64 / 10240 / 24 + 24 / 64), feed_forward_proj "gated-gelu",
+# tie_word_embeddings false (T5 v1.1 keeps its own output embedding and does not rescale before it),
+# relative attention 32 buckets / max distance 128, layer_norm_epsilon 1e-6, dropout 0.1, n_positions 512,
+# num_query_tokens 32, the generation config (decoder_start 0, eos 1, pad 0), the tokenizer's special-token
+# layout (<pad> 0, </s> 1, <unk> 2, "▁" 3, 32000 pieces, <extra_id_0> .. <extra_id_99> at 32099 down to 32000,
+# <image> 32100 added, model_max_length 512), and that the vision tower, Q-Former and image processor are
+# the same as BLIP-2 OPT's.
+BLIP2_T5_MODEL_ID = "Salesforce/blip2-flan-t5-xl"
+
+BLIP2_T5_CONFIG = {
+    "architectures": ["Blip2ForConditionalGeneration"],
+    "model_type": "blip-2",
+    "image_text_hidden_size": 256,
+    "image_token_index": 32100,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "num_query_tokens": 32,
+    "use_decoder_only_language_model": False,
+    "torch_dtype": "float32",
+    "vision_config": copy.deepcopy(BLIP2_CONFIG["vision_config"]),
+    "qformer_config": copy.deepcopy(BLIP2_CONFIG["qformer_config"]),
+    "text_config": {  # Flan-T5-XL
+        "_name_or_path": "google/flan-t5-xl",
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "d_model": 2048,
+        "d_kv": 64,
+        "d_ff": 5120,
+        "num_layers": 24,
+        "num_decoder_layers": 24,
+        "num_heads": 32,
+        "feed_forward_proj": "gated-gelu",
+        "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128,
+        "layer_norm_epsilon": 1e-6,
+        "dropout_rate": 0.1,
+        "initializer_factor": 1.0,
+        "n_positions": 512,
+        "is_encoder_decoder": True,
+        "vocab_size": 32128,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+    },
+}
+
+# generation_config.json: no bos; captions end at </s>
+BLIP2_T5_GENERATION_CONFIG = {
+    "_from_model_config": True,
+    "decoder_start_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 0,
+}
+
+# preprocessor_config.json and processor_config.json: the same files as BLIP-2 OPT's
+BLIP2_T5_PREPROCESSOR_CONFIG = copy.deepcopy(BLIP2_PREPROCESSOR_CONFIG)
+BLIP2_T5_PROCESSOR_CONFIG = {"num_query_tokens": 32, "processor_class": "Blip2Processor"}
+
+# The tokenizer: T5's SentencePiece unigram vocabulary (no BOS; </s> appended to every text), 100 sentinels
+# numbered downwards from the top, then BLIP-2's <image>.
+BLIP2_T5_TOKENIZER = {
+    "tokenizer_class": "T5Tokenizer",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "pad_token": "<pad>",
+    "special_ids": {"<pad>": 0, "</s>": 1, "<unk>": 2},
+    "space_piece": "\u2581",  # "▁", SentencePiece's word boundary; id 3 in T5's vocabulary
+    "pieces": 32000,  # ids 0 .. 31999
+    "extra_ids": 100,  # <extra_id_0> is 32099, <extra_id_99> is 32000
+    "image_token": "<image>",
+    "image_token_id": 32100,
+    "size": 32101,  # the model's 32128 rows pad it
+    "model_max_length": 512,
+}
+
 # open_clip: the rank model (ULIP-2 used CLIP ViT-L/14, OpenAI's weights) and the frozen towers for training.
 CLIP_RANK = {"arch": "ViT-L-14", "pretrained": "openai", "quick_gelu": True, "embed_dim": 768}
 CLIP_EMBED = {"arch": "ViT-bigG-14", "pretrained": "laion2b_s39b_b160k", "quick_gelu": False, "embed_dim": 1280}
@@ -152,7 +238,20 @@ SIZE_KEYS = {
         "num_attention_heads",
         "encoder_hidden_size",
     },
-    "text_config": {"hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads", "word_embed_proj_dim"},
+    "text_config": {
+        "hidden_size",
+        "ffn_dim",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "word_embed_proj_dim",
+        # T5's names for the same sizes
+        "d_model",
+        "d_kv",
+        "d_ff",
+        "num_layers",
+        "num_decoder_layers",
+        "num_heads",
+    },
     "clip": {"embed_dim", "width", "layers", "heads", "head_width"},
 }
 
@@ -174,6 +273,13 @@ BLIP2_TINY_SIZES = {
     },
 }
 
+# The same vision tower and Q-Former as the OPT stand-in; a T5 of the same width.
+BLIP2_T5_TINY_SIZES = {
+    "vision_config": copy.deepcopy(BLIP2_TINY_SIZES["vision_config"]),
+    "qformer_config": copy.deepcopy(BLIP2_TINY_SIZES["qformer_config"]),
+    "text_config": {"d_model": 64, "d_kv": 16, "d_ff": 256, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4},
+}
+
 CLIP_TINY_SIZES = {
     "embed_dim": 32,
     "vision_cfg": {"width": 64, "layers": 2, "head_width": 32},
@@ -183,7 +289,16 @@ CLIP_TINY_SIZES = {
 
 def blip2_config(sizes: Document | None = None) -> dict:
     """The real BLIP-2 OPT-6.7B config.json as a dict, with ``sizes`` (per sub-config) shrunk in."""
-    config = copy.deepcopy(BLIP2_CONFIG)
+    return _shrunk(BLIP2_CONFIG, sizes)
+
+
+def blip2_t5_config(sizes: Document | None = None) -> dict:
+    """The real BLIP-2 Flan-T5-XL config.json as a dict, with ``sizes`` (per sub-config) shrunk in."""
+    return _shrunk(BLIP2_T5_CONFIG, sizes)
+
+
+def _shrunk(real: Document, sizes: Document | None) -> dict:
+    config = copy.deepcopy(real)
     for block, values in (sizes or {}).items():
         not_sizes = set(values) - SIZE_KEYS.get(block, set())
         if not_sizes:

@@ -1,4 +1,5 @@
-"""The caption stage: every rendered view of a shard gets n BLIP-2 captions."""
+"""The caption stage: every rendered view of a shard gets n captions (BLIP-2 OPT or Flan-T5, read from the
+model's configuration: ``models.captioners``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from ulip2_pipeline.devices import pick_device
-from ulip2_pipeline.models.blip2 import (
-    GenerationSettings,
-    caption_batch,
-    clean_caption,
-    end_tokens,
-    load_captioner,
-    vision_dtype,
-)
+from ulip2_pipeline.models.blip2 import GenerationSettings, clean_caption
+from ulip2_pipeline.models.captioners import load_captioner
 from ulip2_pipeline.settings import CaptionSettings
 from ulip2_pipeline.shard import ShardClock, ShardSummary, ShardWork
 from ulip2_pipeline.stages.model_stage import numerics_metadata, process_views
@@ -70,14 +65,15 @@ def run_shard(inputs: Inputs, settings: CaptionSettings, outputs: Outputs) -> Sh
     clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
     views, failures = read_views(inputs.render, STAGE)
     generation = generation_settings(settings)
-    rows, device, dtype, end_ids = [], None, None, None
+    rows, device, dtype, end_ids, family = [], None, None, None, "none"
     if views:
         device = pick_device(settings.device)
-        model, processor = load_captioner(settings.model, device, settings.precision)
-        dtype, end_ids = vision_dtype(model), end_tokens(model)
+        captioner = load_captioner(settings.model, device, settings.precision)
+        dtype, end_ids, family = captioner.dtype, captioner.end_ids, captioner.family
         log.info(
-            "loaded %s on %s in %s in %.1f s; captions end at token(s) %s",
+            "loaded %s (%s) on %s in %s in %.1f s; captions end at token(s) %s",
             settings.model,
+            family,
             device,
             dtype,
             time.perf_counter() - clock.started,
@@ -86,7 +82,7 @@ def run_shard(inputs: Inputs, settings: CaptionSettings, outputs: Outputs) -> Sh
 
         def work(batch):
             seeds = [view_seed(settings.seed, v.uid, v.view) for v in batch]
-            return caption_batch(model, processor, [v.image() for v in batch], seeds, generation)
+            return captioner.caption([v.image() for v in batch], seeds, generation)
 
         done, failed = process_views(
             views, work, settings.batch_size, STAGE, inputs.shard, inputs.render, model=settings.model
@@ -114,6 +110,7 @@ def run_shard(inputs: Inputs, settings: CaptionSettings, outputs: Outputs) -> Sh
         },
         metadata={
             "ulip2.model": settings.model,
+            "ulip2.caption_family": family,
             "ulip2.generation": json.dumps(recipe),
             **numerics_metadata(device, dtype, settings.precision),
         },
