@@ -15,32 +15,71 @@ them refuses the model, naming the keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ulip2_pipeline.models import blip2, blip2_t5
 from ulip2_pipeline.models.blip2 import GenerationSettings, caption_dtype, end_tokens, vision_dtype
 
-FAMILIES: dict[str, ModuleType] = {"blip2-opt": blip2, "blip2-t5": blip2_t5}
-FAMILY_CONFIGS = {
-    "blip2-opt": "model_type blip-2 with a decoder-only language model (BLIP-2 OPT)",
-    "blip2-t5": "model_type blip-2 with an encoder-decoder language model (BLIP-2 Flan-T5)",
+
+@dataclass(frozen=True)
+class Family:
+    """What the pipeline needs of a captioner family. ``matches`` reads a ``transformers.AutoConfig``;
+    ``load(model_id, dtype)`` returns (model, processor) through ``load_exactly``; ``caption`` is the
+    family's ``caption_batch(model, processor, images, seeds, settings)``; ``input_dtype`` the dtype its
+    pixels go in; ``end_tokens`` the ids that end a caption."""
+
+    matches: Callable[[Any], bool]
+    describes: str
+    load: Callable[[str, torch.dtype], tuple[Any, Any]]
+    caption: Callable[..., list[list[str]]]
+    input_dtype: Callable[[Any], torch.dtype]
+    end_tokens: Callable[[Any], list[int]]
+
+
+def _load_blip2(model_id: str, dtype: torch.dtype):
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    return load_exactly(Blip2ForConditionalGeneration, model_id, dtype), Blip2Processor.from_pretrained(model_id)
+
+
+def _is_blip2(decoder_only: bool) -> Callable[[Any], bool]:
+    return lambda config: config.model_type == "blip-2" and config.use_decoder_only_language_model == decoder_only
+
+
+FAMILIES: dict[str, Family] = {
+    "blip2-opt": Family(
+        matches=_is_blip2(decoder_only=True),
+        describes="model_type blip-2 with a decoder-only language model (BLIP-2 OPT)",
+        load=_load_blip2,
+        caption=blip2.caption_batch,
+        input_dtype=vision_dtype,
+        end_tokens=end_tokens,
+    ),
+    "blip2-t5": Family(
+        matches=_is_blip2(decoder_only=False),
+        describes="model_type blip-2 with an encoder-decoder language model (BLIP-2 Flan-T5)",
+        load=_load_blip2,
+        caption=blip2_t5.caption_batch,
+        input_dtype=vision_dtype,
+        end_tokens=end_tokens,
+    ),
 }
 LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys")
 KEYS_SHOWN = 5
 
 
 def supported_families() -> str:
-    return "; ".join(f"{name}: {described}" for name, described in FAMILY_CONFIGS.items())
+    return "; ".join(f"{name}: {family.describes}" for name, family in FAMILIES.items())
 
 
 def family_of(config, model_id: str) -> str:
     """The captioner family of a loaded configuration (``transformers.AutoConfig``)."""
     model_type = getattr(config, "model_type", None)
-    if model_type == "blip-2":
-        return "blip2-opt" if config.use_decoder_only_language_model else "blip2-t5"
+    for name, family in FAMILIES.items():
+        if family.matches(config):
+            return name
     raise ValueError(
         f"{model_id}: model_type {model_type!r} is not a captioner this pipeline runs; "
         f"supported families: {supported_families()}"
@@ -98,16 +137,14 @@ class Captioner:
 
     def caption(self, images: list, seeds: list[int], settings: GenerationSettings) -> list[list[str]]:
         """``settings.num_captions`` captions per PIL image, image i's sampling seeded by ``seeds[i]``."""
-        return FAMILIES[self.family].caption_batch(self.model, self.processor, images, seeds, settings)
+        return FAMILIES[self.family].caption(self.model, self.processor, images, seeds, settings)
 
 
 def load_captioner(model_id: str, device: torch.device, precision: str = "auto") -> Captioner:
     """The captioner at ``model_id`` (hub id or local folder) on ``device`` in ``caption_dtype(precision, device)``,
     its family chosen from its configuration."""
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor
-
-    family = captioner_family(model_id)
-    model = load_exactly(Blip2ForConditionalGeneration, model_id, caption_dtype(precision, device))
+    name = captioner_family(model_id)
+    family = FAMILIES[name]
+    model, processor = family.load(model_id, caption_dtype(precision, device))
     model = model.to(device).eval()
-    processor = Blip2Processor.from_pretrained(model_id)
-    return Captioner(family, model_id, model, processor, vision_dtype(model), end_tokens(model))
+    return Captioner(name, model_id, model, processor, family.input_dtype(model), family.end_tokens(model))
