@@ -94,7 +94,7 @@ def test_ties_count_against_the_model():
 
 
 def test_a_query_without_finite_features_ranks_last():
-    queries, targets = torch.eye(3), torch.eye(3)
+    queries, targets = torch.eye(3, 5), torch.eye(3, 5)  # 3 objects, 5-d features: the worst rank is 3, not 5
     queries[1] = float("nan")
     result = retrieval_metrics(queries, targets)
     assert result["mean_rank"] == 1.67  # (1 + 3 + 1) / 3
