@@ -9,7 +9,8 @@ from ulip2_pipeline.failures import ObjectFailure
 
 
 def check_source(path: str | Path, expected_sha256: str | None) -> None:
-    """Raise ``missing_source`` or ``source_changed`` unless ``path`` holds the manifest's content."""
+    """Raise ``missing_source``, ``unreadable_file`` or ``source_changed`` unless ``path`` holds the
+    manifest's content."""
     path = Path(path)
     if not path.exists():
         raise ObjectFailure(
@@ -19,7 +20,12 @@ def check_source(path: str | Path, expected_sha256: str | None) -> None:
         )
     if expected_sha256 is None:
         return
-    actual = file_sha256(path)
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:  # a directory in its place, its permissions taken away, a failing file system
+        raise ObjectFailure(
+            "unreadable_file", f"{path} could not be read to check it: {type(exc).__name__}: {exc}"
+        ) from exc
     if actual != expected_sha256:
         raise ObjectFailure(
             "source_changed",

@@ -17,6 +17,9 @@ from pathlib import Path
 CHUNK = 1 << 22
 GLB_MAGIC = b"glTF"
 GLB_JSON_CHUNK = 0x4E4F534A
+# A .glb's header: magic, container version, length. Version 2 (glTF 2.0) then has chunks of (length, type,
+# data), the first the JSON. Version 1 (glTF 1.0's KHR_binary_glTF) has contentLength and contentFormat, then
+# the JSON: its document is never read here (neither loader reads 1.0; gltf_version_problem names it).
 TRIANGLES, TRIANGLE_STRIP, TRIANGLE_FAN = 4, 5, 6
 
 
@@ -30,17 +33,20 @@ def declared_faces(path: str | Path) -> int | None:
         return None
     try:
         return reader(path)
-    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
-        return None  # a malformed header is the loader's to report
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error):
+        return None  # a malformed header or structure is the loader's to report
 
 
 def gltf_document(path: str | Path) -> dict | None:
-    """The JSON of a .glb (its first chunk) or .gltf file, or None if it is not one."""
+    """The JSON object of a .glb (its first chunk) or .gltf file.
+
+    None if it is not one, or its JSON does not parse to an object: that is the loader's to report.
+    """
     stat = Path(path).stat()
     return _gltf_document(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=4)  # the face count and the Draco check read the same document
+@functools.lru_cache(maxsize=4)  # the version check, the face count and the Draco check read the same document
 def _gltf_document(path: str, size: int, mtime_ns: int) -> dict | None:
     path = Path(path)
     with open(path, "rb") as f:
@@ -49,10 +55,65 @@ def _gltf_document(path: str, size: int, mtime_ns: int) -> dict | None:
             length, kind = struct.unpack("<II", head[12:20])
             if kind != GLB_JSON_CHUNK:
                 return None
-            return json.loads(f.read(length))
-    if path.suffix.lower() == ".gltf":
-        return json.loads(path.read_bytes())
-    return None
+            text = f.read(length)
+        elif path.suffix.lower() == ".gltf":
+            text = head + f.read()
+        else:
+            return None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deep
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def glb_version(path: str | Path) -> int | None:
+    """The container version of a binary glTF (1 for glTF 1.0's, 2 for glTF 2.0's), or None if it is not one."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:4] != GLB_MAGIC:
+        return None
+    return struct.unpack("<I", head[4:8])[0]
+
+
+GLTF_PIPELINE = (
+    "trimesh and Blender read only glTF 2.0: convert it to glTF 2.0, e.g. with gltf-pipeline "
+    "(`npx gltf-pipeline -i {name} -o {stem}-2.0{suffix}` upgrades a 1.0 file)"
+)
+
+
+def gltf_version_problem(path: str | Path) -> str | None:
+    """Why ``path`` is a glTF of a version no reader here reads (1.0, or another major than 2), or None.
+
+    glTF 1.0 keys its top-level collections by name (``"meshes": {"name": {...}}``) where 2.0
+    has lists; trimesh ("only GLTF 2 is supported") and Blender's importer ("GLB version must
+    be 2", or a crash on the dicts) read only 2.0. A file this cannot tell is left to the loader.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".glb", ".gltf"):
+        return None
+    try:
+        container = glb_version(path)
+        document = gltf_document(path)
+    except (OSError, ValueError, struct.error):
+        return None
+    convert = GLTF_PIPELINE.format(name=path.name, stem=path.stem, suffix=path.suffix)
+    if container == 1:
+        return f"glTF 1.0 (a binary glTF container of version 1, KHR_binary_glTF); {convert}"
+    if document is None:
+        return None
+    asset = document.get("asset")
+    version = asset.get("version") if isinstance(asset, dict) else None
+    if version is None:
+        if isinstance(document.get("meshes"), dict):
+            return f"glTF 1.0 (no asset.version, and its meshes are keyed by name as in glTF 1.0); {convert}"
+        return None
+    major = str(version).split(".")[0].strip()
+    if major == "2":
+        return None
+    if major == "1":
+        return f"glTF 1.0 (asset.version {version}); {convert}"
+    return f"glTF {version} (asset.version {version}); trimesh and Blender read only glTF 2.0"
 
 
 def uses_draco(path: str | Path) -> bool:
@@ -61,7 +122,8 @@ def uses_draco(path: str | Path) -> bool:
         document = gltf_document(path)
     except (OSError, ValueError, struct.error):
         return False
-    return bool(document) and "KHR_draco_mesh_compression" in (document.get("extensionsUsed") or [])
+    used = document.get("extensionsUsed") if document else None
+    return isinstance(used, list) and "KHR_draco_mesh_compression" in used
 
 
 def _gltf(path: Path) -> int | None:

@@ -14,6 +14,7 @@ import numpy as np
 import trimesh
 
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.stages.points.face_indices import file_index_problem
 
 TEXTURE, VERTEX, FACE, MATERIAL, NONE = "texture", "vertex", "face", "material", "none"
 
@@ -54,6 +55,16 @@ def _accessor_colour_bytes(values) -> np.ndarray:
     return values
 
 
+def _uv_pairs(uv) -> np.ndarray:
+    """(V, 2) float64 texture coordinates. OBJ's ``vt u [v [w]]`` may give one to three per vertex:
+    a missing v is 0 (the format's default), w is not used."""
+    uv = np.asarray(uv, dtype=np.float64)
+    uv = uv.reshape(len(uv), -1) if uv.size else np.zeros((len(uv), 2))
+    if uv.shape[1] < 2:
+        uv = np.concatenate([uv, np.zeros((len(uv), 2 - uv.shape[1]))], axis=1)
+    return uv[:, :2]
+
+
 def _material_image_and_colour(material) -> tuple[object, np.ndarray | None]:
     """(PIL image or None, RGBA base colour in 0..1 or None) of a trimesh material."""
     if isinstance(material, trimesh.visual.material.PBRMaterial):
@@ -73,7 +84,7 @@ def _part_from_mesh(mesh: trimesh.Trimesh, transform: np.ndarray) -> Part:
         uv = visual.uv
         if image is not None and uv is not None and len(uv) == len(vertices):
             part.colour_source = TEXTURE
-            part.uv = np.asarray(uv, dtype=np.float64)
+            part.uv = _uv_pairs(uv)
             part.image = np.asarray(image.convert("RGBA"))
             part.factor = base if base is not None else np.ones(4)
             return part
@@ -96,12 +107,16 @@ def load_parts(path: str | Path, max_faces: int) -> list[Part]:
     try:
         scene = trimesh.load_scene(str(path), process=False)
     except Exception as exc:  # noqa: BLE001 - loaders raise anything from ValueError to KeyError
+        invalid = file_index_problem(path)  # trimesh crashes on an OBJ face naming a missing vertex
+        if invalid is not None:
+            raise ObjectFailure("invalid_mesh", invalid) from exc
         raise ObjectFailure("unreadable", f"{type(exc).__name__}: {exc}") from exc
     parts = []
     for node in scene.graph.nodes_geometry:
         transform, name = scene.graph[node]
         geometry = scene.geometry.get(name)
         if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces) > 0:
+            _check_shapes(geometry, name)
             parts.append(_part_from_mesh(geometry, transform))
     if not parts:
         kinds = sorted({type(g).__name__ for g in scene.geometry.values()}) or ["nothing"]
@@ -109,13 +124,56 @@ def load_parts(path: str | Path, max_faces: int) -> list[Part]:
     return check_parts(parts, max_faces)
 
 
+def _check_shapes(mesh: trimesh.Trimesh, name: str) -> None:
+    """``invalid_mesh`` unless the loader gave 3 coordinates per vertex and 3 corners per face: an OBJ
+    whose vertex lines hold different counts of numbers loads as a (V, 1) or (V, 2) array."""
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ObjectFailure(
+            "invalid_mesh",
+            f"mesh {name!r}: the vertices came out as an array of shape {vertices.shape}, not (n, 3): "
+            "are some vertex lines missing a coordinate?",
+        )
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ObjectFailure("invalid_mesh", f"mesh {name!r}: the faces came out as an array of shape {faces.shape}")
+
+
 def check_parts(parts: list[Part], max_faces: int) -> list[Part]:
-    """The checks every reader's parts pass before sampling: the face limit and finite coordinates."""
+    """The checks every reader's parts pass before sampling: the face limit, faces that name
+    existing vertices, and finite coordinates (vertices, and texture coordinates where used)."""
     total_faces = sum(len(p.faces) for p in parts)
     if total_faces > max_faces:
         raise ObjectFailure("too_many_faces", f"{total_faces} triangles, over the limit of {max_faces}")
     for part in parts:
+        check_face_indices(part)
         bad = ~np.isfinite(part.vertices).all(axis=1)
         if bad.any():
             raise ObjectFailure("non_finite", f"{int(bad.sum())} vertices with NaN or infinite coordinates")
+        if part.colour_source == TEXTURE:
+            bad = ~np.isfinite(part.uv).all(axis=1)
+            if bad.any():
+                raise ObjectFailure(
+                    "non_finite", f"{int(bad.sum())} texture coordinates (UV) with NaN or infinite values"
+                )
     return parts
+
+
+def check_face_indices(part: Part) -> None:
+    """``invalid_mesh`` unless every face index names one of the part's vertices (0-based).
+
+    PLY and glTF loaders pass such indices through; sampling would crash on them or, for a
+    negative index, silently take a vertex counted from the end.
+    """
+    if part.faces.size == 0:
+        return
+    count = len(part.vertices)
+    low, high = int(part.faces.min()), int(part.faces.max())
+    if low >= 0 and high < count:
+        return
+    outside = ((part.faces < 0) | (part.faces >= count)).any(axis=1)
+    valid = f"indices 0 to {count - 1}" if count else "no index is valid"
+    raise ObjectFailure(
+        "invalid_mesh",
+        f"faces reference vertex {high if high >= count else low} but the mesh has {count} vertices ({valid}); "
+        f"{int(outside.sum())} of {len(part.faces)} faces name a vertex that does not exist",
+    )

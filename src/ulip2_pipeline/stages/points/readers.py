@@ -3,7 +3,8 @@
 trimesh is the fast path. Blender reads what trimesh cannot (.blend, fbx, usd, abc)
 or reads wrongly (Draco-compressed glTF, which trimesh returns as zero-area garbage),
 and is the second chance for a file trimesh fails on in a format Blender imports.
-Before either loads anything, a face count from the file's header turns away meshes
+Before either loads anything, a glTF of a version neither reads (1.0) is turned away
+as ``unsupported_format``, and a face count from the file's header turns away meshes
 over the limit.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ulip2_pipeline.failures import ObjectFailure
-from ulip2_pipeline.stages.points.face_count import declared_faces, uses_draco
+from ulip2_pipeline.stages.points.face_count import declared_faces, gltf_version_problem, uses_draco
 from ulip2_pipeline.stages.points.meshes import Part, load_parts
 
 TRIMESH, BLENDER = "trimesh", "blender"
@@ -41,6 +42,9 @@ def check_declared_faces(path: str | Path, max_faces: int) -> None:
 def read_parts(path: str | Path, max_faces: int, up_axis: str) -> tuple[list[Part], str]:
     """The file's triangle parts in its own frame and the reader that produced them, or ObjectFailure."""
     path = Path(path)
+    unsupported = gltf_version_problem(path)
+    if unsupported is not None:
+        raise ObjectFailure("unsupported_format", unsupported)
     check_declared_faces(path, max_faces)
     if first_reader(path) == BLENDER:
         return _blender(path, max_faces, up_axis), BLENDER

@@ -19,6 +19,7 @@ from mathutils import Matrix
 from ulip2_pipeline.colour import srgb_to_linear
 from ulip2_pipeline.failures import ObjectFailure
 from ulip2_pipeline.settings import RenderSettings
+from ulip2_pipeline.stages.points.face_count import gltf_version_problem
 from ulip2_pipeline.stages.render.cameras import UP_AXIS, Camera
 
 # Import arguments that keep an obj/ply/stl file's own axes, so Blender's world is the
@@ -60,6 +61,9 @@ def _via_trimesh(path: Path) -> None:
 def import_file(path: Path) -> str:
     """Import ``path`` into the current scene; return the frame kind ('gltf', 'native', 'kept')."""
     ext = path.suffix.lower().lstrip(".")
+    unsupported = gltf_version_problem(path)  # glTF 1.0: Blender's importer reads only 2.0
+    if unsupported is not None:
+        raise ObjectFailure("unsupported_format", unsupported)
     try:
         if ext in ("glb", "gltf"):
             bpy.ops.import_scene.gltf(filepath=str(path))
