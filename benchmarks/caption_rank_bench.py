@@ -128,6 +128,7 @@ def real_size_blip2(tiny: bool, device: torch.device, dtype: torch.dtype):
             model = Blip2ForConditionalGeneration(config).eval()
     finally:
         torch.set_default_dtype(torch.float32)
+    model.to(dtype)  # the text config's torch_dtype (float16) would otherwise win over the default dtype
     model.qformer.float()  # from_pretrained keeps the Q-Former and its queries in fp32 (_keep_in_fp32_modules)
     model.query_tokens.data = model.query_tokens.data.float()
     model.generation_config = GenerationConfig(**BLIP2_GENERATION_CONFIG)  # what from_pretrained reads from the hub
