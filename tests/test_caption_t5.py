@@ -351,6 +351,7 @@ def test_the_caption_stage_runs_the_family_the_config_names_and_records_it(
     meta = metadata(tmp_path / "c.parquet")
     assert meta["ulip2.caption_family"] == family
     assert json.loads(meta["ulip2.generation"])["eos_token_id"] == eos
+    assert json.loads(meta["ulip2.generation"])["prompt_used"] == ""  # BLIP-2 continues the prompt as given
     assert f"loaded {model_dir} ({family}) on cpu" in caplog.text
     red = Image.new("RGB", (64, 64), (255, 0, 0))
     direct = load_captioner(model_dir, CPU).caption([red], [rows[0]["seed"]], caption_stage.generation_settings(cfg))

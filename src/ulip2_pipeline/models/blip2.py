@@ -140,16 +140,19 @@ def sample_caption_tokens(
     settings: GenerationSettings,
     eos_ids: int | list[int],
     pad_id: int,
+    image_inputs: dict | None = None,
 ) -> torch.Tensor:
     """(images * n, max_new_tokens) token ids; rows i*n .. i*n+n-1 belong to image i.
 
-    A row ends with its first end token (kept) and is padded with ``pad_id`` after it.
+    A row ends with its first end token (kept) and is padded with ``pad_id`` after it. ``image_inputs``: more
+    inputs of ``get_image_features`` (InstructBLIP's Q-Former also reads the instruction).
     """
     device = pixel_values.device
     n, steps = settings.num_captions, settings.max_new_tokens
     rows = n if settings.do_sample else 1  # greedy: the n captions are one caption, decoded once
     eos = torch.tensor(_as_list(eos_ids), device=device)
-    queries = model.get_image_features(pixel_values=pixel_values).pooler_output  # (B, Q, D): once per image
+    image_features = model.get_image_features(pixel_values=pixel_values, **(image_inputs or {}))
+    queries = image_features.pooler_output  # (B, Q, D): once per image
     language_model = model.language_model
     prompt = language_model.get_input_embeddings()(prompt_ids)
     batch = len(pixel_values)

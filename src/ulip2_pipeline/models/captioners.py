@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from ulip2_pipeline.models import blip2, blip2_t5
+from ulip2_pipeline.models import blip2, blip2_t5, chat_vlm, instructblip
 from ulip2_pipeline.models.blip2 import GenerationSettings, caption_dtype, end_tokens, vision_dtype
 
 
@@ -36,6 +36,9 @@ class Family:
     caption: Callable[..., list[list[str]]]
     input_dtype: Callable[[Any], torch.dtype]
     end_tokens: Callable[[Any], list[int]]
+    # The text the model is really given: BLIP-2 continues ``prompt`` as is; instruction-following
+    # families are asked their default instruction when ``prompt`` is empty.
+    prompt: Callable[[GenerationSettings], str] = lambda settings: settings.prompt
 
 
 def _load_blip2(model_id: str, dtype: torch.dtype):
@@ -64,6 +67,33 @@ FAMILIES: dict[str, Family] = {
         caption=blip2_t5.caption_batch,
         input_dtype=vision_dtype,
         end_tokens=end_tokens,
+    ),
+    "instructblip-vicuna": Family(
+        matches=instructblip.matches(decoder_only=True),
+        describes="model_type instructblip with a decoder-only language model (InstructBLIP Vicuna)",
+        load=instructblip.load,
+        caption=instructblip.caption_batch,
+        input_dtype=vision_dtype,
+        end_tokens=end_tokens,
+        prompt=instructblip.instruction,
+    ),
+    "instructblip-t5": Family(
+        matches=instructblip.matches(decoder_only=False),
+        describes="model_type instructblip with an encoder-decoder language model (InstructBLIP Flan-T5)",
+        load=instructblip.load,
+        caption=instructblip.caption_batch,
+        input_dtype=vision_dtype,
+        end_tokens=end_tokens,
+        prompt=instructblip.instruction,
+    ),
+    "chat-vlm": Family(
+        matches=chat_vlm.matches,
+        describes="model_type qwen2_5_vl, qwen2_vl or qwen3_vl (Qwen2.5-VL, Qwen2-VL, Qwen3-VL chat models)",
+        load=chat_vlm.load,
+        caption=chat_vlm.caption_batch,
+        input_dtype=chat_vlm.vision_dtype,
+        end_tokens=end_tokens,
+        prompt=chat_vlm.instruction,
     ),
 }
 LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys")
@@ -138,6 +168,10 @@ class Captioner:
     def caption(self, images: list, seeds: list[int], settings: GenerationSettings) -> list[list[str]]:
         """``settings.num_captions`` captions per PIL image, image i's sampling seeded by ``seeds[i]``."""
         return FAMILIES[self.family].caption(self.model, self.processor, images, seeds, settings)
+
+    def prompt(self, settings: GenerationSettings) -> str:
+        """What the model is asked or continues, as the family uses ``settings.prompt``."""
+        return FAMILIES[self.family].prompt(settings)
 
 
 def load_captioner(model_id: str, device: torch.device, precision: str = "auto") -> Captioner:

@@ -65,11 +65,12 @@ def run_shard(inputs: Inputs, settings: CaptionSettings, outputs: Outputs) -> Sh
     clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
     views, failures = read_views(inputs.render, STAGE)
     generation = generation_settings(settings)
-    rows, device, dtype, end_ids, family = [], None, None, None, "none"
+    rows, device, dtype, end_ids, family, asked = [], None, None, None, "none", None
     if views:
         device = pick_device(settings.device)
         captioner = load_captioner(settings.model, device, settings.precision)
         dtype, end_ids, family = captioner.dtype, captioner.end_ids, captioner.family
+        asked = captioner.prompt(generation)
         log.info(
             "loaded %s (%s) on %s in %s in %.1f s; captions end at token(s) %s",
             settings.model,
@@ -100,7 +101,8 @@ def run_shard(inputs: Inputs, settings: CaptionSettings, outputs: Outputs) -> Sh
                     "seed": view_seed(settings.seed, view.uid, view.view),
                 }
             )
-    recipe = {**asdict(generation), "seed": settings.seed, "eos_token_id": end_ids}
+    # prompt_used: what the model was really given (an instruction family's default when prompt is empty).
+    recipe = {**asdict(generation), "seed": settings.seed, "eos_token_id": end_ids, "prompt_used": asked}
     work = ShardWork(
         table=pa.Table.from_pylist(rows, schema=CAPTIONS_SCHEMA),
         counts={
