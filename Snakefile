@@ -1,5 +1,5 @@
 # ulip2-pipeline: raw 3D objects -> ULIP-2 triplets. Wiring only; the logic lives in
-# src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, triplets,
+# src/ulip2_pipeline. Targets: all (default), manifests, points, render, caption, rank, fuse, triplets,
 # embed, export_ulip, export_openshape, export_shapenet_ulip, dataset_card, train, eval, report.
 # See README.md.
 from ulip2_pipeline.config import validate_config
@@ -19,6 +19,7 @@ include: "rules/sources.smk"
 include: "rules/points.smk"
 include: "rules/render.smk"
 include: "rules/caption.smk"
+include: "rules/fuse.smk"
 include: "rules/triplets.smk"
 include: "rules/exports.smk"
 include: "rules/train.smk"

@@ -9,6 +9,7 @@ from ulip2_pipeline.settings import (
     CaptionSettings,
     EmbedSettings,
     EvalSettings,
+    FuseSettings,
     RankSettings,
     RenderSettings,
     TrainSettings,
@@ -81,6 +82,17 @@ def embed_model_inputs(wildcards):
     return _built_model_dirs([config["embed"]["pretrained"], config["embed"]["arch_config"]])
 
 
+def fuse_model_inputs(wildcards):
+    return _built_model_dirs([config["fuse"]["model"]])
+
+
+def fused_input(wildcards):
+    """The triplets' object captions: the shard's fused captions when fuse.enabled, else nothing."""
+    if not config["fuse"]["enabled"]:
+        return {}
+    return {"fused": paths.fill(paths.FUSED, dataset=wildcards.dataset, shard=wildcards.shard)}
+
+
 def model_to_evaluate(wildcards):
     """The run's trained model, or the checkpoint eval.checkpoint names (a released ULIP-2 or OpenShape one)."""
     return config["eval"]["checkpoint"] or paths.fill(paths.MODEL, dataset=wildcards.dataset, run=wildcards.run)
@@ -98,6 +110,7 @@ def triplet_provenance(wildcards):
         "seed": dataset["seed"],
         "caption_model": config["caption"]["model"],
         "rank_model": f"{config['rank']['arch']}/{config['rank']['pretrained']}",
+        **({"fuse_model": config["fuse"]["model"]} if config["fuse"]["enabled"] else {}),
     }
 
 

@@ -3,6 +3,7 @@
 
 rule triplets_shard:
     input:
+        unpack(fused_input),
         manifest=manifest_slice,
         points=rules.points_shard.output.points,
         render=rules.render_shard.output.render,

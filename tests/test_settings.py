@@ -12,6 +12,7 @@ from ulip2_pipeline.settings import (
     DatasetSettings,
     EmbedSettings,
     EvalSettings,
+    FuseSettings,
     PointsSettings,
     RankSettings,
     RenderSettings,
@@ -33,6 +34,7 @@ SECTIONS = {
     ReportSettings: SCHEMA["properties"]["report"],
     TrainSettings: SCHEMA["$defs"]["train"],
     EvalSettings: SCHEMA["$defs"]["eval"],
+    FuseSettings: SCHEMA["$defs"]["fuse"],
 }
 
 
@@ -49,6 +51,7 @@ def sections():
         ReportSettings: config["report"],
         TrainSettings: config["train"],
         EvalSettings: config["eval"],
+        FuseSettings: config["fuse"],
     }
 
 
@@ -70,6 +73,7 @@ def test_the_fields_are_the_schemas_keys(kind):
         (ReportSettings, set()),
         (TrainSettings, {"workers", "device", "threads"}),  # the batch is the loss's negatives: an output setting
         (EvalSettings, {"batch_size", "device"}),
+        (FuseSettings, {"batch_size", "device", "threads"}),
     ],
     ids=lambda k: getattr(k, "__name__", ""),
 )

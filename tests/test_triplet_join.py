@@ -80,8 +80,9 @@ def depth_map(uid: str, view: int) -> bytes:
     return np.full((4, 4), OBJECTS.index(uid) + view / 10, np.float32).tobytes()
 
 
-def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = None):
-    """Write every stage's shard for OBJECTS and join them: (summary, triplet rows, folder)."""
+def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = None, fused=None):
+    """Write every stage's shard for OBJECTS and join them: (summary, triplet rows, folder). ``fused``: a fuse
+    stage's shard to join too."""
     manifest = [
         {
             "uid": u,
@@ -177,6 +178,7 @@ def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = Non
             tmp_path / "ranked.parquet",
             **{f"{stage}_failures": path for stage, path in ledgers.items()},
             shard="00000",
+            fused=fused,
         ),
         TripletsSettings(row_group_rows=2),
         triplets_stage.Outputs(tmp_path / "triplets.parquet", tmp_path / "left.parquet"),
@@ -285,6 +287,7 @@ TRIPLET_COLUMNS = [
     ("captions", pa.list_(pa.list_(pa.string()))),
     ("caption_scores", pa.list_(pa.list_(pa.float32()))),
     ("kept", pa.list_(pa.list_(pa.string()))),
+    ("object_caption", pa.string()),
 ]
 
 

@@ -20,6 +20,10 @@ from ulip2_pipeline.records import RawConfig
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # package data; the repository's top-level file
 
 
+# train.text_source values that need the fuse stage's object captions.
+OBJECT_TEXT_SOURCES = ("object", "view_or_object")
+
+
 class ConfigError(ValueError):
     """The configuration does not satisfy the schema; the message names every bad key."""
 
@@ -120,6 +124,12 @@ def _cross_checks(config: RawConfig) -> list[str]:
                 problems.append(
                     f"key 'datasets.{name}.points.prefix_sizes': {size} is larger than points.count {total}"
                 )
+    source = config.get("train", {}).get("text_source")
+    if source in OBJECT_TEXT_SOURCES and not config.get("fuse", {}).get("enabled"):
+        problems.append(
+            f"key 'train.text_source': {source} trains on the objects' fused captions, which need the fuse stage; "
+            "set key 'fuse.enabled' to true (or pick captions, category or mix)"
+        )
     for name in selected_dataset_names(config, check=False):
         if name not in config.get("datasets", {}):
             problems.append(

@@ -21,6 +21,7 @@ POINTS = f"{DATASET}/points/{{shard}}.parquet"
 RENDER = f"{DATASET}/render/{{shard}}.parquet"
 CAPTIONS = f"{DATASET}/captions/{{shard}}.parquet"
 RANKED = f"{DATASET}/ranked/{{shard}}.parquet"
+FUSED = f"{DATASET}/fused/{{shard}}.parquet"  # the optional fuse stage: one caption per object
 TRIPLETS = f"{DATASET}/triplets/{{shard}}.parquet"
 SUMMARY = f"{DATASET}/summary.json"
 EMBED = f"{DATASET}/embed/{{model}}/{{shard}}.parquet"

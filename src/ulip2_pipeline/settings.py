@@ -197,6 +197,25 @@ class CaptionSettings(Settings):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FuseSettings(Settings):
+    """The optional fuse stage: one caption per object from its views' kept captions (an instruct LLM)."""
+
+    enabled: bool
+    model: str
+    system: str
+    instruction: str
+    max_new_tokens: int
+    do_sample: bool
+    top_p: float
+    temperature: float
+    seed: int
+    precision: str
+    batch_size: int = throughput()
+    device: str = throughput()
+    threads: int = throughput()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClipSettings(Settings):
     """An OpenCLIP model: ``arch`` and ``pretrained`` (a tag or a file), ``arch_config`` for local architectures."""
 

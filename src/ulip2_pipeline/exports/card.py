@@ -43,6 +43,8 @@ COLUMN_MEANINGS = {
     "captions": "every caption the captioner wrote for each view",
     "caption_scores": "CLIP cosine similarity of each caption with its view",
     "kept": "the captions kept for each view (the top-k by CLIP score, best first)",
+    "object_caption": "one caption of the whole object, distilled from its views' kept captions by the fuse "
+    "stage's language model (null without the fuse stage, or where it has none)",
 }
 
 SIZE_CATEGORIES = [

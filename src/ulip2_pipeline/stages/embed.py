@@ -33,6 +33,8 @@ EMBED_SCHEMA = pa.schema(
         pa.field("caption_views", pa.list_(pa.int16())),
         pa.field("captions", pa.list_(pa.string())),
         pa.field("caption_embeddings", pa.list_(pa.list_(pa.float32()))),
+        # the text embedding of the triplet's object_caption (the fuse stage's); null where it has none
+        pa.field("object_caption_embedding", pa.list_(pa.float32())),
     ]
 )
 
@@ -61,11 +63,15 @@ class Outputs:
 
 
 def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> ShardSummary:
-    """L2-normalised image embeddings of every view and text embeddings of every kept caption.
+    """L2-normalised image embeddings of every view and text embeddings of every kept caption and of the object's
+    caption (the fuse stage's, where the triplets have one).
 
     A shard without objects writes an empty output and loads no model."""
     clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
-    rows = pq.read_table(inputs.triplets, columns=["uid", "views", "images", "kept"]).to_pylist()
+    columns = ["uid", "views", "images", "kept"]
+    if "object_caption" in pq.read_schema(inputs.triplets).names:  # triplets written before the fuse stage lack it
+        columns.append("object_caption")
+    rows = pq.read_table(inputs.triplets, columns=columns).to_pylist()
     clip = None
     if rows:
         clip = load_configured_clip(settings)
@@ -85,11 +91,17 @@ def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> Shar
             texts += kept
             text_views += [view] * len(kept)
         text_ranges.append((start, len(texts)))
-    progress = Progress(f"embed {inputs.shard}", len(images) + len(texts), unit="images and captions")
+    object_texts = [row["object_caption"] for row in rows if row.get("object_caption")]
+    progress = Progress(
+        f"embed {inputs.shard}", len(images) + len(texts) + len(object_texts), unit="images and captions"
+    )
     image_vectors = run_in_batches(
         images, lambda b: list(_encode_images(clip, b)), settings.batch_size, progress=progress
     )
     text_vectors = run_in_batches(texts, lambda b: list(_encode_texts(clip, b)), settings.batch_size, progress=progress)
+    object_vectors = iter(
+        run_in_batches(object_texts, lambda b: list(_encode_texts(clip, b)), settings.batch_size, progress=progress)
+    )
     out_rows, cursor = [], 0
     for row, (start, end) in zip(rows, text_ranges):
         count = len(row["images"])
@@ -101,13 +113,20 @@ def run_shard(inputs: Inputs, settings: EmbedSettings, outputs: Outputs) -> Shar
                 "caption_views": text_views[start:end],
                 "captions": texts[start:end],
                 "caption_embeddings": [v.tolist() for v in text_vectors[start:end]],
+                "object_caption_embedding": next(object_vectors).tolist() if row.get("object_caption") else None,
             }
         )
         cursor += count
     dim = len(image_vectors[0]) if image_vectors else 0
     work = ShardWork(
         table=pa.Table.from_pylist(out_rows, schema=EMBED_SCHEMA),
-        counts={"objects": len(out_rows), "images": len(images), "captions": len(texts), "dim": dim},
+        counts={
+            "objects": len(out_rows),
+            "images": len(images),
+            "captions": len(texts),
+            "object_captions": len(object_texts),
+            "dim": dim,
+        },
         metadata={
             "ulip2.model": settings.model_name,
             "ulip2.embedding_dim": str(dim),

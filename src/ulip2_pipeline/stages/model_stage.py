@@ -56,8 +56,18 @@ class _ModelGuard:
     model, and the guard stands down for the rest of the shard.
     """
 
-    def __init__(self, stage: str, model: str, source: str | Path):
-        self.stage, self.model, self.source = stage, model, source
+    def __init__(
+        self,
+        stage: str,
+        model: str,
+        source: str | Path,
+        unit: str = "view",
+        failure: Callable[[object, Exception], Failure] | None = None,
+    ):
+        """``unit``: what the items are, in the message (the fuse stage's are objects); ``failure(item, exc)``:
+        an item's failure row (``view_failure`` by default)."""
+        self.stage, self.model, self.source, self.unit = stage, model, source, unit
+        self.failure = failure or (lambda view, exc: view_failure(view, stage, source, exc))
         self.watching = True
         self.batch_errors: list[tuple[View, Exception]] = []  # the current batch's, until after_batch
         self.signature: tuple[str, str] | None = None
@@ -66,7 +76,7 @@ class _ModelGuard:
 
     def on_error(self, view: View, exc: Exception) -> Failure:
         self.batch_errors.append((view, exc))
-        return view_failure(view, self.stage, self.source, exc)
+        return self.failure(view, exc)
 
     def after_batch(self, batch: Sequence[View], results: list) -> None:
         errors, self.batch_errors = self.batch_errors, []
@@ -87,8 +97,8 @@ class _ModelGuard:
             exc = self.first_error
             batches = "the first batch" if self.batches == 1 else f"the first {self.batches} batches"
             raise ModelCannotRun(
-                f"{self.stage}: model {self.model} cannot run: every view of {batches} ({self.views}) failed alone "
-                f"with {type(exc).__name__}: {exc}; no view was written"
+                f"{self.stage}: model {self.model} cannot run: every {self.unit} of {batches} ({self.views}) failed "
+                f"alone with {type(exc).__name__}: {exc}; no {self.unit} was written"
             ) from exc
 
 

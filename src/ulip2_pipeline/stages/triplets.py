@@ -49,6 +49,7 @@ def triplet_schema(points: int) -> pa.Schema:
             pa.field("captions", pa.list_(pa.list_(pa.string()))),
             pa.field("caption_scores", pa.list_(pa.list_(pa.float32()))),
             pa.field("kept", pa.list_(pa.list_(pa.string()))),
+            pa.field("object_caption", pa.string()),  # the fuse stage's; null without it
         ]
     )
 
@@ -85,6 +86,7 @@ def hf_features(points: int) -> dict:
                 "captions": seq(seq(value("string"))),
                 "caption_scores": seq(seq(value("float32"))),
                 "kept": seq(seq(value("string"))),
+                "object_caption": value("string"),
             }
         }
     }
@@ -112,8 +114,18 @@ def _per_object_views(render_path, ranked_path) -> dict[str, list[tuple[dict, di
     return {uid: sorted(pairs, key=lambda p: p[0]["view"]) for uid, pairs in views.items()}
 
 
-def build_triplets(points_path, render_path, ranked_path, n_points: int) -> pa.Table:
-    """Join the three modalities per object; objects missing any of them are left out."""
+def read_object_captions(fused_path) -> dict[str, str]:
+    """The fuse stage's caption of each object of a fused shard (none without the stage)."""
+    if fused_path is None:
+        return {}
+    table = pq.read_table(fused_path, columns=["uid", "object_caption"])
+    return dict(zip(table.column("uid").to_pylist(), table.column("object_caption").to_pylist()))
+
+
+def build_triplets(points_path, render_path, ranked_path, n_points: int, fused_path=None) -> pa.Table:
+    """Join the three modalities per object; objects missing any of them are left out. ``fused_path``: the fuse
+    stage's shard, whose object captions join by uid (null for an object it has none for, and without it)."""
+    object_captions = read_object_captions(fused_path)
     points = pq.read_table(points_path)
     views = _per_object_views(render_path, ranked_path)
     keep = [i for i, uid in enumerate(points.column("uid").to_pylist()) if views.get(uid)]
@@ -164,9 +176,20 @@ def build_triplets(points_path, render_path, ranked_path, n_points: int) -> pa.T
             "scale": points.column("scale"),
             "up_axis": points.column("up_axis"),
             **columns,
+            "object_caption": pa.array(
+                [object_captions.get(uid) for uid in points.column("uid").to_pylist()], pa.string()
+            ),
         },
         schema=schema,
     )
+
+
+def fusion_record(fused_path, table: pa.Table) -> dict:
+    """Whether the fuse stage ran for this shard, its model, and how many triplets got an object caption."""
+    if fused_path is None:
+        return {"ran": False}
+    model = (pq.read_schema(fused_path).metadata or {}).get(b"ulip2.model", b"").decode()
+    return {"ran": True, "model": model, "object_captions": table.num_rows - table.column("object_caption").null_count}
 
 
 def _uids(path) -> set[str]:
@@ -207,6 +230,7 @@ class Inputs:
     caption_failures: str | Path
     rank_failures: str | Path
     shard: str
+    fused: str | Path | None = None  # the fuse stage's shard, when fuse.enabled
 
     def ledgers(self) -> dict[str, str | Path]:
         return {
@@ -230,7 +254,7 @@ def run_shard(
 
     ``points``: the dataset's points per object; ``provenance``: what produced the shard (recorded)."""
     clock = ShardClock(STAGE, SCHEMA_VERSION, inputs.shard, log)
-    table = build_triplets(inputs.points, inputs.render, inputs.ranked, points)
+    table = build_triplets(inputs.points, inputs.render, inputs.ranked, points, inputs.fused)
     manifest_rows = read_shard(inputs.manifest, inputs.shard)
     present = {
         "points": _uids(inputs.points),
@@ -252,6 +276,7 @@ def run_shard(
         metadata={
             "ulip2.provenance": json.dumps({**provenance, "packages": package_versions()}, sort_keys=True),
             "ulip2.accounting": json.dumps(accounting, sort_keys=True),
+            "ulip2.fusion": json.dumps(fusion_record(inputs.fused, table), sort_keys=True),
             "huggingface": json.dumps(hf_features(points)),
         },
         failures=failures,

@@ -29,6 +29,7 @@ from ulip2_pipeline.train.splits import holdout
 
 TRIPLET_COLUMNS = ("uid", "category", "xyz", "rgb", "kept", "views")
 EMBED_COLUMNS = ("uid", "image_embeddings", "caption_embeddings")
+OBJECT_COLUMN, OBJECT_EMBEDDING_COLUMN = "object_caption", "object_caption_embedding"  # the fuse stage's
 
 
 class ShardError(ValueError):
@@ -83,7 +84,9 @@ Batch = dict[str, Any]  # a collated batch: uid list, point and colour tensors, 
 class TripletDataset(IterableDataset):
     """Batches of: uid, category, xyz (B, N, 3) float32, rgb (B, N, 3) float32 in [0, 1], a kept caption
     of a random view, and with embedding shards the view's image embedding and the caption's text
-    embedding. Use ``dataset.epoch(e, workers=...)``; ``len(dataset)`` is the batches per epoch."""
+    embedding; with ``object_captions`` also the object's caption (the fuse stage's, "" where it has
+    none) and its text embedding (the view caption's where it has none). Use ``dataset.epoch(e,
+    workers=...)``; ``len(dataset)`` is the batches per epoch."""
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class TripletDataset(IterableDataset):
         with_image_bytes: bool = False,
         rank: int | None = None,
         world: int | None = None,
+        object_captions: bool = False,
     ):
         """``split``: None for every object, "train" or "heldout" for one side of the stable uid
         split (``holdout_fraction``). ``with_image_bytes`` adds the chosen view's PNG. ``rank`` and
@@ -109,6 +113,11 @@ class TripletDataset(IterableDataset):
         self.num_points, self.batch_size, self.shuffle_buffer, self.seed = num_points, batch_size, shuffle_buffer, seed
         self.holdout_fraction, self.split, self.with_image_bytes = holdout_fraction, split, with_image_bytes
         self.columns = TRIPLET_COLUMNS + (("images",) if with_image_bytes else ())
+        self.object_captions = object_captions
+        self.embed_columns = EMBED_COLUMNS
+        if object_captions:
+            self.columns += (OBJECT_COLUMN,)
+            self.embed_columns += (OBJECT_EMBEDDING_COLUMN,)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
         self.world = world if world is not None else (torch.distributed.get_world_size() if distributed else 1)
@@ -121,7 +130,7 @@ class TripletDataset(IterableDataset):
         shard = open_shard(path, self.columns)
         rows = shard.metadata.num_rows
         if self.embed_paths:
-            embed_rows = open_shard(self.embed_paths[index], EMBED_COLUMNS).metadata.num_rows
+            embed_rows = open_shard(self.embed_paths[index], self.embed_columns).metadata.num_rows
             if embed_rows != rows:
                 raise ShardError(
                     f"{self.embed_paths[index]}: {embed_rows} rows for the {rows} of {path}; rebuild the embeddings"
@@ -168,7 +177,7 @@ class TripletDataset(IterableDataset):
             rows = self.objects[shard][first:end]
             triplets = read_rows(self.triplet_paths[shard], self.columns, self.columns, rows)
             extras = (
-                read_rows(self.embed_paths[shard], EMBED_COLUMNS, EMBED_COLUMNS, rows)
+                read_rows(self.embed_paths[shard], self.embed_columns, self.embed_columns, rows)
                 if self.embed_paths
                 else [None] * len(triplets)
             )
@@ -194,6 +203,8 @@ class TripletDataset(IterableDataset):
             "rgb": torch.from_numpy(rgb),
             "caption": kept[0] if kept else "",
         }
+        if self.object_captions:
+            sample["object_caption"] = row[OBJECT_COLUMN] or ""
         if self.with_image_bytes:
             sample["image_png"] = row["images"][view]["bytes"]
         if extra is not None:
@@ -203,6 +214,11 @@ class TripletDataset(IterableDataset):
                 sample["text_embedding"] = torch.tensor(extra["caption_embeddings"][first_caption], dtype=torch.float32)
             else:
                 sample["text_embedding"] = sample["image_embedding"].clone()
+            if self.object_captions:
+                own = extra[OBJECT_EMBEDDING_COLUMN]
+                sample["object_text_embedding"] = (
+                    torch.tensor(own, dtype=torch.float32) if own is not None else sample["text_embedding"].clone()
+                )
         return sample
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:

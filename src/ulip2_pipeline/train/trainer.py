@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ulip2_pipeline.atomic import atomic_path
+from ulip2_pipeline.config import OBJECT_TEXT_SOURCES
 from ulip2_pipeline.devices import pick_device
 from ulip2_pipeline.encoders.registry import build, config_dict, named_config, prefix_points
 from ulip2_pipeline.models.clip import load_configured_clip
@@ -44,6 +45,9 @@ from ulip2_pipeline.train.loss import UlipLoss
 from ulip2_pipeline.train.zeroshot import TEMPLATES
 
 log = logging.getLogger(__name__)
+
+# With text_source view_or_object, the probability that a sample's text is its object's caption (not its view's).
+OBJECT_CAPTION_PROB = 0.5
 
 
 def frozen_towers(embed: ClipSettings, device: torch.device):
@@ -165,6 +169,7 @@ class Trainer:
             with_image_bytes=settings.towers == "online",
             rank=self.rank,
             world=self.world,
+            object_captions=settings.text_source in OBJECT_TEXT_SOURCES,
         )
         self.batches_per_epoch = len(self.dataset)
         if self.batches_per_epoch == 0:
@@ -218,28 +223,42 @@ class Trainer:
 
     def _category_template_features(self) -> torch.Tensor | None:
         """(classes, templates, D) frozen text features of every category under every template."""
-        if self.settings.text_source == "captions" or not self.categories:
+        if self.settings.text_source not in ("category", "mix") or not self.categories:
             return None
         rows = [encode_texts(self.clip, [t.format(c) for t in TEMPLATES]) for c in self.categories]
         return torch.stack(rows)
 
     def text_targets(self, batch: Batch, generator: random.Random) -> torch.Tensor:
-        """Per sample: its kept caption's feature, or a random template of its category, or a mix."""
+        """Per sample: its kept caption's feature, or a random template of its category, or a mix; or its object's
+        caption (the fuse stage's; the view's caption where the object has none), or an even draw between the two.
+        Every draw comes from ``generator`` (checkpointed), so a resumed run draws what an uninterrupted one would."""
         source, n = self.settings.text_source, len(batch["uid"])
         use_category = [
             source == "category" or (source == "mix" and generator.random() < self.settings.mix_category_prob)
             for _ in range(n)
         ]
+        use_object = [
+            source == "object" or (source == "view_or_object" and generator.random() < OBJECT_CAPTION_PROB)
+            for _ in range(n)
+        ]
+        object_features = None
         if self.settings.towers == "online":
             caption_features = encode_texts(self.clip, [c or "a 3d object." for c in batch["caption"]])
+            if any(use_object):
+                texts = [o or c or "a 3d object." for o, c in zip(batch["object_caption"], batch["caption"])]
+                object_features = encode_texts(self.clip, texts)
         else:
             caption_features = batch["text_embedding"].to(self.device)
+            if any(use_object):
+                object_features = batch["object_text_embedding"].to(self.device)
         rows = []
         for i in range(n):
             category = batch["category"][i]
             if use_category[i] and category in self.categories and self.category_features is not None:
                 templates = self.category_features[self.categories.index(category)]
                 rows.append(templates[generator.randrange(len(templates))])
+            elif use_object[i]:
+                rows.append(object_features[i])
             else:
                 rows.append(caption_features[i])
         return torch.stack(rows).to(self.device)
