@@ -4,6 +4,8 @@ Parts, each its own process with its own time limit (so one failing or slow part
 - caption_rank: BLIP-2 OPT-6.7B and CLIP ViT-L/14 at real size (random weights, 10 captions x exactly
   20 new tokens per image) at the caption stage's default batch size and twice it: images/s captioned,
   views/s ranked, peak memory;
+- caption_<family>: the other captioner families (BLIP-2 Flan-T5-XL, InstructBLIP Vicuna-7B and
+  Flan-T5-XL, Qwen2.5-VL-7B) the same way through their own loops: images/s and peak memory;
 - embed: ViT-bigG-14 objects/s (12 views and 12 captions per object);
 - encode: ULIP-2 Point-BERT and OpenShape PointBERT clouds/s at 10k points (ulip2-encode, eval);
 - train: ULIP-2 and OpenShape encoder training samples/s (bf16 autocast);
@@ -38,9 +40,15 @@ def caption_batch_size() -> int:
 def parts(smoke: bool) -> dict[str, list[str] | str]:
     """Part name -> the benchmark's command line, or why it is skipped."""
     batch = caption_batch_size()
+    families = ("blip2-t5", "instructblip-vicuna", "instructblip-t5", "chat-vlm")
     if smoke:
         return {
             "caption_rank": ["caption_rank_bench.py", "--real-size", "--tiny", "--images", "2", "--batches", "1,2"],
+            **{
+                f"caption_{family}": ["caption_family_bench.py", "--family", family, "--tiny"]
+                + ["--batches", "1,2", "--images", "2"]
+                for family in families
+            },
             "embed": ["embed_bench.py", "--tiny", "--device", "cpu", "--objects", "1"],
             "encode": ["encode_bench.py", "--device", "cpu", "--batch", "1", "--points", "1024", "--repeats", "1"],
             "train": ["train_bench.py", "--device", "cpu", "--sizes", "tiny,openshape_tiny"]
@@ -48,8 +56,13 @@ def parts(smoke: bool) -> dict[str, list[str] | str]:
             "render": "smoke run: the render tests cover Cycles on the CPU",
         }
     return {
-        "caption_rank": ["caption_rank_bench.py", "--real-size", "--images", str(4 * batch)]
+        "caption_rank": ["caption_rank_bench.py", "--real-size", "--images", str(2 * batch)]
         + ["--batches", f"{batch},{2 * batch}"],
+        **{
+            f"caption_{family}": ["caption_family_bench.py", "--family", family]
+            + ["--batches", f"{batch},{2 * batch}", "--images", str(2 * batch)]
+            for family in families
+        },
         "embed": ["embed_bench.py", "--device", "cuda", "--objects", "64"],
         "encode": ["encode_bench.py", "--device", "cuda", "--batch", "64", "--repeats", "5"],
         "train": ["train_bench.py", "--device", "cuda", "--sizes", "ulip2,openshape_pointbert", "--steps", "5"],
@@ -108,13 +121,13 @@ def main() -> None:
         plan = {name: plan[name] for name in args.only.split(",")}
     started = time.perf_counter()
     results = {}
-    share = {"caption_rank": 0.45, "embed": 0.12, "encode": 0.12, "train": 0.2, "render": 0.11}
+    share = {"caption_rank": 0.2, "embed": 0.08, "encode": 0.08, "train": 0.12, "render": 0.08}
     for name, command in plan.items():
         if isinstance(command, str):
             results[name] = {"skipped": command}
             continue
         left = args.budget_s - (time.perf_counter() - started)
-        results[name] = run_part(command, max(30.0, min(left, share[name] * args.budget_s * 2)))
+        results[name] = run_part(command, max(30.0, min(left, share.get(name, 0.11) * args.budget_s * 2)))
         print(f"gpu_suite: {name} done: {json.dumps(results[name])[:300]}", file=sys.stderr, flush=True)
     print(
         json.dumps(

@@ -21,10 +21,14 @@ def test_the_gpu_suite_smoke_run_reports_every_part():
     assert result.returncode == 0, result.stderr[-2000:]
     suite = json.loads(result.stdout)
     parts = suite["parts"]
-    assert set(parts) == {"caption_rank", "embed", "encode", "train", "render"}
+    families = ("blip2-t5", "instructblip-vicuna", "instructblip-t5", "chat-vlm")
+    assert set(parts) == {"caption_rank", "embed", "encode", "train", "render"} | {f"caption_{f}" for f in families}
     assert not [name for name, part in parts.items() if "error" in part]
     assert [b["batch"] for b in parts["caption_rank"]["batches"]] == [1, 2]
     assert all(b["images_per_s"] > 0 and b["views_ranked_per_s"] > 0 for b in parts["caption_rank"]["batches"])
+    for family in families:
+        assert parts[f"caption_{family}"]["family"] == family
+        assert all(b["images_per_s"] > 0 for b in parts[f"caption_{family}"]["batches"])
     assert parts["embed"]["objects_per_s"] > 0
     assert [m["model"] for m in parts["encode"]["models"]] == ["ulip2", "openshape_pointbert"]
     assert all(m["clouds_per_s"] > 0 for m in parts["encode"]["models"])
