@@ -553,8 +553,9 @@ def test_the_caption_stage_runs_the_family_the_config_names_and_records_it(
 
 
 @pytest.mark.e2e
-def test_snakemake_captions_a_shard_with_the_instructblip_vicuna_stand_in(tmp_path, instructblip_stand_ins):
-    model_dir = instructblip_stand_ins["vicuna"]
+@pytest.mark.parametrize("lm", ["vicuna", "t5"])
+def test_snakemake_captions_a_shard_with_each_instructblip_stand_in(tmp_path, instructblip_stand_ins, lm):
+    model_dir = instructblip_stand_ins[lm]
     config = write_config(tmp_path, objects_per_class=1, broken_objects=0)
     config["caption"].update(model=model_dir, num_captions=2, max_new_tokens=12)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -565,6 +566,6 @@ def test_snakemake_captions_a_shard_with_the_instructblip_vicuna_stand_in(tmp_pa
     assert len(rows) == rendered > 0
     assert all(len(r["captions"]) == 2 and r["model"] == model_dir for r in rows)
     meta = metadata(captions)
-    assert (meta["ulip2.caption_family"], meta["ulip2.model"]) == ("instructblip-vicuna", model_dir)
-    assert "(instructblip-vicuna) on cpu" in (tmp_path / "logs" / "demo" / "caption" / "00000.log").read_text()
+    assert (meta["ulip2.caption_family"], meta["ulip2.model"]) == (FAMILY[lm], model_dir)
+    assert f"({FAMILY[lm]}) on cpu" in (tmp_path / "logs" / "demo" / "caption" / "00000.log").read_text()
     assert not (tmp_path / "results" / "models").exists()
