@@ -274,6 +274,15 @@ def test_ball_query_takes_the_lowest_indices_within_the_radius_padded_with_the_f
     xyz = torch.tensor([[[0.0, 0, 0], [5, 0, 0], [0.1, 0, 0], [0, 0.19, 0], [0.3, 0, 0], [0, 0, 0.05]]])
     index = ball_query(xyz[:, :1], xyz, radius=0.2, count=5)[0, 0].tolist()
     assert index == [0, 2, 3, 5, 0]
+    on_the_sphere = torch.tensor([[[0.0, 0, 0], [0.5, 0, 0], [2, 0, 0]]])  # distance exactly the radius: inside
+    assert ball_query(on_the_sphere[:, :1], on_the_sphere, radius=0.5, count=3)[0, 0].tolist() == [0, 1, 0]
+
+
+def test_ball_query_needs_as_many_points_as_a_group():
+    xyz = torch.zeros(1, 4, 3)
+    assert ball_query(xyz[:, :1], xyz, radius=0.2, count=4).shape == (1, 1, 4)
+    with pytest.raises(ValueError, match="a cloud of 4 points is smaller than a group of 5"):
+        ball_query(xyz[:, :1], xyz, radius=0.2, count=5)
 
 
 def test_ulip2_checkpoint_encodes_as_ulips_own_forward(tmp_path):

@@ -21,7 +21,7 @@ def farthest_point_sample(xyz: torch.Tensor, count: int, skip_near_origin: bool 
     batch, n, _ = xyz.shape
     chosen = torch.zeros(batch, count, dtype=torch.long, device=xyz.device)
     nearest = torch.full((batch, n), 1e10, dtype=xyz.dtype, device=xyz.device)
-    if skip_near_origin:
+    if skip_near_origin:  # -1 stays below every distance, so these points are never the farthest again
         eligible = (xyz * xyz).sum(-1) > NEAR_ORIGIN
         nearest = torch.where(eligible, nearest, torch.full_like(nearest, -1.0))
     current = torch.zeros(batch, dtype=torch.long, device=xyz.device)
@@ -29,8 +29,7 @@ def farthest_point_sample(xyz: torch.Tensor, count: int, skip_near_origin: bool 
     for i in range(count):
         chosen[:, i] = current
         distance = ((xyz - xyz[rows, current].unsqueeze(1)) ** 2).sum(-1)
-        closer = torch.minimum(nearest, distance)
-        nearest = torch.where(eligible, closer, nearest) if skip_near_origin else closer
+        nearest = torch.minimum(nearest, distance)
         current = nearest.argmax(-1)  # the first of equal maxima, as the kernel's strict '>' does
     return chosen
 
