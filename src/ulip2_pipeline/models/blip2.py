@@ -131,6 +131,31 @@ def pick_next_tokens(
     return logits.float().argmax(dim=-1)
 
 
+def decode_tokens(
+    logits: torch.Tensor,
+    advance,
+    settings: GenerationSettings,
+    eos: torch.Tensor,
+    pad_id: int,
+    uniforms: torch.Tensor | None,
+) -> torch.Tensor:
+    """The decode loop every family shares: (rows, max_new_tokens) ids from the prefix's last ``logits``,
+    ``advance(picked, step)`` returning the next step's logits. A row ends with its first end token (kept)
+    and is padded with ``pad_id`` after it; the loop stops when every row has ended."""
+    rows, steps = logits.shape[0], settings.max_new_tokens
+    tokens = torch.full((rows, steps), pad_id, dtype=torch.long, device=logits.device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
+    for step in range(steps):
+        picked = pick_next_tokens(logits, step, settings, eos, uniforms)
+        picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
+        tokens[:, step] = picked
+        finished |= torch.isin(picked, eos)
+        if step == steps - 1 or bool(finished.all()):
+            break
+        logits = advance(picked, step)
+    return tokens
+
+
 @torch.inference_mode()
 def sample_caption_tokens(
     model,
@@ -172,24 +197,20 @@ def sample_caption_tokens(
     logits = out.logits[:, -1].repeat_interleave(rows, dim=0)
 
     uniforms = seeded_uniforms(seeds, steps, rows, device) if settings.do_sample else None
-    tokens = torch.full((batch * rows, steps), pad_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch * rows, dtype=torch.bool, device=device)
-    for step in range(steps):
-        picked = pick_next_tokens(logits, step, settings, eos, uniforms)
-        picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
-        tokens[:, step] = picked
-        finished |= torch.isin(picked, eos)
-        if step == steps - 1 or bool(finished.all()):
-            break
-        position = torch.full((batch * rows, 1), prefix_len + step, device=device)
+
+    def advance(picked: torch.Tensor, step: int) -> torch.Tensor:
+        nonlocal cache
         out = language_model(
             input_ids=picked.unsqueeze(1),
             past_key_values=cache,
-            position_ids=position,
+            position_ids=torch.full((batch * rows, 1), prefix_len + step, device=device),
             attention_mask=torch.ones(batch * rows, prefix_len + step + 1, device=device),
             use_cache=True,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache = out.past_key_values
+        return out.logits[:, -1]
+
+    tokens = decode_tokens(logits, advance, settings, eos, pad_id, uniforms)
     return tokens if rows == n else tokens.repeat_interleave(n, dim=0)
 
 

@@ -40,9 +40,9 @@ from ulip2_pipeline.models.blip2 import (
     GenerationSettings,
     _as_list,
     decode_captions,
+    decode_tokens,
     end_tokens,
     pad_token,
-    pick_next_tokens,
     seeded_uniforms,
 )
 
@@ -132,15 +132,9 @@ def sample_caption_tokens(
     first = (positions.amax(dim=(0, 2)) + 1).repeat_interleave(rows)  # the first generated token's position
 
     uniforms = seeded_uniforms(seeds, steps, rows, device) if settings.do_sample else None
-    tokens = torch.full((batch * rows, steps), pad_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch * rows, dtype=torch.bool, device=device)
-    for step in range(steps):
-        picked = pick_next_tokens(logits, step, settings, eos, uniforms)
-        picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
-        tokens[:, step] = picked
-        finished |= torch.isin(picked, eos)
-        if step == steps - 1 or bool(finished.all()):
-            break
+
+    def advance(picked: torch.Tensor, step: int) -> torch.Tensor:
+        nonlocal cache, mask
         mask = torch.cat([mask, mask.new_ones(batch * rows, 1)], dim=1)
         out = model(
             input_ids=picked.unsqueeze(1),
@@ -149,7 +143,10 @@ def sample_caption_tokens(
             past_key_values=cache,
             use_cache=True,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache = out.past_key_values
+        return out.logits[:, -1]
+
+    tokens = decode_tokens(logits, advance, settings, eos, pad_id, uniforms)
     return tokens if rows == n else tokens.repeat_interleave(n, dim=0)
 
 

@@ -24,7 +24,7 @@ from ulip2_pipeline.models.blip2 import (
     caption_dtype,
     clean_caption,
     decode_captions,
-    pick_next_tokens,
+    decode_tokens,
     seeded_uniforms,
 )
 
@@ -146,15 +146,9 @@ def generate_tokens(
     lengths = mask.sum(-1, keepdim=True)  # the next position of each row
     eos = torch.tensor(eos_ids, device=device)
     uniforms = seeded_uniforms(seeds, steps, 1, device) if settings.do_sample else None
-    tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    for step in range(steps):
-        picked = pick_next_tokens(logits, step, settings, eos, uniforms)
-        picked = torch.where(finished, torch.full_like(picked, pad_id), picked)
-        tokens[:, step] = picked
-        finished |= torch.isin(picked, eos)
-        if step == steps - 1 or bool(finished.all()):
-            break
+
+    def advance(picked: torch.Tensor, step: int) -> torch.Tensor:
+        nonlocal cache, mask
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(
             input_ids=picked.unsqueeze(1),
@@ -163,5 +157,8 @@ def generate_tokens(
             past_key_values=cache,
             use_cache=True,
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache = out.past_key_values
+        return out.logits[:, -1]
+
+    tokens = decode_tokens(logits, advance, settings, eos, pad_id, uniforms)
     return tokens
