@@ -74,3 +74,21 @@ def test_folder_source_defaults_survive_yaml():
     config["datasets"]["meshes"] = {"source": {"kind": "folder", "path": "data/meshes"}, "render_preset": "demo"}
     validate_config(config, SCHEMA)
     assert "off" in config["datasets"]["meshes"]["source"]["extensions"]
+
+
+def test_values_inside_a_command_line_dict_are_typed_as_the_schema_wants():
+    """Snakemake reads `--config 'fuse={enabled: true}'` as {'enabled': 'true'}: the strings get their types."""
+    from snakemake.cli import parse_config
+
+    config = {**default_config(), **parse_config(["fuse={enabled: true}", "quality={low_contrast_below: 0.3}"])}
+    assert config["fuse"] == {"enabled": "true"}  # what Snakemake hands over
+    validate_config(config)
+    assert config["fuse"]["enabled"] is True
+    assert config["quality"]["low_contrast_below"] == 0.3
+    assert config["quality"]["drop_views"] == []  # defaults still filled
+
+
+def test_a_string_that_is_not_the_wanted_type_is_still_an_error():
+    config = {**default_config(), "fuse": {"enabled": "perhaps"}}
+    with pytest.raises(ConfigError, match="fuse.enabled': expected boolean, got str 'perhaps'"):
+        validate_config(config)

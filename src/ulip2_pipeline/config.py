@@ -78,6 +78,37 @@ def _describe(error) -> str:
     return f"key '{where}': {error.message}"
 
 
+_TYPES = {"boolean": bool, "integer": int, "number": (int, float)}
+
+
+def _type_command_line_values(config: RawConfig, validator) -> None:
+    """Snakemake reads the values inside ``--config 'fuse={enabled: true}'`` as strings (YAML's base loader):
+    where the schema wants a boolean or a number and gets a string that YAML reads as one, use that."""
+    for _ in range(8):  # a fix can reveal errors below it; a handful of passes covers any config
+        changed = False
+        for error in validator.iter_errors(config):
+            if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+                continue
+            wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            try:
+                value = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                continue
+            if any(
+                isinstance(value, _TYPES[t]) and not (t != "boolean" and isinstance(value, bool))
+                for t in wanted
+                if t in _TYPES
+            ):
+                *parents, last = error.absolute_path
+                container = config
+                for key in parents:
+                    container = container[key]
+                container[last] = value
+                changed = True
+        if not changed:
+            return
+
+
 def validate_config(config: RawConfig, schema: dict | str | Path = SCHEMA_PATH) -> dict:
     """Validate ``config`` in place, filling defaults; raise ConfigError naming every bad key.
 
@@ -86,6 +117,7 @@ def validate_config(config: RawConfig, schema: dict | str | Path = SCHEMA_PATH) 
     if not isinstance(schema, dict):
         schema = load_schema(schema)
     validator = _default_filling_validator()(schema)
+    _type_command_line_values(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     messages = [_describe(e) for e in errors]
     if not errors:
