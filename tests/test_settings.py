@@ -14,6 +14,7 @@ from ulip2_pipeline.settings import (
     EvalSettings,
     FuseSettings,
     PointsSettings,
+    QualitySettings,
     RankSettings,
     RenderSettings,
     ReportSettings,
@@ -35,6 +36,7 @@ SECTIONS = {
     TrainSettings: SCHEMA["$defs"]["train"],
     EvalSettings: SCHEMA["$defs"]["eval"],
     FuseSettings: SCHEMA["$defs"]["fuse"],
+    QualitySettings: SCHEMA["properties"]["quality"],
 }
 
 
@@ -52,6 +54,7 @@ def sections():
         TrainSettings: config["train"],
         EvalSettings: config["eval"],
         FuseSettings: config["fuse"],
+        QualitySettings: config["quality"],
     }
 
 

@@ -172,6 +172,10 @@ class RenderSettings(Settings):
     seed: int
     background: str
     ambient: float
+    key_light: float
+    fill_light: float
+    exposure: float
+    view_transform: str
     max_faces: int
     timeout_s: float
     max_memory_mb: int
@@ -245,6 +249,25 @@ class EmbedSettings(ClipSettings):
 @dataclass(frozen=True, kw_only=True)
 class TripletsSettings(Settings):
     row_group_rows: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualitySettings(Settings):
+    """Thresholds that make flags (the triplets stage's and the duplicates table's params) and the
+    filters that leave flagged data out (training's and the exports' params)."""
+
+    low_contrast_below: float
+    blank_below: float
+    tiny_coverage: float
+    outlier_max_fraction: float
+    outlier_min_spread: float
+    duplicate_distance: float
+    drop_objects: tuple[str, ...]
+    drop_views: tuple[str, ...]
+    drop_duplicates: bool
+
+    FLAG_FIELDS = ("low_contrast_below", "blank_below", "tiny_coverage", "outlier_max_fraction", "outlier_min_spread")
+    FILTER_FIELDS = ("drop_objects", "drop_views", "drop_duplicates")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -250,7 +250,7 @@ def replace_missing_textures(fallback_rgb) -> int:
     return missing
 
 
-def add_light_rig(up_axis: str, ambient: float) -> None:
+def add_light_rig(up_axis: str, ambient: float, key: float, fill: float) -> None:
     """Uniform ambient world light plus a key and a fill sun, fixed in the normalised frame."""
     world = bpy.data.worlds.new("ulip2_world")
     world.use_nodes = True
@@ -259,7 +259,7 @@ def add_light_rig(up_axis: str, ambient: float) -> None:
     background.inputs["Strength"].default_value = ambient
     bpy.context.scene.world = world
     up = UP_AXIS[up_axis]
-    for name, energy, azimuth, elevation in (("key", 3.0, 45.0, 55.0), ("fill", 1.0, -120.0, 25.0)):
+    for name, energy, azimuth, elevation in (("key", key, 45.0, 55.0), ("fill", fill, -120.0, 25.0)):
         light = bpy.data.lights.new(f"ulip2_{name}", type="SUN")
         light.energy = energy
         obj = bpy.data.objects.new(f"ulip2_{name}", light)
@@ -309,8 +309,10 @@ def configure_render(settings: RenderSettings, threads: int) -> None:
     render.threads = max(1, threads)
     render.use_compositing = False
     render.use_sequencer = False
-    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.view_transform = settings.view_transform
     scene.view_settings.look = "None"
+    scene.view_settings.exposure = settings.exposure
+    scene.view_settings.gamma = 1.0
 
 
 def _enable_gpu() -> None:

@@ -27,7 +27,7 @@ from ulip2_pipeline.supervisor import SupervisedWorker, log_tail
 log = logging.getLogger(__name__)
 
 STAGE = "render"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: coverage, visible_fraction, bbox
 LOG_TAIL_CHARS = 3000
 
 RENDER_SCHEMA = pa.schema(
@@ -50,6 +50,11 @@ RENDER_SCHEMA = pa.schema(
         pa.field("normalisation_source", pa.string()),
         pa.field("up_axis", pa.string()),
         pa.field("missing_textures", pa.int32()),
+        # quality.views: the silhouette's share of the image, the share of it a viewer can tell from
+        # a white background, and its x0, y0, x1, y1 in pixels (null when nothing was hit)
+        pa.field("coverage", pa.float32()),
+        pa.field("visible_fraction", pa.float32()),
+        pa.field("bbox", pa.list_(pa.int32())),  # 4 values; not fixed-size: pyarrow cannot read null ones back
     ]
 )
 
@@ -96,6 +101,9 @@ def _view_rows(row: Row, result: Message, settings: RenderSettings, up_axis: str
             "normalisation_source": result["normalisation_source"],
             "up_axis": up_axis,
             "missing_textures": result["missing_textures"],
+            "coverage": view["quality"].coverage,
+            "visible_fraction": view["quality"].visible_fraction,
+            "bbox": list(view["quality"].bbox) if view["quality"].bbox else None,
         }
         for cam, view in zip(cameras, result["views"])
     ]

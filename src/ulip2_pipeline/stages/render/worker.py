@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ulip2_pipeline.failures import ObjectFailure
+from ulip2_pipeline.quality.views import ViewQuality, view_quality
 from ulip2_pipeline.records import Message
 from ulip2_pipeline.settings import RenderSettings
 from ulip2_pipeline.source_check import check_source
@@ -25,16 +26,22 @@ from ulip2_pipeline.stages.render.cameras import orbit_cameras
 from ulip2_pipeline.supervisor import main
 
 
-def _compose_png(path: Path, background: str) -> bytes:
-    """Blender writes RGBA; a white background is composited here so lighting never depends on it."""
+def _compose_png(path: Path, background: str) -> tuple[bytes, ViewQuality]:
+    """Blender writes RGBA; a white background is composited here so lighting never depends on it.
+
+    The view's quality is measured on the RGBA (the alpha is the object's silhouette) against
+    white, the background a transparent PNG is most often shown on.
+    """
     image = Image.open(path)
     image.load()
+    image = image.convert("RGBA")
+    quality = view_quality(np.asarray(image))
     if background == "white":
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+        image = Image.alpha_composite(white, image).convert("RGB")
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=6)
-    return out.getvalue()
+    return out.getvalue(), quality
 
 
 def _read_depth(path: Path) -> bytes:
@@ -74,7 +81,7 @@ def render_object(task: Message, settings: RenderSettings, threads: int) -> dict
         center, scale = scene.normalisation_from_geometry(objects, to_blender)
         source = "render"
     scene.move_into_normalised_frame(to_blender, center, scale)
-    scene.add_light_rig(task["up_axis"], settings.ambient)
+    scene.add_light_rig(task["up_axis"], settings.ambient, settings.key_light, settings.fill_light)
     scene.configure_render(settings, threads)
     cameras = orbit_cameras(
         settings.views,
@@ -99,7 +106,8 @@ def render_object(task: Message, settings: RenderSettings, threads: int) -> dict
                 exr_path = Path(tmp) / f"{camera.view:03d}.exr"
                 scene.render_depth(exr_path)
                 depth = _read_depth(exr_path)
-            views.append({"png": _compose_png(png_path, settings.background), "depth": depth})
+            png, quality = _compose_png(png_path, settings.background)
+            views.append({"png": png, "depth": depth, "quality": quality})
     finished = time.perf_counter()
     return {
         "views": views,
