@@ -10,6 +10,7 @@ from ulip2_pipeline.settings import (
     EmbedSettings,
     EvalSettings,
     FuseSettings,
+    QualitySettings,
     RankSettings,
     RenderSettings,
     TrainSettings,
@@ -84,6 +85,18 @@ def embed_model_inputs(wildcards):
 
 def fuse_model_inputs(wildcards):
     return _built_model_dirs([config["fuse"]["model"]])
+
+
+def duplicates_input(wildcards):
+    """The dataset's duplicates table, for training and exports when quality.drop_duplicates."""
+    if not config["quality"]["drop_duplicates"]:
+        return {}
+    return {"duplicates": paths.fill(paths.DUPLICATES, dataset=wildcards.dataset)}
+
+
+def quality_filter_params():
+    """What training and the exports leave out (their params: changing it reruns them, not the stages)."""
+    return {k: config["quality"][k] for k in QualitySettings.FILTER_FIELDS}
 
 
 def fused_input(wildcards):

@@ -9,9 +9,11 @@ EMBED_NAME = config["embed"]["name"]
 rule export_ulip_shard:
     input:
         rules.triplets_shard.output.triplets,
+        unpack(duplicates_input),
     output:
         paths.export("ulip", "shards/{shard}.json"),
     params:
+        quality=quality_filter_params(),
         root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="ulip"),
     log:
         "logs/{dataset}/export_ulip/{shard}.log",
@@ -38,9 +40,11 @@ rule export_ulip_captions:
 rule export_shapenet_ulip_shard:
     input:
         rules.triplets_shard.output.triplets,
+        unpack(duplicates_input),
     output:
         paths.export("shapenet_ulip", "shards/{shard}.json"),
     params:
+        quality=quality_filter_params(),
         root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="shapenet_ulip"),
     log:
         "logs/{dataset}/export_shapenet_ulip/{shard}.log",
@@ -95,12 +99,14 @@ rule openshape_text_features_shard:
 
 rule export_openshape_shard:
     input:
+        unpack(duplicates_input),
         triplets=rules.triplets_shard.output.triplets,
         embed=paths.fill(paths.EMBED, model=EMBED_NAME),
         text_features=paths.fill(paths.TEXT_FEATURES, model=EMBED_NAME),
     output:
         paths.export("openshape", "shards/{shard}.json"),
     params:
+        quality=quality_filter_params(),
         root=lambda w: paths.fill(paths.EXPORT, dataset=w.dataset, layout="openshape"),
     log:
         "logs/{dataset}/export_openshape/{shard}.log",

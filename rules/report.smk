@@ -91,12 +91,36 @@ rule report_training:
         "../workflow_scripts/report_training.py"
 
 
+rule report_quality:
+    input:
+        triplets=shards_of_dataset(paths.TRIPLETS),
+        duplicates=paths.DUPLICATES,
+    output:
+        report(
+            f"{paths.REPORT}/quality.html",
+            caption="../report/quality.rst",
+            category="{dataset}",
+            subcategory="5. Quality",
+            labels={"page": "quality flags"},
+        ),
+    params:
+        report=config["report"],
+        quality={k: config["quality"][k] for k in QualitySettings.FLAG_FIELDS},
+    log:
+        "logs/{dataset}/report/quality.log",
+    localrule: True
+    conda:
+        "../envs/points.yaml"
+    script:
+        "../workflow_scripts/report_quality.py"
+
+
 rule report:
     input:
         expand(
             f"{paths.REPORT}/{{page}}.html",
             dataset=DATASETS,
-            page=["contact_sheet", "caption_extremes", "caption_statistics", "point_clouds", "failures"],
+            page=["contact_sheet", "caption_extremes", "caption_statistics", "point_clouds", "failures", "quality"],
         ),
         expand(
             f"{paths.REPORT}/training_{{run}}.html",

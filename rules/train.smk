@@ -5,6 +5,7 @@
 rule train_run:
     input:
         unpack(embed_model_inputs),
+        unpack(duplicates_input),
         triplets=shards_of_dataset(paths.TRIPLETS),
         embed=shards_of_dataset(paths.fill(paths.EMBED, model=config["embed"]["name"])),
     output:
@@ -16,6 +17,7 @@ rule train_run:
         embed=EmbedSettings.output_params(config["embed"]),
         up_axis=lambda w: config["datasets"][w.dataset]["up_axis"],
         out_dir=lambda w: paths.fill(paths.TRAIN_RUN, dataset=w.dataset, run=w.run),
+        quality=quality_filter_params(),
     log:
         "logs/{dataset}/train/{run}.log",
     threads: config["train"]["threads"]

@@ -20,6 +20,7 @@ rule triplets_shard:
         provenance=triplet_provenance,
         points=lambda w: config["datasets"][w.dataset]["points"]["count"],
         row_group_rows=config["triplets"]["row_group_rows"],
+        quality={k: config["quality"][k] for k in QualitySettings.FLAG_FIELDS},
     log:
         "logs/{dataset}/triplets/{shard}.log",
     conda:
@@ -42,6 +43,21 @@ rule summary:
         "../envs/points.yaml"
     script:
         "../workflow_scripts/summary.py"
+
+
+rule duplicates:
+    input:
+        triplets=shards_of_dataset(paths.TRIPLETS),
+    output:
+        paths.DUPLICATES,
+    params:
+        duplicate_distance=config["quality"]["duplicate_distance"],
+    log:
+        "logs/{dataset}/duplicates.log",
+    conda:
+        "../envs/points.yaml"
+    script:
+        "../workflow_scripts/duplicates.py"
 
 
 rule embed_shard:
@@ -68,6 +84,7 @@ rule triplets:
     input:
         per_shard(paths.TRIPLETS),
         expand(paths.SUMMARY, dataset=DATASETS),
+        expand(paths.DUPLICATES, dataset=DATASETS),
 
 
 rule embed:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from ulip2_pipeline.accounting import CHAIN, account_shard, merge_accounts
 from ulip2_pipeline.failures import Failure, write_failures
+from ulip2_pipeline.quality.flags import OBJECT_FLAGS, VIEW_FLAGS
 from ulip2_pipeline.settings import TripletsSettings
 from ulip2_pipeline.stages import triplets as triplets_stage
 from ulip2_pipeline.stages.caption import CAPTIONS_SCHEMA
@@ -192,7 +193,7 @@ def test_every_object_that_leaves_has_a_row_where_it_left_and_the_counts_add_up(
     )
     summary = run(tmp_path, ledgers)
     assert summary.shard == "00000"
-    assert summary.counts == {"objects": 5, "triplets": 2, "left": 3}
+    assert summary.counts == {"objects": 5, "triplets": 2, "left": 3, "flagged": 0}
     assert pq.read_table(tmp_path / "triplets.parquet").column("uid").to_pylist() == ["a", "e"]
     left = {r["uid"]: r for r in pq.read_table(tmp_path / "left.parquet").to_pylist()}
     assert {u: r["reason"] for u, r in left.items()} == {"b": "no_points", "c": "no_views", "d": "no_captions"}
@@ -258,7 +259,7 @@ def test_a_shard_whose_objects_all_failed_earlier_joins_to_an_empty_valid_shard(
 
 def test_a_shard_with_no_objects_at_all(tmp_path):
     ledgers = write_shard(tmp_path, [], points=[], views=[], captioned=[], ranked=[], ledgers=[])
-    assert run(tmp_path, ledgers).counts == {"objects": 0, "triplets": 0, "left": 0}
+    assert run(tmp_path, ledgers).counts == {"objects": 0, "triplets": 0, "left": 0, "flagged": 0}
     report = dataset_summary(
         tmp_path / "manifest.parquet", tmp_path / "failures_manifest.parquet", [tmp_path / "triplets.parquet"]
     )
@@ -330,6 +331,10 @@ def test_the_dataset_summary_reports_every_stage_of_every_shard_in_shard_order(t
         },
         "flags": {"render": {"missing_texture": 1}},
         "shards": ["00000", "00001"],
+        "quality": {  # these triplets have no flags: every flag is counted, at zero
+            "objects": {flag: 0 for flag in OBJECT_FLAGS},
+            "views": {flag: 0 for flag in VIEW_FLAGS},
+        },
     }
     assert not caplog.records
 

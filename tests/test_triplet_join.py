@@ -80,9 +80,19 @@ def depth_map(uid: str, view: int) -> bytes:
     return np.full((4, 4), OBJECTS.index(uid) + view / 10, np.float32).tobytes()
 
 
-def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = None, fused=None):
+def join_shard(
+    tmp_path,
+    with_depth: bool = False,
+    provenance: dict | None = None,
+    fused=None,
+    view_quality: dict | None = None,
+    kept: dict | None = None,
+    quality=None,
+):
     """Write every stage's shard for OBJECTS and join them: (summary, triplet rows, folder). ``fused``: a fuse
-    stage's shard to join too."""
+    stage's shard to join too; ``view_quality``: (uid, view) -> the render's coverage, visible_fraction and bbox;
+    ``kept``: (uid, view) -> the kept caption instead of the usual one; ``quality``: the flag thresholds."""
+    view_quality, kept = view_quality or {}, kept or {}
     manifest = [
         {
             "uid": u,
@@ -133,6 +143,7 @@ def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = Non
             "normalisation_source": "points",
             "up_axis": "y",
             "missing_textures": 0,
+            **view_quality.get((u, v), {}),
         }
         for u, v in RENDERED
     ]
@@ -156,7 +167,7 @@ def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = Non
                     "captions": captions(u, v),
                     "scores": [0.1 * v, 0.5, 0.2],
                     "top_k": [1],
-                    "kept": [captions(u, v)[1]],
+                    "kept": [kept.get((u, v), captions(u, v)[1])],
                     "model": "m",
                 }
                 for u, v in RANKED
@@ -184,6 +195,7 @@ def join_shard(tmp_path, with_depth: bool = False, provenance: dict | None = Non
         triplets_stage.Outputs(tmp_path / "triplets.parquet", tmp_path / "left.parquet"),
         points=POINTS,
         provenance=provenance or {"dataset": "t"},
+        quality=quality,
     )
     return summary, pq.read_table(tmp_path / "triplets.parquet").to_pylist(), tmp_path
 
@@ -248,7 +260,7 @@ def test_the_huggingface_features_describe_exactly_the_triplet_schema():
 def test_the_shard_records_its_schema_stage_provenance_and_accounting(shard):
     _, _, folder = shard
     metadata = {k.decode(): v.decode() for k, v in pq.read_schema(folder / "triplets.parquet").metadata.items()}
-    assert metadata["ulip2.schema_version"] == "1"
+    assert metadata["ulip2.schema_version"] == "2"
     assert (metadata["ulip2.stage"], metadata["ulip2.shard"]) == ("triplets", "00000")
     provenance = json.loads(metadata["ulip2.provenance"])
     assert provenance["dataset"] == "t"
@@ -288,6 +300,12 @@ TRIPLET_COLUMNS = [
     ("caption_scores", pa.list_(pa.list_(pa.float32()))),
     ("kept", pa.list_(pa.list_(pa.string()))),
     ("object_caption", pa.string()),
+    ("coverage", pa.list_(pa.float32())),
+    ("visible_fraction", pa.list_(pa.float32())),
+    ("bbox", pa.list_(pa.list_(pa.int32()))),
+    ("view_flags", pa.list_(pa.list_(pa.string()))),
+    ("flags", pa.list_(pa.string())),
+    ("fingerprint", pa.list_(pa.float32())),
 ]
 
 
@@ -365,7 +383,7 @@ def test_the_job_log_names_every_object_left_out_and_the_shard_summary(tmp_path,
     infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     assert infos == [f"shard summary: {json.dumps(summary.as_dict())}"]
     assert summary.shard == "00000"
-    assert summary.counts == {"objects": len(OBJECTS), "triplets": len(JOINED), "left": 3}
+    assert summary.counts == {"objects": len(OBJECTS), "triplets": len(JOINED), "left": 3, "flagged": 0}
 
 
 def test_the_ledger_rows_of_the_join_name_the_stage_the_source_and_the_shard(shard):

@@ -122,3 +122,22 @@ def test_snakemake_lint_is_clean():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_the_demo_records_quality_and_a_filter_reruns_only_training_and_exports(demo_run):
+    workdir, _, _ = demo_run
+    results = workdir / "results" / "demo"
+    summary = json.loads((results / "summary.json").read_text())
+    assert set(summary["quality"]) == {"objects", "views"}
+    triplets = pq.read_table(results / "triplets" / "00000.parquet", columns=["views", "visible_fraction", "flags"])
+    for views, fractions in zip(triplets.column("views").to_pylist(), triplets.column("visible_fraction").to_pylist()):
+        assert len(fractions) == len(views)
+        assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert (results / "duplicates.parquet").exists()
+    assert (results / "report" / "quality.html").exists()
+    result = snakemake(workdir, "-n", "--config", "quality={drop_views: [low_contrast], drop_duplicates: true}")
+    jobs = result.stdout
+    assert "rule train_run:" in jobs
+    assert "rule export_ulip_shard:" in jobs
+    for stage in ("render_shard", "caption_shard", "rank_shard", "triplets_shard", "embed_shard", "duplicates"):
+        assert f"rule {stage}:" not in jobs, stage

@@ -13,7 +13,20 @@ from collections import Counter
 
 CHAIN = ("points", "render", "caption", "rank", "triplets")
 # Rows that flag an object the stage did process (it rendered, with a fallback colour).
-FLAG_REASONS = frozenset({"missing_texture"})
+# Ledger rows that flag an object without leaving it out: the render's missing textures and the
+# quality flags (ulip2_pipeline.quality.flags.OBJECT_FLAGS; a test keeps the two equal).
+FLAG_REASONS = frozenset(
+    {
+        "missing_texture",
+        "tiny_object",
+        "outlier_geometry",
+        "blank_view",
+        "low_contrast",
+        "empty_caption",
+        "repetitive_caption",
+        "degenerate_caption",
+    }
+)
 # Why an object is not in its shard's triplets, by the stage it left at.
 JOIN_REASONS = {"points": "no_points", "render": "no_views", "caption": "no_captions", "rank": "no_captions"}
 

@@ -24,6 +24,7 @@ RANKED = f"{DATASET}/ranked/{{shard}}.parquet"
 FUSED = f"{DATASET}/fused/{{shard}}.parquet"  # the optional fuse stage: one caption per object
 TRIPLETS = f"{DATASET}/triplets/{{shard}}.parquet"
 SUMMARY = f"{DATASET}/summary.json"
+DUPLICATES = f"{DATASET}/duplicates.parquet"  # near-identical objects (quality.duplicate_distance)
 EMBED = f"{DATASET}/embed/{{model}}/{{shard}}.parquet"
 TEXT_FEATURES = f"{DATASET}/text_features/{{model}}/{{shard}}.parquet"
 DATASET_CARD = f"{DATASET}/README.md"

@@ -45,6 +45,14 @@ COLUMN_MEANINGS = {
     "kept": "the captions kept for each view (the top-k by CLIP score, best first)",
     "object_caption": "one caption of the whole object, distilled from its views' kept captions by the fuse "
     "stage's language model (null without the fuse stage, or where it has none)",
+    "coverage": "share of each view's pixels the object covers (its silhouette: render alpha at least 1/2)",
+    "visible_fraction": "share of each view's silhouette that differs from a white background by more than "
+    "12/255 in some channel",
+    "bbox": "each view's silhouette box x0, y0, x1, y1 in pixels, end exclusive (null when the view is empty)",
+    "view_flags": "each view's quality flags: blank_view, low_contrast, empty_caption, repetitive_caption, "
+    "degenerate_caption",
+    "flags": "the object's quality flags: tiny_object, outlier_geometry, missing_texture, and every flag of its views",
+    "fingerprint": "rotation-, scale- and translation-invariant shape descriptor from the points (duplicates)",
 }
 
 SIZE_CATEGORIES = [

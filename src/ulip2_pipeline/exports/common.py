@@ -11,12 +11,45 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ulip2_pipeline.atomic import atomic_path
+from ulip2_pipeline.quality.filters import FLAG_COLUMNS, QualityFilter
+
+# A triplet row's columns that hold one entry per view (quality.drop_views cuts them all alike).
+PER_VIEW_COLUMNS = (
+    "images",
+    "views",
+    "azimuth_deg",
+    "elevation_deg",
+    "intrinsics",
+    "world_to_camera",
+    "depth",
+    "captions",
+    "caption_scores",
+    "kept",
+    "coverage",
+    "visible_fraction",
+    "bbox",
+    "view_flags",
+)
 
 
 def iter_rows(parquet_path, columns: list[str], batch_size: int = 16) -> Iterator[dict]:
     """Rows of a shard as dicts, a few at a time (a triplet row holds every view's PNG)."""
     for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=batch_size, columns=columns):
         yield from batch.to_pylist()
+
+
+def iter_kept_rows(
+    parquet_path, columns: list[str], quality: QualityFilter | None, batch_size: int = 16
+) -> Iterator[dict]:
+    """``iter_rows`` of the objects ``quality`` keeps, their per-view columns cut to the views that stay."""
+    if quality is None or not quality.active:
+        yield from iter_rows(parquet_path, columns, batch_size)
+        return
+    wanted = list(dict.fromkeys([*columns, "uid", "views", *FLAG_COLUMNS]))
+    for row in iter_rows(parquet_path, wanted, batch_size):
+        kept = quality.select(row, PER_VIEW_COLUMNS)
+        if kept is not None:
+            yield kept
 
 
 def npy_bytes(value) -> bytes:

@@ -30,8 +30,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ulip2_pipeline.atomic import write_bytes
-from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.exports.common import iter_kept_rows, iter_rows, npy_bytes, read_json, write_json
 from ulip2_pipeline.exports.openshape_texts import TRIPLET_TEXT_COLUMNS, openshape_texts
+from ulip2_pipeline.quality.filters import QualityFilter
 from ulip2_pipeline.records import Row
 
 
@@ -83,16 +84,26 @@ def openshape_record(row: Row, embed: Row, text_features: Row, dataset: str, gro
 
 
 def export_openshape_shard(
-    triplets_path, embed_path, text_features_path, dataset: str, shard: str, root, listing_out
+    triplets_path,
+    embed_path,
+    text_features_path,
+    dataset: str,
+    shard: str,
+    root,
+    listing_out,
+    quality: QualityFilter | None = None,
 ) -> dict:
     """{uid}.npy per object and a listing of the shard's split entries (data_path relative to ``root``)."""
     root = Path(root)
     uids = [r["uid"] for r in iter_rows(triplets_path, ["uid"], batch_size=1024)]
-    embeds = _aligned("embed", embed_path, uids)
-    features = _aligned("text-feature", text_features_path, uids)
+    embeds = dict(zip(uids, _aligned("embed", embed_path, uids)))
+    features = dict(zip(uids, _aligned("text-feature", text_features_path, uids)))
     columns = list(dict.fromkeys(TRIPLET_TEXT_COLUMNS + ["xyz", "rgb", "up_axis"]))
     entries, skipped = [], {}
-    for row, embed, feature in zip(iter_rows(triplets_path, columns), embeds, features):
+    for row in iter_kept_rows(triplets_path, columns, quality):
+        embed, feature = embeds[row["uid"]], features[row["uid"]]
+        if "view_positions" in row:  # quality.drop_views cut the row's views: cut the image features alike
+            embed = {**embed, "image_embeddings": [embed["image_embeddings"][i] for i in row["view_positions"]]}
         record = openshape_record(row, embed, feature, dataset, shard)
         if not record["text"]:
             # The loader samples a text unconditionally (np.random.randint(len(text))): it would crash.

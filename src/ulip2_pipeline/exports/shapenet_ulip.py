@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 from ulip2_pipeline.atomic import write_bytes
-from ulip2_pipeline.exports.common import iter_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.exports.common import iter_kept_rows, npy_bytes, read_json, write_json
+from ulip2_pipeline.quality.filters import QualityFilter
 from ulip2_pipeline.records import Row
 from ulip2_pipeline.settings import RenderSettings, ShapeNetSource, SourceSettings
 
@@ -99,11 +100,11 @@ def _views_by_azimuth(row: Row) -> tuple[dict[int, int], str | None]:
     return {a: by_azimuth[a] for a in ULIP_AZIMUTHS}, None
 
 
-def export_shapenet_ulip_shard(triplets_path, root, fragment_out) -> dict:
+def export_shapenet_ulip_shard(triplets_path, root, fragment_out, quality: QualityFilter | None = None) -> dict:
     """Points and RGB/depth views of each complete ShapeNet object; a fragment lists them and the skipped."""
     root = Path(root)
     objects, skipped, distances = [], {}, set()
-    for row in iter_rows(triplets_path, COLUMNS, batch_size=4):
+    for row in iter_kept_rows(triplets_path, COLUMNS, quality, batch_size=4):
         name = ulip_id(row["uid"])
         views, reason = _views_by_azimuth(row)
         if name is None:

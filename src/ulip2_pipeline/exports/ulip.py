@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from ulip2_pipeline.atomic import write_bytes
-from ulip2_pipeline.exports.common import iter_rows, read_json, write_json
+from ulip2_pipeline.exports.common import iter_kept_rows, read_json, write_json
+from ulip2_pipeline.quality.filters import QualityFilter
 
 ULIP_POINTS = 8192
 
 
-def export_ulip_shard(triplets_path, root, fragment_out) -> int:
+def export_ulip_shard(triplets_path, root, fragment_out, quality: QualityFilter | None = None) -> int:
     """{uid}/{uid}_8192.npz (arr_0: (8192, 3) float32) and {uid}/000.png ...; captions into a fragment.
 
     The fragment maps each image's relative path to its captions, best CLIP score first
@@ -22,7 +23,7 @@ def export_ulip_shard(triplets_path, root, fragment_out) -> int:
     root = Path(root)
     captions = {}
     count = 0
-    for row in iter_rows(triplets_path, ["uid", "xyz", "images", "captions", "caption_scores"]):
+    for row in iter_kept_rows(triplets_path, ["uid", "xyz", "images", "captions", "caption_scores"], quality):
         uid = row["uid"]
         buffer = io.BytesIO()
         np.savez(buffer, np.asarray(row["xyz"][:ULIP_POINTS], dtype=np.float32))

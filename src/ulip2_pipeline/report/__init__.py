@@ -9,5 +9,5 @@ dataset gives a report of the same size as the demo's.
   object sample, the lowest and highest scored kept captions), then the sampled rows.
 - ``splat``: a NumPy point-cloud renderer (recorded cameras, depth ordering).
 - ``svg``, ``html``: charts and page building blocks.
-- ``pages``: the dataset pages; ``failures`` and ``training`` the other two.
+- ``pages``: the dataset pages; ``quality`` (flags with examples), ``failures`` and ``training`` the others.
 """

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ulip2_pipeline.quality.filters import QualityFilter
 from ulip2_pipeline.settings import EmbedSettings, TrainSettings
 from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.run import run_training
@@ -37,6 +38,7 @@ class TrainJob:
     out_dir: str
     model: str
     log: str | None = None
+    quality: dict | None = None  # QualityFilter.as_config(): flagged data to leave out
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +61,10 @@ def run_rank(job: TrainJob) -> dict:
     """Train as this process's rank (the only one outside torchrun)."""
     ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(max(1, job.train.threads // ranks))  # the job's CPU threads, shared out
-    summary = run_training(job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir, job.model)
+    quality = QualityFilter.from_config(job.quality) if job.quality else None
+    summary = run_training(
+        job.triplets, job.embed, job.train, job.embed_settings, job.up_axis, job.out_dir, job.model, quality
+    )
     # Only on success: a failed rank must exit (torchrun then stops the others), not wait at a barrier.
     distributed.finish()
     return summary

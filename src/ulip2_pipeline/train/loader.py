@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ulip2_pipeline import point_columns
+from ulip2_pipeline.quality.filters import FLAG_COLUMNS, QualityFilter
 from ulip2_pipeline.records import Row
 from ulip2_pipeline.train.epoch_plan import Window, batches_per_rank, epoch_windows
 from ulip2_pipeline.train.splits import holdout
@@ -102,10 +103,12 @@ class TripletDataset(IterableDataset):
         rank: int | None = None,
         world: int | None = None,
         object_captions: bool = False,
+        quality: QualityFilter | None = None,
     ):
         """``split``: None for every object, "train" or "heldout" for one side of the stable uid
         split (``holdout_fraction``). ``with_image_bytes`` adds the chosen view's PNG. ``rank`` and
-        ``world`` default to torch.distributed's when it is initialised."""
+        ``world`` default to torch.distributed's when it is initialised. ``quality``: flagged objects and
+        views to leave out (a view is drawn among those that stay)."""
         self.triplet_paths = [str(p) for p in triplet_paths]
         self.embed_paths = [str(p) for p in embed_paths] if embed_paths else None
         if self.embed_paths and len(self.embed_paths) != len(self.triplet_paths):
@@ -114,6 +117,9 @@ class TripletDataset(IterableDataset):
         self.holdout_fraction, self.split, self.with_image_bytes = holdout_fraction, split, with_image_bytes
         self.columns = TRIPLET_COLUMNS + (("images",) if with_image_bytes else ())
         self.object_captions = object_captions
+        self.quality = quality if quality is not None and quality.active else None
+        if self.quality is not None:
+            self.columns += FLAG_COLUMNS
         self.embed_columns = EMBED_COLUMNS
         if object_captions:
             self.columns += (OBJECT_COLUMN,)
@@ -135,14 +141,23 @@ class TripletDataset(IterableDataset):
                 raise ShardError(
                     f"{self.embed_paths[index]}: {embed_rows} rows for the {rows} of {path}; rebuild the embeddings"
                 )
-        if self.split is None or rows == 0:
+        if (self.split is None and self.quality is None) or rows == 0:
             return np.arange(rows, dtype=np.int64)
+        columns = ["uid"] + (["views", *FLAG_COLUMNS] if self.quality else [])
         try:
-            uids = shard.read(columns=["uid"]).column("uid").to_pylist()
+            table = shard.read(columns=columns).to_pylist()
         except (pa.ArrowException, OSError) as exc:
             raise ShardError(f"{path}: unreadable (file truncated or corrupt): {exc}") from exc
-        wanted = [i for i, uid in enumerate(uids) if holdout(uid, self.holdout_fraction) == (self.split == "heldout")]
+        wanted = [
+            i
+            for i, row in enumerate(table)
+            if (self.split is None or holdout(row["uid"], self.holdout_fraction) == (self.split == "heldout"))
+            and (self.quality is None or self._kept(row))
+        ]
         return np.asarray(wanted, dtype=np.int64)
+
+    def _kept(self, row: Row) -> bool:
+        return self.quality.keeps(row["uid"], row["flags"], row["view_flags"], len(row["views"]))
 
     @property
     def num_objects(self) -> int:
@@ -194,7 +209,11 @@ class TripletDataset(IterableDataset):
         rng = random.Random(f"{self.seed}:{self.epoch_number}:{row['uid']}")
         xyz = np.array(row["xyz"][: self.num_points], dtype=np.float32)  # a writable copy for torch
         rgb = row["rgb"][: self.num_points].astype(np.float32) / 255.0
-        view = rng.randrange(len(row["views"]))
+        if self.quality is None:
+            view = rng.randrange(len(row["views"]))
+        else:
+            views = self.quality.views(row["view_flags"], len(row["views"]))
+            view = views[rng.randrange(len(views))]
         kept = row["kept"][view]
         sample = {
             "uid": row["uid"],

@@ -11,6 +11,7 @@ import torch
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.devices import pick_device
 from ulip2_pipeline.encoders.checkpoints import load_encoder
+from ulip2_pipeline.quality.filters import QualityFilter
 from ulip2_pipeline.settings import ClipSettings, EvalSettings, TrainSettings
 from ulip2_pipeline.train.benchmarks import read_benchmark
 from ulip2_pipeline.train.retrieval import heldout_retrieval
@@ -21,9 +22,16 @@ log = logging.getLogger(__name__)
 
 
 def run_training(
-    triplet_paths, embed_paths, train: TrainSettings, embed: ClipSettings, up_axis: str, out_dir, model_out
+    triplet_paths,
+    embed_paths,
+    train: TrainSettings,
+    embed: ClipSettings,
+    up_axis: str,
+    out_dir,
+    model_out,
+    quality: QualityFilter | None = None,
 ) -> dict:
-    trainer = Trainer(triplet_paths, embed_paths, train, embed, up_axis, out_dir)
+    trainer = Trainer(triplet_paths, embed_paths, train, embed, up_axis, out_dir, quality)
     summary = trainer.train()
     trainer.save_model(model_out)
     return summary

@@ -35,6 +35,7 @@ from ulip2_pipeline.config import OBJECT_TEXT_SOURCES
 from ulip2_pipeline.devices import pick_device
 from ulip2_pipeline.encoders.registry import build, config_dict, named_config, prefix_points
 from ulip2_pipeline.models.clip import load_configured_clip
+from ulip2_pipeline.quality.filters import QualityFilter
 from ulip2_pipeline.settings import ClipSettings, TrainSettings
 from ulip2_pipeline.train import distributed
 from ulip2_pipeline.train.augment import augment
@@ -124,7 +125,16 @@ class ContrastiveModel(torch.nn.Module):
 
 
 class Trainer:
-    def __init__(self, triplet_paths, embed_paths, settings: TrainSettings, embed: ClipSettings, up_axis: str, out_dir):
+    def __init__(
+        self,
+        triplet_paths,
+        embed_paths,
+        settings: TrainSettings,
+        embed: ClipSettings,
+        up_axis: str,
+        out_dir,
+        quality: QualityFilter | None = None,
+    ):
         self.settings, self.up_axis, self.out_dir = settings, up_axis, Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(settings.device)
@@ -170,7 +180,10 @@ class Trainer:
             rank=self.rank,
             world=self.world,
             object_captions=settings.text_source in OBJECT_TEXT_SOURCES,
+            quality=quality,
         )
+        if quality is not None:
+            log.info("quality filter: %s; %d training objects stay", quality.describe(), self.dataset.num_objects)
         self.batches_per_epoch = len(self.dataset)
         if self.batches_per_epoch == 0:
             raise ValueError(
@@ -196,8 +209,13 @@ class Trainer:
                 "up_axis": up_axis,
                 "world_size": self.world,
                 "towers_sha256": self.tower_hash,
+                **({"quality": quality.as_config()} if quality is not None and quality.active else {}),
             },
-            {"triplets": list(triplet_paths), "embed": list(embed_paths or [])},
+            {
+                "triplets": list(triplet_paths),
+                "embed": list(embed_paths or []),
+                **({"duplicates": [quality.duplicates_path]} if quality and quality.duplicates_path else {}),
+            },
         )
         self.epoch, self.step, self.pending = 0, 0, 0  # pending: micro-batches accumulated towards the next step
         self.history: list[dict] = []
