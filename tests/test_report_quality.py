@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from ulip2_pipeline.quality.flags import OBJECT_FLAGS
 from ulip2_pipeline.report.collect import sample_key
 from ulip2_pipeline.report.html import thumbnail
 from ulip2_pipeline.report.quality import build_quality_page, write_quality_page
@@ -128,7 +129,7 @@ def test_every_flag_is_counted_per_object_and_per_view(dataset):
     for flag, counts in expected.items():
         assert tuple(flag_row(html, flag)[1:]) == counts, flag
     assert "below 0.5" in flag_row(html, "low_contrast")[0]  # the threshold in force
-    assert "<b>No examples</b> of outlier_geometry, degenerate_caption: no object has them." in html
+    assert "<b>No examples</b> of outlier_geometry, missing_texture, degenerate_caption: no object has them." in html
 
 
 def test_examples_show_the_flagged_view_of_flagged_objects_only(dataset):
@@ -212,3 +213,9 @@ def test_write_quality_page(tmp_path, dataset):
     out = tmp_path / "report" / "quality.html"
     write_quality_page(triplets, duplicates, "demo", SETTINGS, out, THRESHOLDS)
     assert out.read_text(encoding="utf-8") == html
+
+
+def test_every_flag_the_pipeline_writes_has_its_meaning_on_the_page(dataset):
+    *_, html = dataset
+    for flag in OBJECT_FLAGS:
+        assert flag_row(html, flag)[0].strip(), flag

@@ -8,6 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from ulip2_pipeline.accounting import FLAG_REASONS
+
 pytestmark = pytest.mark.e2e
 
 
@@ -55,7 +57,7 @@ def test_triplet_metadata_records_schema_and_provenance(results):
     results_dir, config = results
     shard = pq.ParquetFile(shards(results_dir, "triplets")[0])
     metadata = shard.schema_arrow.metadata
-    assert metadata[b"ulip2.schema_version"] == b"1"
+    assert metadata[b"ulip2.schema_version"] == b"2"
     provenance = json.loads(metadata[b"ulip2.provenance"])
     assert provenance["caption_model"] == config["caption"]["model"]
     assert provenance["rank_model"].startswith(config["rank"]["arch"])
@@ -78,6 +80,7 @@ def test_summary_counts_objects_triplets_and_failures(results):
         r
         for shard in summary["shards"]
         for r in pq.read_table(results_dir / "failures" / "triplets" / f"{shard}.parquet").to_pylist()
+        if r["reason"] not in FLAG_REASONS  # quality flags: those objects are triplets
     ]
     assert [(r["uid"], r["reason"]) for r in left] == [("broken_000.glb", "no_points")]
     assert summary["shards"] == sorted(p.stem for p in (results_dir / "triplets").glob("*.parquet"))

@@ -179,6 +179,7 @@ def flag_meanings(thresholds: Mapping[str, float] | None) -> dict[str, str]:
             f"a few points (at most {below('outlier_max_fraction', True)}) lie far from and detached from the body "
             f"(over {below('outlier_min_spread')} core radii out)"
         ),
+        "missing_texture": "texture files were missing: rendered with the fallback colour (render.missing_texture_rgb)",
         "blank_view": f"a view's visible fraction is below {below('blank_below')}: it shows (almost) nothing",
         "low_contrast": (
             f"a view's visible fraction is below {below('low_contrast_below')}: much of the object hardly differs "
