@@ -129,3 +129,49 @@ def test_the_ulip_export_leaves_dropped_objects_and_views_out(tmp_path):
     assert not (tmp_path / "ulip" / "tiny").exists()
     assert not (tmp_path / "ulip" / "dim" / "000.png").exists()
     assert (tmp_path / "ulip" / "dim" / "001.png").read_bytes() == b"png dim 1"
+
+
+def test_the_lists_of_a_quality_section_become_the_filter():
+    quality = QualityFilter.from_config(
+        {"drop_objects": ["tiny_object"], "drop_views": ["blank_view"]}, "unused.parquet"
+    )
+    assert quality.drop_objects == {"tiny_object"}
+    assert quality.drop_views == {"blank_view"}
+    assert quality.duplicates_path is None  # a path given without drop_duplicates is not read or recorded
+    again = QualityFilter.from_config(quality.as_config())
+    assert again == quality
+
+
+def test_drop_duplicates_without_a_table_names_the_setting():
+    with pytest.raises(ValueError, match=r"^quality\.drop_duplicates needs the dataset's duplicates table$"):
+        QualityFilter.from_config({"drop_duplicates": True})
+
+
+def test_select_cuts_the_per_view_columns_and_says_where_the_views_were():
+    row = {
+        "uid": "a",
+        "views": [0, 1, 2],
+        "flags": [],
+        "view_flags": [[], ["low_contrast"], []],
+        "kept": ["x", "y", "z"],
+    }
+    kept = QualityFilter(drop_views=frozenset({"low_contrast"})).select(row, ("views", "kept", "view_flags"))
+    assert kept["views"] == [0, 2]
+    assert kept["kept"] == ["x", "z"]
+    assert kept["view_positions"] == [0, 2]
+    whole = QualityFilter(drop_objects=frozenset({"tiny_object"})).select(row, ("views", "kept"))
+    assert whole["views"] == [0, 1, 2]
+    assert whole["view_positions"] == [0, 1, 2]
+    assert QualityFilter(duplicates=frozenset({"a"})).select(row, ("views",)) is None
+
+
+def test_views_without_recorded_flags_all_stay():
+    quality = QualityFilter(drop_views=frozenset({"low_contrast"}))
+    assert quality.views(None, 3) == [0, 1, 2]
+    assert quality.keeps("a", None, None, 3)
+
+
+def test_the_filter_describes_itself_for_the_training_log():
+    quality = QualityFilter(frozenset({"tiny_object"}), frozenset({"blank_view"}), frozenset({"x", "y"}))
+    assert quality.describe() == "dropping objects flagged ['tiny_object'], views flagged ['blank_view'], 2 duplicates"
+    assert QualityFilter().describe() == "dropping nothing"

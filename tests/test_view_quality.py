@@ -57,3 +57,17 @@ def test_an_empty_view_has_no_coverage_no_visible_part_and_no_box():
 def test_an_image_without_alpha_is_refused():
     with pytest.raises(ValueError, match="RGBA"):
         view_quality(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_an_opaque_pixel_composites_to_its_own_colour_exactly():
+    from ulip2_pipeline.quality.views import composite
+
+    image = paint(canvas(), (200, 100, 7))
+    assert composite(image)[7, 5].tolist() == [200.0, 100.0, 7.0]
+    assert composite(image)[0, 0].tolist() == [255.0, 255.0, 255.0]
+
+
+def test_visibility_is_measured_against_the_background_given():
+    grey = (128, 128, 128)
+    assert view_quality(paint(canvas(), 128), background=grey).visible_fraction == 0.0
+    assert view_quality(paint(canvas(), 255), background=grey).visible_fraction == 1.0
