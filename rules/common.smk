@@ -94,6 +94,11 @@ def duplicates_input(wildcards):
     return {"duplicates": paths.fill(paths.DUPLICATES, dataset=wildcards.dataset)}
 
 
+def quality_flag_params():
+    """The thresholds that make flags (the triplets join's and the quality page's params)."""
+    return {k: config["quality"][k] for k in QualitySettings.FLAG_FIELDS}
+
+
 def quality_filter_params():
     """What training and the exports leave out (their params: changing it reruns them, not the stages)."""
     return {k: config["quality"][k] for k in QualitySettings.FILTER_FIELDS}

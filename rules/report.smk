@@ -105,7 +105,7 @@ rule report_quality:
         ),
     params:
         report=config["report"],
-        quality={k: config["quality"][k] for k in QualitySettings.FLAG_FIELDS},
+        quality=quality_flag_params(),
     log:
         "logs/{dataset}/report/quality.log",
     localrule: True

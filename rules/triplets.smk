@@ -20,7 +20,7 @@ rule triplets_shard:
         provenance=triplet_provenance,
         points=lambda w: config["datasets"][w.dataset]["points"]["count"],
         row_group_rows=config["triplets"]["row_group_rows"],
-        quality={k: config["quality"][k] for k in QualitySettings.FLAG_FIELDS},
+        quality=quality_flag_params(),
     log:
         "logs/{dataset}/triplets/{shard}.log",
     conda:

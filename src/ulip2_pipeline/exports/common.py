@@ -12,24 +12,7 @@ import pyarrow.parquet as pq
 
 from ulip2_pipeline.atomic import atomic_path
 from ulip2_pipeline.quality.filters import FLAG_COLUMNS, QualityFilter
-
-# A triplet row's columns that hold one entry per view (quality.drop_views cuts them all alike).
-PER_VIEW_COLUMNS = (
-    "images",
-    "views",
-    "azimuth_deg",
-    "elevation_deg",
-    "intrinsics",
-    "world_to_camera",
-    "depth",
-    "captions",
-    "caption_scores",
-    "kept",
-    "coverage",
-    "visible_fraction",
-    "bbox",
-    "view_flags",
-)
+from ulip2_pipeline.stages.triplets import PER_VIEW_COLUMNS
 
 
 def iter_rows(parquet_path, columns: list[str], batch_size: int = 16) -> Iterator[dict]:

@@ -37,6 +37,21 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "2"  # 2: quality columns
 STAGE = "triplets"
 QUALITY_COLUMNS = ("coverage", "visible_fraction", "bbox")  # the render's, per view
+# A triplet row's columns that hold one entry per view, aligned (quality.drop_views cuts them all alike).
+PER_VIEW_COLUMNS = (
+    "images",
+    "views",
+    "azimuth_deg",
+    "elevation_deg",
+    "intrinsics",
+    "world_to_camera",
+    "depth",
+    "captions",
+    "caption_scores",
+    "kept",
+    *QUALITY_COLUMNS,
+    "view_flags",
+)
 PROVENANCE_PACKAGES = ("bpy", "trimesh", "torch", "transformers", "open_clip_torch", "pyarrow", "numpy")
 
 
@@ -184,23 +199,7 @@ def build_triplets(
             [view_flags(r.get("visible_fraction"), (s["kept"] or [""])[0], quality) for r, s in pairs]
         )
     schema = triplet_schema(n_points)
-    columns = {
-        name: pa.array(per_view[name], type=schema.field(name).type)
-        for name in (
-            "images",
-            "views",
-            "azimuth_deg",
-            "elevation_deg",
-            "intrinsics",
-            "world_to_camera",
-            "depth",
-            "captions",
-            "caption_scores",
-            "kept",
-            *QUALITY_COLUMNS,
-            "view_flags",
-        )
-    }
+    columns = {name: pa.array(per_view[name], type=schema.field(name).type) for name in PER_VIEW_COLUMNS}
     shape = (points.num_rows, n_points, 3)
     xyz = point_columns.to_numpy(points, "xyz", np.float32) if points.num_rows else np.zeros(shape, np.float32)
     rgb = point_columns.to_numpy(points, "rgb", np.uint8) if points.num_rows else np.zeros(shape, np.uint8)
